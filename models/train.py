@@ -1,0 +1,227 @@
+"""Training of the denoiser on synthetic phantoms: noisy input -> CLEAN target.
+
+Seeds are split so that training never sees an evaluation image:
+  * ``sample_dicoms/`` phantoms use seeds below 100 000 (see :mod:`pipeline.samples`);
+  * the validation slices here use seeds 900 000 + i;
+  * training phantoms use seeds from 1 000 000 upwards.
+
+Run it with ``python -m models.train --run-dir runs/ct_denoiser --steps 20000`` (resumes from the
+run folder's checkpoint when there is one), then ``python -m models.train --run-dir ... --export
+models/weights/ct_denoiser.safetensors`` to write the weights and the model card.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline.metrics import psnr
+from pipeline.noise import add_gaussian_noise
+from pipeline.phantom import REGIONS, Phantom, acquire
+from pipeline.window import Window, hu_to_unit
+
+from .autoencoder import DenoisingAutoencoder, count_parameters
+from .store import load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+TRAIN_SEED_BASE = 1_000_000
+VAL_SEED_BASE = 900_000
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20000
+    batch_size: int = 16
+    patch: int = 96
+    lr: float = 1e-3
+    lr_min: float = 1e-5
+    sigma_min: float = 0.0
+    sigma_max: float = 0.12
+    seed: int = 1
+    pool_size: int = 192
+    pool_refresh: int = 1500
+    width: int = 32
+    levels: int = 2
+    convs_per_level: int = 2
+    window_low: float = -1000.0
+    window_high: float = 1000.0
+    val_every: int = 500
+    val_sigma: float = 0.07
+    val_slices: int = 6
+    checkpoint_every: int = 250
+
+    @property
+    def window(self) -> Window:
+        return Window(self.window_low, self.window_high)
+
+
+def clean_slice(seed: int, window: Window) -> np.ndarray:
+    """One clean training/validation slice in [0, 1]: random region, position, pixel size and PSF."""
+    rng = np.random.default_rng(seed)
+    region = REGIONS[int(rng.integers(len(REGIONS)))]
+    phantom = Phantom(seed, region)
+    hu = phantom.slice_hu(float(rng.uniform(-150, 150)), 512, float(rng.uniform(0.6, 0.95)))
+    hu = acquire(hu, rng, psf_sigma_px=float(rng.uniform(0.4, 1.3)), noise_hu=0.0)
+    return hu_to_unit(hu, window, clip=True)
+
+
+def validation_set(cfg: TrainConfig) -> list[np.ndarray]:
+    return [clean_slice(VAL_SEED_BASE + i, cfg.window) for i in range(cfg.val_slices)]
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, clean: list[np.ndarray], sigma: float) -> float:
+    """Mean PSNR (data range 1) of the model on seeded noisy copies of ``clean``."""
+    model.eval()
+    scores = []
+    for i, ref in enumerate(clean):
+        noisy = add_gaussian_noise(ref, sigma, seed=VAL_SEED_BASE + i)
+        out = model(torch.from_numpy(noisy)[None, None]).clamp(0, 1)[0, 0].numpy()
+        scores.append(psnr(ref, out))
+    model.train()
+    return float(np.mean(scores))
+
+
+class PatchStream:
+    """Deterministic batches: batch ``step`` depends only on (seed, step), so a resumed run sees
+    exactly the batches an uninterrupted run would have seen."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self._generation = -1
+        self._pool: list[np.ndarray] = []
+
+    def _ensure_pool(self, step: int) -> None:
+        gen = step // self.cfg.pool_refresh
+        if gen != self._generation:
+            base = TRAIN_SEED_BASE + (self.cfg.seed * 1000 + gen) * self.cfg.pool_size
+            self._pool = [clean_slice(base + i, self.cfg.window) for i in range(self.cfg.pool_size)]
+            self._generation = gen
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        self._ensure_pool(step)
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, step])
+        clean = np.empty((cfg.batch_size, 1, cfg.patch, cfg.patch), np.float32)
+        for b in range(cfg.batch_size):
+            for _ in range(10):  # mostly skip patches of empty air
+                img = self._pool[int(rng.integers(len(self._pool)))]
+                r, c = rng.integers(0, img.shape[0] - cfg.patch + 1, size=2)
+                crop = img[r:r + cfg.patch, c:c + cfg.patch]
+                if crop.std() > 0.01 or rng.random() < 0.1:
+                    break
+            crop = np.rot90(crop, int(rng.integers(4)))
+            if rng.random() < 0.5:
+                crop = crop[:, ::-1]
+            clean[b, 0] = crop
+        sigma = rng.uniform(cfg.sigma_min, cfg.sigma_max, size=(cfg.batch_size, 1, 1, 1)).astype(np.float32)
+        noisy = np.clip(clean + sigma * rng.standard_normal(clean.shape, dtype=np.float32), 0, 1)
+        return torch.from_numpy(noisy), torch.from_numpy(clean)
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    warm = 200
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    t = min(1.0, (step - warm) / max(1, cfg.steps - warm))
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
+
+
+def build_model(cfg: TrainConfig) -> DenoisingAutoencoder:
+    torch.manual_seed(cfg.seed)
+    return DenoisingAutoencoder(cfg.width, cfg.levels, cfg.convs_per_level)
+
+
+def train(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) into ``run_dir``: ``checkpoint.safetensors``, ``train_log.csv``,
+    ``config.json``. Returns the last logged row."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = run_dir / "config.json"
+    ckpt = run_dir / "checkpoint.safetensors"
+    if cfg_path.exists() and ckpt.exists():
+        old = json.loads(cfg_path.read_text())
+        fixed = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "steps"}
+        if {k: old.get(k) for k in fixed} != fixed:
+            raise ValueError(f"{cfg_path}: the run folder was made with another configuration; use a new folder")
+    cfg_path.write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    model = build_model(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    step, elapsed = 0, 0.0
+    if ckpt.exists():
+        meta = load_checkpoint(ckpt, model, opt)
+        step, elapsed = int(meta["step"]), float(meta["elapsed_s"])
+        log.info("resumed %s at step %d", ckpt, step)
+    stream = PatchStream(cfg)
+    val = validation_set(cfg)
+    log_path = run_dir / "train_log.csv"
+    new_log = not log_path.exists()
+    last: dict[str, Any] = {"step": step}
+    loss_acc, n_acc = 0.0, 0
+    t0 = time.perf_counter() - elapsed
+    model.train()
+    with open(log_path, "a", newline="") as fh:
+        writer = csv.writer(fh)
+        if new_log:
+            writer.writerow(["step", "loss", "val_psnr", "lr", "elapsed_s"])
+        bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="batch", disable=not progress)
+        while step < cfg.steps:
+            noisy, clean = stream.batch(step)
+            lr = learning_rate(cfg, step)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            loss = torch.nn.functional.mse_loss(model(noisy), clean)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_acc += float(loss)
+            n_acc += 1
+            step += 1
+            bar.update(1)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                val_psnr = evaluate(model, val, cfg.val_sigma) if (step % cfg.val_every == 0 or step == cfg.steps) else ""
+                last = {"step": step, "loss": loss_acc / n_acc, "val_psnr": val_psnr, "lr": lr,
+                        "elapsed_s": time.perf_counter() - t0}
+                writer.writerow([last[k] for k in ("step", "loss", "val_psnr", "lr", "elapsed_s")])
+                fh.flush()
+                save_checkpoint(ckpt, model, opt, {"step": step, "elapsed_s": last["elapsed_s"]})
+                bar.set_postfix(loss=f"{last['loss']:.2e}", val=val_psnr if val_psnr == "" else f"{val_psnr:.2f}")
+                loss_acc, n_acc = 0.0, 0
+        bar.close()
+    return last
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run-dir", type=Path, required=True)
+    p.add_argument("--export", type=Path, help="write weights + model card from the run's checkpoint")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    for f in dataclasses.fields(TrainConfig):
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    if args.export:
+        from .export import export
+
+        export(cfg, args.run_dir, args.export)
+        return
+    last = train(cfg, args.run_dir)
+    log.info("finished: %s (%d parameters)", last, count_parameters(build_model(cfg)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Batched model inference: CUDA with mixed precision when there is a GPU, CPU otherwise."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from models.store import LoadedModel
+
+from .errors import ConfigError
+from .window import Window, hu_to_unit, unit_to_hu
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda``/``cuda:N`` fail clearly without a GPU."""
+    req = requested.strip().lower()
+    if req == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if req.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {requested!r} requested but torch {torch.__version__} sees no CUDA GPU "
+                              "(install the CUDA build of torch, or set device = auto)")
+        return torch.device(req)
+    if req == "cpu":
+        return torch.device("cpu")
+    raise ConfigError(f"device must be auto, cpu or cuda[:N], got {requested!r}")
+
+
+class Denoiser:
+    """Runs a loaded model over stacks of slices in batches of ``batch_size``."""
+
+    def __init__(self, loaded: LoadedModel, device: str = "auto", batch_size: int = 8, amp: bool = True) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.loaded = loaded
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self.amp = amp and self.device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16
+        self.model = loaded.model.to(self.device).eval()
+        log.info("model %s on %s (batch %d%s)", loaded.name, self.device, batch_size,
+                 f", autocast {str(self.amp_dtype).removeprefix('torch.')}" if self.amp else "")
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp:
+            return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def denoise_unit(self, images: np.ndarray, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """(N, H, W) float32 in [0, 1] -> (N, H, W) float32 model output (not clipped)."""
+        out = np.empty_like(images, dtype=np.float32)
+        for start in range(0, len(images), self.batch_size):
+            chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + self.batch_size], dtype=np.float32))
+            x = chunk[:, None].to(self.device, non_blocking=True)
+            with self._autocast():
+                y = self.model(x)
+            out[start:start + len(chunk)] = y[:, 0].float().cpu().numpy()
+            if on_batch:
+                on_batch(len(chunk))
+        return out
+
+    def denoise_hu(self, hu: np.ndarray, window: Window,
+                   on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """Denoise (N, H, W) float32 HU; returns float32 HU.
+
+        The model sees the slices clipped to ``window``; its correction (output minus input) is
+        added to the unclipped values, so HU outside the window (air below -1000, bone and metal
+        above the window) keep their level instead of being clipped to the window's edges.
+        """
+        unit = hu_to_unit(hu, window)
+        clipped = np.clip(unit, 0.0, 1.0)
+        corrected = unit + (self.denoise_unit(clipped, on_batch) - clipped)
+        return unit_to_hu(corrected, window)

@@ -1,0 +1,227 @@
+"""Find CT series in a folder tree and load them as ordered stacks in HU.
+
+Discovery reads headers only; pixel data are decoded when a series is loaded. Files are opened
+read-only and never modified. A file that is not usable is skipped with a one-line reason; a
+series that cannot be loaded raises :class:`~pipeline.errors.InputError` naming the file.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileDataset
+from pydicom.errors import InvalidDicomError
+
+from .errors import InputError
+from .uids import path_safe_uid
+from .geometry import position_along, same_orientation, slice_normal
+
+log = logging.getLogger(__name__)
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+MEDIA_DIRECTORY_STORAGE = "1.2.840.10008.1.3.10"
+# DerivationDescription of every series this tool writes starts with this marker (see writer.py).
+DERIVED_MARKER = "ct-denoise"
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A candidate slice found by discovery (header facts only)."""
+
+    path: Path
+    sop_uid: str
+
+
+@dataclass
+class SeriesRef:
+    study_uid: str
+    series_uid: str
+    files: list[FileRef] = field(default_factory=list)
+
+
+@dataclass
+class Skipped:
+    path: str
+    reason: str
+    series_uid: str = ""
+
+
+@dataclass
+class StudyScan:
+    study_uid: str
+    series: dict[str, SeriesRef] = field(default_factory=dict)
+
+
+@dataclass
+class ScanResult:
+    studies: dict[str, StudyScan] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+@dataclass
+class Series:
+    """An ordered stack. ``hu`` is (slices, rows, columns) float32 HU; ``datasets`` are the source
+    headers in the same order (pixel data dropped after decoding)."""
+
+    study_uid: str
+    series_uid: str
+    datasets: list[Dataset]
+    paths: list[Path]
+    hu: np.ndarray
+    warnings: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.datasets)
+
+
+def _skip_reason(ds: Dataset) -> str | None:
+    sop_class = str(ds.get("SOPClassUID", ""))
+    if sop_class == MEDIA_DIRECTORY_STORAGE or "DirectoryRecordSequence" in ds:
+        return "DICOMDIR / media directory, not an image"
+    if not ds.get("SOPInstanceUID"):
+        return "no SOPInstanceUID"
+    if sop_class != CT_IMAGE_STORAGE:
+        return f"SOP class {sop_class or '(none)'} is not CT Image Storage"
+    if str(ds.get("Modality", "")).upper() != "CT":
+        return f"modality {ds.get('Modality', '(none)')} is not CT"
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    if "LOCALIZER" in image_type:
+        return "localizer (ImageType LOCALIZER)"
+    if str(ds.get("DerivationDescription", "")).startswith(DERIVED_MARKER):
+        return "a series this tool derived (not denoised again)"
+    return None
+
+
+def scan(root: Path | str) -> ScanResult:
+    """Walk ``root`` (a folder of any depth, or a single file) and group CT slices by study and series."""
+    root = Path(root)
+    if not root.exists():
+        raise InputError(root, "no such file or folder")
+    paths = [root] if root.is_file() else sorted(
+        Path(d) / f for d, dirs, files in os.walk(root) for f in files if not f.startswith(".")
+    )
+    result = ScanResult()
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                ds = pydicom.dcmread(fh, stop_before_pixels=True)
+        except InvalidDicomError:
+            result.skipped.append(Skipped(str(path), "not a DICOM file (no DICM preamble)"))
+            continue
+        except Exception as exc:  # truncated or corrupt header
+            result.skipped.append(Skipped(str(path), f"unreadable DICOM header ({type(exc).__name__}: {exc})"))
+            continue
+        reason = _skip_reason(ds)
+        if reason:
+            result.skipped.append(Skipped(str(path), reason, str(ds.get("SeriesInstanceUID", ""))))
+            continue
+        study_uid, series_uid = str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", ""))
+        try:
+            path_safe_uid(study_uid, "StudyInstanceUID")
+            path_safe_uid(series_uid, "SeriesInstanceUID")
+        except ValueError as exc:
+            result.skipped.append(Skipped(str(path), str(exc)))
+            continue
+        study = result.studies.setdefault(study_uid, StudyScan(study_uid))
+        series = study.series.setdefault(series_uid, SeriesRef(study_uid, series_uid))
+        series.files.append(FileRef(path, str(ds.SOPInstanceUID)))
+    for s in result.skipped:
+        log.info("skipped %s: %s", s.path, s.reason)
+    return result
+
+
+def _float(ds: Dataset, keyword: str, default: float | None, path: Path) -> float:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        if default is None:
+            raise InputError(path, f"{keyword} missing")
+        return default
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise InputError(path, f"{keyword} {value!r} is not a number") from None
+    if not math.isfinite(out):
+        raise InputError(path, f"{keyword} is not finite")
+    return out
+
+
+def to_hu(ds: Dataset, path: Path) -> np.ndarray:
+    """Decode one slice and apply the modality LUT: HU = RescaleSlope * stored + RescaleIntercept."""
+    if "PixelData" not in ds:
+        raise InputError(path, "no pixel data")
+    if int(ds.get("SamplesPerPixel", 1)) != 1 or str(ds.get("PhotometricInterpretation", "")) not in ("MONOCHROME2", "MONOCHROME1"):
+        raise InputError(path, f"photometric interpretation {ds.get('PhotometricInterpretation')} is not greyscale")
+    try:
+        stored = ds.pixel_array
+    except Exception as exc:  # missing decoder, short or corrupt pixel data
+        raise InputError(path, f"pixel data cannot be decoded ({type(exc).__name__}: {exc})") from None
+    if stored.ndim != 2:
+        raise InputError(path, f"expected one frame, got pixel array of shape {stored.shape}")
+    slope = _float(ds, "RescaleSlope", 1.0, path)
+    intercept = _float(ds, "RescaleIntercept", 0.0, path)
+    if slope == 0:
+        raise InputError(path, "RescaleSlope is 0")
+    return (stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
+
+
+def load_series(ref: SeriesRef) -> Series:
+    """Read and order a series by ImagePositionPatient projected on the slice normal.
+
+    Falls back to InstanceNumber (with a warning) when position or orientation is missing. Of two
+    slices at the same position the one with the higher AcquisitionNumber (then InstanceNumber) is
+    kept, the other reported in ``warnings``.
+    """
+    loaded: list[tuple[FileDataset, Path]] = []
+    for fref in ref.files:
+        try:
+            with open(fref.path, "rb") as fh:
+                ds = pydicom.dcmread(fh)
+        except Exception as exc:
+            raise InputError(fref.path, f"unreadable DICOM ({type(exc).__name__}: {exc})") from None
+        loaded.append((ds, fref.path))
+    first, first_path = loaded[0]
+    rows, cols = int(first.get("Rows", 0)), int(first.get("Columns", 0))
+    warnings: list[str] = []
+    for ds, path in loaded[1:]:
+        if (int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) != (rows, cols):
+            raise InputError(path, f"matrix {ds.get('Rows')}x{ds.get('Columns')} differs from {rows}x{cols} in the same series")
+        if list(map(float, ds.get("PixelSpacing") or [])) != list(map(float, first.get("PixelSpacing") or [])):
+            raise InputError(path, "PixelSpacing differs within the series")
+    have_geometry = all("ImagePositionPatient" in ds and "ImageOrientationPatient" in ds for ds, _ in loaded)
+    if have_geometry:
+        try:
+            normal = slice_normal(first.ImageOrientationPatient)
+            keyed = []
+            for ds, path in loaded:
+                if not same_orientation(ds.ImageOrientationPatient, first.ImageOrientationPatient):
+                    raise InputError(path, "ImageOrientationPatient differs within the series")
+                keyed.append((round(position_along(normal, ds.ImagePositionPatient), 4), ds, path))
+        except ValueError as exc:
+            raise InputError(first_path, str(exc)) from None
+    else:
+        warnings.append("ImagePositionPatient/ImageOrientationPatient missing: ordered by InstanceNumber")
+        keyed = [(float(ds.get("InstanceNumber", 0) or 0), ds, path) for ds, path in loaded]
+    keyed.sort(key=lambda k: (k[0], int(k[1].get("AcquisitionNumber", 0) or 0), int(k[1].get("InstanceNumber", 0) or 0)))
+    kept: list[tuple[float, FileDataset, Path]] = []
+    for item in keyed:
+        if kept and have_geometry and item[0] == kept[-1][0]:
+            # sorted ascending, so ``item`` has the higher AcquisitionNumber/InstanceNumber: keep it
+            warnings.append(f"duplicate position {item[0]} mm: kept {item[2].name}, dropped {kept[-1][2].name}")
+            kept[-1] = item
+        else:
+            kept.append(item)
+    for w in warnings:
+        log.warning("series %s: %s", ref.series_uid, w)
+    hu = np.empty((len(kept), rows, cols), dtype=np.float32)
+    datasets, paths = [], []
+    for i, (_, ds, path) in enumerate(kept):
+        hu[i] = to_hu(ds, path)
+        del ds.PixelData  # headers are kept for writing; the pixels live in ``hu``
+        datasets.append(ds)
+        paths.append(path)
+    return Series(ref.study_uid, ref.series_uid, datasets, paths, hu, warnings)

@@ -1,0 +1,50 @@
+"""All settings of a run in one validated object (filled from ``luigi.cfg`` by ``tasks.py``)."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .filters import FilterParams
+from .window import Window
+
+_TEMPLATE_FIELDS = {"series_uid", "source_series_uid", "series_number", "sop_uid", "index"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    window: Window = field(default_factory=Window)
+    qa_sigma: float = 0.07
+    batch_size: int = 8
+    device: str = "auto"
+    amp: bool = True
+    model_path: Path | None = None  # None: the shipped weights
+    filters: FilterParams = field(default_factory=FilterParams)
+    series_folder: str = "{series_uid}"
+    file_name: str = "{index:05d}_{sop_uid}.dcm"
+    series_description_suffix: str = " DENOISED"
+    series_number_offset: int = 1000
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.qa_sigma <= 1:
+            raise ConfigError(f"qa_sigma must be in [0, 1] (fraction of the window), got {self.qa_sigma}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        for name in ("series_folder", "file_name"):
+            tmpl = getattr(self, name)
+            used = set(re.findall(r"{(\w+)", tmpl))
+            if not used or used - _TEMPLATE_FIELDS or "/" in tmpl or "\\" in tmpl or tmpl.startswith("."):
+                raise ConfigError(f"{name} {tmpl!r} must be one path component built only from "
+                                  f"{sorted(_TEMPLATE_FIELDS)}")
+        if len(self.series_description_suffix) > 32:
+            raise ConfigError("series_description_suffix is longer than 32 characters")
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["window"] = {"low_hu": self.window.low, "high_hu": self.window.high}
+        d["model_path"] = str(self.model_path) if self.model_path else None
+        return d

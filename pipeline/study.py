@@ -1,0 +1,172 @@
+"""One study folder in, one output folder per study out: derived series, QA reports, provenance.
+
+Output layout (``<output_dir>/<StudyInstanceUID>/``, renamed into place only when complete)::
+
+    <derived SeriesInstanceUID>/00001_<SOPInstanceUID>.dcm ...   one folder per derived series
+    <derived SeriesInstanceUID>/provenance.json
+    qa_report.csv      one row per source series x method
+    qa_slices.csv      one row per slice x method
+    skipped.csv        files and series that were not denoised, with the reason
+    provenance.json
+
+A folder that holds several studies gives one such output folder per study.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import __version__
+from .atomic import atomic_directory, write_csv, write_json
+from .denoise import Denoiser
+from .errors import InputError
+from .provenance import provenance
+from .qa import MethodSummary, SliceScore, qa_series
+from .reader import DERIVED_MARKER, ScanResult, SeriesRef, Skipped, StudyScan, load_series
+from .settings import Settings
+from .uids import path_safe_uid
+from .writer import DerivedSeriesInfo, derived_series_uid, derived_sop_uid, hu_to_stored, write_series
+
+log = logging.getLogger(__name__)
+
+QA_HEADER = ["study_uid", "series_uid", "derived_series_uid", "method", "slices", "mean_psnr_db",
+             "min_psnr_db", "mean_ssim", "seconds", "window_low_hu", "window_high_hu", "sigma"]
+SLICE_HEADER = ["study_uid", "series_uid", "sop_instance_uid", "slice_index", "method", "psnr_db", "ssim"]
+SKIPPED_HEADER = ["path", "series_uid", "reason"]
+
+
+@dataclass
+class SeriesOutcome:
+    source_series_uid: str
+    derived_series_uid: str
+    slices: int
+    qa: list[MethodSummary]
+
+
+@dataclass
+class StudyOutcome:
+    study_uid: str
+    folder: Path
+    series: list[SeriesOutcome] = field(default_factory=list)
+    failures: list[Skipped] = field(default_factory=list)
+
+
+def study_output_folder(output_dir: Path, study_uid: str) -> Path:
+    return Path(output_dir) / path_safe_uid(study_uid, "StudyInstanceUID")
+
+
+def derivation_info(settings: Settings, denoiser: Denoiser) -> DerivedSeriesInfo:
+    m = denoiser.loaded
+    description = (f"{DERIVED_MARKER} {__version__}: denoised by convolutional autoencoder {m.name} "
+                   f"(weights sha256 {m.sha256[:16]}), HU window {settings.window}")
+    fingerprint = f"{m.sha256}|{settings.window.low}|{settings.window.high}|{__version__}"
+    return DerivedSeriesInfo(description, fingerprint, settings.series_description_suffix,
+                             settings.series_number_offset)
+
+
+def _fmt(x: float, nd: int = 4) -> str:
+    return "inf" if math.isinf(x) else f"{x:.{nd}f}"
+
+
+def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Denoiser,
+                    info: DerivedSeriesInfo) -> tuple[SeriesOutcome, list[SliceScore]]:
+    series = load_series(ref)
+    derived_uid = derived_series_uid(ref.series_uid, info)
+    number = int(series.datasets[0].get("SeriesNumber", 0) or 0) + settings.series_number_offset
+    folder = tmp / settings.series_folder.format(series_uid=derived_uid, source_series_uid=ref.series_uid,
+                                                 series_number=number, sop_uid=derived_uid, index=0)
+    folder.mkdir()
+    with tqdm(total=len(series), desc=f"denoise {ref.series_uid[-16:]}", unit="slice",
+              disable=not settings.progress, leave=False) as bar:
+        out_hu = denoiser.denoise_hu(series.hu, settings.window, on_batch=bar.update)
+    stored = [hu_to_stored(out, ds, source_stored=hu_to_stored(src, ds))
+              for out, src, ds in zip(out_hu, series.hu, series.datasets)]
+    names = [settings.file_name.format(series_uid=derived_uid, source_series_uid=ref.series_uid, series_number=number,
+                                       sop_uid=derived_sop_uid(str(ds.SOPInstanceUID), info), index=i + 1)
+             for i, ds in enumerate(series.datasets)]
+    write_series(series.datasets, stored, folder, info, names)
+    sop_uids = [str(ds.SOPInstanceUID) for ds in series.datasets]
+    summaries, scores = qa_series(ref.series_uid, sop_uids, series.hu, settings.window, settings.qa_sigma,
+                                  denoiser.denoise_unit, settings.filters)
+    write_json(folder / "provenance.json", provenance(
+        settings, denoiser.loaded, str(denoiser.device), study_uid=ref.study_uid,
+        source_series_uid=ref.series_uid, derived_series_uid=derived_uid, slices=len(series),
+        source_sop_instance_uids=sop_uids, warnings=series.warnings))
+    log.info("series %s: %d slices -> %s", ref.series_uid, len(series), derived_uid)
+    return SeriesOutcome(ref.series_uid, derived_uid, len(series), summaries), scores
+
+
+def process_study(study: StudyScan, output_dir: Path, settings: Settings, denoiser: Denoiser,
+                  skipped: Iterable[Skipped] = ()) -> StudyOutcome:
+    """Denoise every series of ``study`` and write its QA reports into ``<output_dir>/<StudyUID>``.
+
+    A series that fails (unreadable file, inconsistent geometry, ...) is logged with file and reason,
+    listed in ``skipped.csv`` and left out; the other series go on. If no series succeeds the study
+    raises :class:`InputError` and nothing is written.
+    """
+    final = study_output_folder(output_dir, study.study_uid)
+    outcome = StudyOutcome(study.study_uid, final, failures=list(skipped))
+    info = derivation_info(settings, denoiser)
+    all_scores: list[SliceScore] = []
+    with atomic_directory(final) as tmp:
+        for ref in study.series.values():
+            try:
+                series_outcome, scores = _process_series(ref, tmp, settings, denoiser, info)
+            except InputError as exc:
+                log.error("series %s not denoised: %s", ref.series_uid, exc)
+                outcome.failures.append(Skipped(exc.path, exc.reason, ref.series_uid))
+                shutil.rmtree(tmp / derived_series_uid(ref.series_uid, info), ignore_errors=True)
+                continue
+            outcome.series.append(series_outcome)
+            all_scores.extend(scores)
+        if not outcome.series:
+            reasons = "; ".join(str(InputError(f.path, f.reason)) for f in outcome.failures[-3:])
+            raise InputError(study.study_uid, f"no series of the study could be denoised ({reasons})")
+        _write_reports(tmp, outcome, all_scores, settings)
+        write_json(tmp / "provenance.json", provenance(
+            settings, denoiser.loaded, str(denoiser.device), study_uid=study.study_uid,
+            series=[{"source_series_uid": s.source_series_uid, "derived_series_uid": s.derived_series_uid,
+                     "slices": s.slices} for s in outcome.series],
+            failures=[{"path": f.path, "series_uid": f.series_uid, "reason": f.reason} for f in outcome.failures]))
+    return outcome
+
+
+def _write_reports(folder: Path, outcome: StudyOutcome, scores: list[SliceScore], settings: Settings) -> None:
+    w = settings.window
+    derived = {s.source_series_uid: s.derived_series_uid for s in outcome.series}
+    write_csv(folder / "qa_report.csv", QA_HEADER, (
+        [outcome.study_uid, q.series_uid, derived[q.series_uid], q.method, q.slices, _fmt(q.mean_psnr),
+         _fmt(q.min_psnr), _fmt(q.mean_ssim, 5), f"{q.seconds:.3f}", f"{w.low:g}", f"{w.high:g}",
+         f"{settings.qa_sigma:g}"]
+        for s in outcome.series for q in s.qa))
+    write_csv(folder / "qa_slices.csv", SLICE_HEADER, (
+        [outcome.study_uid, r.series_uid, r.sop_uid, r.index, r.method, _fmt(r.psnr), _fmt(r.ssim, 5)]
+        for r in scores))
+    write_csv(folder / "skipped.csv", SKIPPED_HEADER, ([f.path, f.series_uid, f.reason] for f in outcome.failures))
+
+
+def process_scan(scan_result: ScanResult, output_dir: Path, settings: Settings, denoiser: Denoiser) -> list[StudyOutcome]:
+    """Process every study found by :func:`pipeline.reader.scan` whose output folder does not exist yet.
+
+    A study that fails is logged and re-raised after the others have been processed."""
+    outcomes, errors = [], []
+    for uid, study in scan_result.studies.items():
+        if study_output_folder(output_dir, uid).exists():
+            log.info("study %s: output exists, skipped", uid)
+            continue
+        mine = [s for s in scan_result.skipped if not s.series_uid or s.series_uid in study.series]
+        try:
+            outcomes.append(process_study(study, output_dir, settings, denoiser, mine))
+        except InputError as exc:
+            log.error("study %s failed: %s", uid, exc)
+            errors.append(exc)
+    if errors:
+        raise errors[0] if len(errors) == 1 else InputError(
+            str(output_dir), f"{len(errors)} studies failed: " + "; ".join(str(e) for e in errors))
+    return outcomes

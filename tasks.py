@@ -1,0 +1,102 @@
+"""Luigi entry points: a thin layer over ``pipeline/``.
+
+    luigi --module tasks DenoiseStudy --study-dir STUDY_DIR --output-dir OUT [--local-scheduler]
+
+Every default lives in ``luigi.cfg`` (sections ``[denoise]`` and ``[qa_filters]``).
+"""
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from pathlib import Path
+
+import luigi
+
+import models
+from models.store import load_model
+from pipeline.denoise import Denoiser
+from pipeline.errors import InputError
+from pipeline.filters import FilterParams
+from pipeline.reader import ScanResult, scan
+from pipeline.settings import Settings
+from pipeline.study import process_scan, study_output_folder
+from pipeline.window import Window
+
+INSTALL_ROOT = Path(models.__file__).resolve().parent.parent
+
+
+class denoise(luigi.Config):  # noqa: N801 - section name in luigi.cfg
+    window_low_hu = luigi.FloatParameter(default=-1000.0, description="HU mapped to 0 for the model")
+    window_high_hu = luigi.FloatParameter(default=1000.0, description="HU mapped to 1 for the model")
+    qa_sigma = luigi.FloatParameter(default=0.07, description="QA noise std, fraction of the window")
+    batch_size = luigi.IntParameter(default=8, description="slices per model batch")
+    device = luigi.Parameter(default="auto", description="auto, cpu or cuda[:N]")
+    amp = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+                              description="mixed precision on CUDA")
+    model_path = luigi.Parameter(default="models/weights/ct_denoiser.safetensors",
+                                 description="weights; a relative path is relative to the install root")
+    series_folder = luigi.Parameter(default="{series_uid}")
+    file_name = luigi.Parameter(default="{index:05d}_{sop_uid}.dcm")
+    series_description_suffix = luigi.Parameter(default="DENOISED")
+    series_number_offset = luigi.IntParameter(default=1000)
+    progress = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
+
+
+class qa_filters(luigi.Config):  # noqa: N801
+    gaussian_ksize = luigi.IntParameter(default=FilterParams.gaussian_ksize)
+    gaussian_sigma = luigi.FloatParameter(default=FilterParams.gaussian_sigma)
+    average_ksize = luigi.IntParameter(default=FilterParams.average_ksize)
+    median_ksize = luigi.IntParameter(default=FilterParams.median_ksize)
+    bilateral_d = luigi.IntParameter(default=FilterParams.bilateral_d)
+    bilateral_sigma_color = luigi.FloatParameter(default=FilterParams.bilateral_sigma_color)
+    bilateral_sigma_space = luigi.FloatParameter(default=FilterParams.bilateral_sigma_space)
+
+
+def _log_to_stderr() -> None:
+    """Show the pipeline's INFO messages beside Luigi's (Luigi only configures its own loggers)."""
+    for name in ("pipeline", "models"):
+        logger = logging.getLogger(name)
+        if not logger.handlers and not logging.getLogger().handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(levelname)s: %(name)s: %(message)s"))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+
+
+def settings_from_config() -> Settings:
+    """Build and validate the run settings from luigi.cfg (fails before any file is read)."""
+    c, f = denoise(), qa_filters()
+    model_path = Path(c.model_path)
+    return Settings(
+        window=Window(c.window_low_hu, c.window_high_hu), qa_sigma=c.qa_sigma, batch_size=c.batch_size,
+        device=c.device, amp=c.amp, model_path=model_path if model_path.is_absolute() else INSTALL_ROOT / model_path,
+        filters=FilterParams(**{k: getattr(f, k) for k in FilterParams.__dataclass_fields__}),
+        series_folder=c.series_folder, file_name=c.file_name,
+        series_description_suffix=" " + c.series_description_suffix.strip(),
+        series_number_offset=c.series_number_offset, progress=c.progress)
+
+
+class DenoiseStudy(luigi.Task):
+    """Denoise every CT series of a study folder into ``<output_dir>/<StudyInstanceUID>/``.
+
+    A folder holding several studies gives one output folder per study (all must exist for the
+    task to be complete)."""
+
+    study_dir = luigi.Parameter(description="folder with the study's DICOM files (searched recursively)")
+    output_dir = luigi.Parameter(description="where <StudyInstanceUID>/ output folders are created")
+
+    @cached_property
+    def _scan(self) -> ScanResult:
+        return scan(Path(self.study_dir))
+
+    def output(self) -> dict[str, luigi.LocalTarget]:
+        return {uid: luigi.LocalTarget(str(study_output_folder(Path(self.output_dir), uid)))
+                for uid in self._scan.studies}
+
+    def run(self) -> None:
+        _log_to_stderr()
+        settings = settings_from_config()
+        if not self._scan.studies:
+            raise InputError(self.study_dir, f"no CT image series found ({len(self._scan.skipped)} files skipped)")
+        denoiser = Denoiser(load_model(settings.model_path), settings.device, settings.batch_size, settings.amp)
+        process_scan(self._scan, Path(self.output_dir), settings, denoiser)
