@@ -64,7 +64,7 @@ def export(cfg: TrainConfig, run_dir: Path, weights: Path, version: str = "1.0.0
             "targets": "clean (noise-free) slices; input = clip(clean + sigma * N(0, 1), 0, 1)",
             "noise": f"Gaussian, sigma uniform in [{cfg.sigma_min}, {cfg.sigma_max}] of the window (blind)",
             "steps": int(meta["step"]), "batch_size": cfg.batch_size, "patch": cfg.patch,
-            "loss": "MSE", "optimizer": f"Adam, lr {cfg.lr} cosine to {cfg.lr_min}, 200 warm-up steps",
+            "loss": "MSE", "optimizer": f"Adam, lr {cfg.lr} cosine to {cfg.lr_min}, {min(200, cfg.steps // 10)} warm-up steps",
             "seed": cfg.seed, "cpu_seconds": round(float(meta["elapsed_s"]), 1),
             "final_logged_loss": float(log_rows[-1]["loss"]) if log_rows else None,
             "config": dataclasses.asdict(cfg),

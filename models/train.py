@@ -132,7 +132,7 @@ class PatchStream:
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
-    warm = 200
+    warm = min(200, cfg.steps // 10)  # 200 steps for real runs, shorter for tiny ones
     if step < warm:
         return cfg.lr * (step + 1) / warm
     t = min(1.0, (step - warm) / max(1, cfg.steps - warm))
@@ -185,7 +185,7 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str, A
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_acc += float(loss)
+            loss_acc += loss.item()
             n_acc += 1
             step += 1
             bar.update(1)

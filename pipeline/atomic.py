@@ -12,6 +12,12 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -47,6 +53,7 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     remove_stale_temporaries(final)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-{os.getpid()}-"))
     try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the final folder gets the usual mode
         yield tmp
         os.rename(tmp, final)
     except BaseException:

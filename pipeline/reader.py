@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,6 +170,13 @@ def to_hu(ds: Dataset, path: Path) -> np.ndarray:
     return (stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
 
 
+def _spacing(ds: Dataset) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in (ds.get("PixelSpacing") or []))
+    except (TypeError, ValueError):
+        return ()
+
+
 def load_series(ref: SeriesRef) -> Series:
     """Read and order a series by ImagePositionPatient projected on the slice normal.
 
@@ -184,14 +192,17 @@ def load_series(ref: SeriesRef) -> Series:
         except Exception as exc:
             raise InputError(fref.path, f"unreadable DICOM ({type(exc).__name__}: {exc})") from None
         loaded.append((ds, fref.path))
-    first, first_path = loaded[0]
-    rows, cols = int(first.get("Rows", 0)), int(first.get("Columns", 0))
-    warnings: list[str] = []
-    for ds, path in loaded[1:]:
-        if (int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) != (rows, cols):
+    # the most common matrix and spacing define the series; a file that differs is named
+    matrix = Counter((int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) for ds, _ in loaded).most_common(1)[0][0]
+    spacing = Counter(_spacing(ds) for ds, _ in loaded).most_common(1)[0][0]
+    rows, cols = matrix
+    for ds, path in loaded:
+        if (int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) != matrix:
             raise InputError(path, f"matrix {ds.get('Rows')}x{ds.get('Columns')} differs from {rows}x{cols} in the same series")
-        if list(map(float, ds.get("PixelSpacing") or [])) != list(map(float, first.get("PixelSpacing") or [])):
-            raise InputError(path, "PixelSpacing differs within the series")
+        if _spacing(ds) != spacing:
+            raise InputError(path, f"PixelSpacing {list(_spacing(ds))} differs from {list(spacing)} in the same series")
+    first, first_path = loaded[0]
+    warnings: list[str] = []
     have_geometry = all("ImagePositionPatient" in ds and "ImageOrientationPatient" in ds for ds, _ in loaded)
     if have_geometry:
         try:

@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+import torch
+
+from models.store import LoadedModel
+from pipeline.denoise import Denoiser, resolve_device
+from pipeline.errors import ConfigError
+from pipeline.window import Window
+
+
+def _identity(tiny_model: LoadedModel) -> LoadedModel:
+    """The tiny model with a zero noise head: output == input."""
+    model = type(tiny_model.model)(**tiny_model.model.config)
+    model.load_state_dict(tiny_model.model.state_dict())
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+    return LoadedModel(model, tiny_model.card, tiny_model.path, tiny_model.sha256)
+
+
+def test_hu_outside_the_window_are_not_clipped(tiny_model):
+    hu = np.array([[[-3024, -1024, -1000, 0], [500, 1000, 1800, 3071]]], dtype=np.float32)
+    out = Denoiser(_identity(tiny_model), "cpu").denoise_hu(hu, Window(-1000, 1000))
+    np.testing.assert_allclose(out, hu, atol=1e-3)
+
+
+def test_correction_is_added_to_unclipped_values(tiny_model):
+    rng = np.random.default_rng(0)
+    hu = rng.uniform(-1500, 2500, size=(3, 16, 16)).astype(np.float32)
+    d = Denoiser(tiny_model, "cpu")
+    w = Window(-1000, 1000)
+    out = d.denoise_hu(hu, w)
+    clipped = np.clip((hu + 1000) / 2000, 0, 1)
+    expected = hu + (d.denoise_unit(clipped) - clipped) * 2000
+    np.testing.assert_allclose(out, expected, atol=1e-2)
+
+
+def test_batch_size_does_not_change_results(tiny_model):
+    x = np.random.default_rng(1).random((5, 20, 24)).astype(np.float32)
+    a = Denoiser(tiny_model, "cpu", batch_size=1).denoise_unit(x)
+    b = Denoiser(tiny_model, "cpu", batch_size=4).denoise_unit(x)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert a.shape == x.shape  # 20 x 24 is not a multiple of the downsampling: padded and cropped
+
+
+def test_progress_callback_counts_slices(tiny_model):
+    seen = []
+    Denoiser(tiny_model, "cpu", batch_size=2).denoise_unit(np.zeros((5, 8, 8), np.float32), seen.append)
+    assert seen == [2, 2, 1]
+
+
+def test_device_selection():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="device must be auto, cpu or cuda"):
+        resolve_device("tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown on machines without a GPU")
+def test_cuda_without_gpu_is_a_clear_error():
+    with pytest.raises(ConfigError, match="sees no CUDA GPU"):
+        resolve_device("cuda")
+
+
+def test_amp_only_on_cuda(tiny_model):
+    d = Denoiser(tiny_model, "cpu", amp=True)
+    assert d.amp is False
+    with pytest.raises(ConfigError, match="batch_size"):
+        Denoiser(tiny_model, "cpu", batch_size=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_mixed_precision_matches_cpu(tiny_model):
+    x = np.random.default_rng(2).random((4, 64, 64)).astype(np.float32)
+    cpu = Denoiser(tiny_model, "cpu").denoise_unit(x)
+    gpu = Denoiser(tiny_model, "cuda", amp=True).denoise_unit(x)
+    np.testing.assert_allclose(gpu, cpu, atol=2e-2)

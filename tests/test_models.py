@@ -1,0 +1,95 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from models.autoencoder import DenoisingAutoencoder, count_parameters
+from models.store import SHIPPED_WEIGHTS, ModelLoadError, card_path, load_model, save_model
+from models.train import TrainConfig, train
+
+
+def test_autoencoder_is_fully_convolutional_and_residual():
+    m = DenoisingAutoencoder(width=4, levels=2, convs_per_level=1)
+    x = torch.rand(2, 1, 37, 50)
+    assert m(x).shape == x.shape
+    with torch.no_grad():
+        m.head.weight.zero_()
+        m.head.bias.zero_()
+    torch.testing.assert_close(m(x), x)  # zero noise estimate -> identity
+    with pytest.raises(ValueError):
+        DenoisingAutoencoder(width=0)
+
+
+def test_weights_round_trip_without_pickle(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    m = DenoisingAutoencoder(width=4, levels=1, convs_per_level=2)
+    path = tmp_path / "w.safetensors"
+    save_model(m, path, {"name": "t", "version": "9"})
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load (pickle) must not be used"))
+    loaded = load_model(path)
+    assert loaded.model.config == {"width": 4, "levels": 1, "convs_per_level": 2}
+    assert path.read_bytes()[:8] != b"\x80\x02\x8a\x0alz"  # not a pickle archive
+    x = torch.rand(1, 1, 16, 16)
+    torch.testing.assert_close(loaded.model(x), m.eval()(x))
+    card = json.loads(card_path(path).read_text())
+    assert card["weights_sha256"] == loaded.sha256 and loaded.name == "t 9"
+
+
+def test_tampered_or_missing_weights_are_refused(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_model(DenoisingAutoencoder(width=4, levels=1), path, {"name": "t", "version": "1"})
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="differs from its model card"):
+        load_model(path)
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_model(tmp_path / "nope.safetensors")
+
+
+TINY = dict(batch_size=4, patch=32, width=4, levels=1, convs_per_level=1, pool_size=2, pool_refresh=1000,
+            val_slices=1, lr=3e-3)
+
+
+def test_tiny_training_lowers_the_loss(tmp_path):
+    cfg = TrainConfig(steps=60, checkpoint_every=20, val_every=60, **TINY)
+    train(cfg, tmp_path, progress=False)
+    rows = (tmp_path / "train_log.csv").read_text().splitlines()[1:]
+    losses = [float(r.split(",")[1]) for r in rows]
+    assert len(losses) == 3 and losses[0] > losses[1] > losses[2] and losses[2] < 0.8 * losses[0]
+    assert float(rows[-1].split(",")[2]) > 20  # validation PSNR (dB) was measured
+
+
+def test_checkpoint_resumes_to_the_same_state(tmp_path):
+    straight = TrainConfig(steps=12, checkpoint_every=6, val_every=1000, **TINY)
+    train(straight, tmp_path / "a", progress=False)
+    train(TrainConfig(steps=6, checkpoint_every=6, val_every=1000, **TINY), tmp_path / "b", progress=False)
+    train(straight, tmp_path / "b", progress=False)  # resumes at step 6
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "a" / "checkpoint.safetensors"))
+    b = load_file(str(tmp_path / "b" / "checkpoint.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="another configuration"):
+        train(TrainConfig(steps=12, **dict(TINY, lr=1e-4)), tmp_path / "a", progress=False)
+
+
+def test_shipped_weights_load_and_reproduce_their_card():
+    loaded = load_model(SHIPPED_WEIGHTS)
+    card = loaded.card
+    assert SHIPPED_WEIGHTS.stat().st_size <= 10 * 2**20
+    assert card["architecture"]["parameters"] == count_parameters(loaded.model)
+    assert card["window_hu"] == [-1000.0, 1000.0]
+    assert "clean" in card["training"]["targets"]
+    from models.export import measure
+
+    cfg = TrainConfig(**{k: v for k, v in card["training"]["config"].items()})
+    table = measure(loaded.model, cfg, sigmas=(0.07,))["0.07"]
+    claimed = card["evaluation"]["by_sigma"]["0.07"]
+    assert table["autoencoder"]["psnr_db"] == pytest.approx(claimed["autoencoder"]["psnr_db"], abs=0.05)
+    best_filter = max(table[m]["psnr_db"] for m in ("gaussian", "average", "median", "bilateral"))
+    assert table["autoencoder"]["psnr_db"] > best_filter + 2.0
+    assert np.isfinite(table["noisy"]["psnr_db"])

@@ -1,0 +1,105 @@
+"""The Luigi layer, with the shipped weights and luigi.cfg, on a real sample study."""
+import csv
+import os
+import subprocess
+import sys
+
+import luigi
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from luigi.execution_summary import LuigiStatusCode
+
+import tasks
+from pipeline.qa import METHODS
+from tests.conftest import REPO, SAMPLES
+
+FILTERS = ("gaussian", "average", "median", "bilateral")
+
+
+def _build(task):
+    return luigi.build([task], local_scheduler=True, detailed_summary=True, log_level="WARNING")
+
+
+def _sitk(folder):
+    r = sitk.ImageSeriesReader()
+    (sid,) = r.GetGDCMSeriesIDs(str(folder))
+    r.SetFileNames(r.GetGDCMSeriesFileNames(str(folder), sid))
+    return r.Execute()
+
+
+@pytest.fixture(scope="module")
+def chest_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("luigi") / "out"
+    task = tasks.DenoiseStudy(study_dir=str(SAMPLES / "chest"), output_dir=str(out))
+    result = _build(task)
+    return task, out, result
+
+
+def test_settings_come_from_luigi_cfg():
+    s = tasks.settings_from_config()
+    assert (s.window.low, s.window.high, s.qa_sigma, s.device) == (-1000.0, 1000.0, 0.07, "auto")
+    assert s.model_path == REPO / "models" / "weights" / "ct_denoiser.safetensors"
+    assert s.series_description_suffix == " DENOISED" and s.filters.median_ksize == 5
+
+
+def test_denoise_study_writes_series_reports_and_provenance(chest_run):
+    task, out, result = chest_run
+    assert result.status == LuigiStatusCode.SUCCESS
+    (target,) = task.output().values()
+    folder = target.path
+    names = sorted(os.listdir(folder))
+    assert {"qa_report.csv", "qa_slices.csv", "provenance.json", "skipped.csv"} <= set(names)
+    series_dirs = [n for n in names if os.path.isdir(os.path.join(folder, n))]
+    assert len(series_dirs) == 2
+    with open(os.path.join(folder, "qa_report.csv")) as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 * len(METHODS)
+    for series_uid in {r["series_uid"] for r in rows}:
+        psnr = {r["method"]: float(r["mean_psnr_db"]) for r in rows if r["series_uid"] == series_uid}
+        # the shipped model must beat every classical filter on the sample study at sigma 0.07
+        assert psnr["autoencoder"] > max(psnr[f] for f in FILTERS), psnr
+        assert min(psnr[f] for f in FILTERS) > psnr["noisy"]
+
+
+def test_derived_series_geometry_matches_the_source_in_simpleitk(chest_run):
+    task, out, _ = chest_run
+    (target,) = task.output().values()
+    sources = {str(_sitk(SAMPLES / "chest" / d).GetOrigin()): _sitk(SAMPLES / "chest" / d) for d in ("SE1", "SE2")}
+    src = next(iter(sources.values()))
+    for d in [p for p in os.scandir(target.path) if p.is_dir()]:
+        img = _sitk(d.path)
+        assert img.GetSize() == src.GetSize() == (512, 512, 16)
+        np.testing.assert_allclose(img.GetSpacing(), src.GetSpacing(), atol=1e-6)
+        np.testing.assert_allclose(img.GetOrigin(), src.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(img.GetDirection(), src.GetDirection(), atol=1e-6)
+        arr = sitk.GetArrayFromImage(img)
+        assert arr.max() > 1000  # bone above the window is not clipped to 1000 HU
+        assert arr.min() <= -1000
+
+
+def test_second_run_with_outputs_present_does_no_work(chest_run, monkeypatch):
+    task, out, _ = chest_run
+    monkeypatch.setattr(tasks, "process_scan", lambda *a, **k: pytest.fail("ran again"))
+    again = tasks.DenoiseStudy(study_dir=str(SAMPLES / "chest"), output_dir=str(out))
+    assert again.complete()
+    assert _build(again).status == LuigiStatusCode.SUCCESS
+
+
+def test_ct_small_through_luigi(ct_small, tmp_path):
+    task = tasks.DenoiseStudy(study_dir=str(ct_small), output_dir=str(tmp_path / "out"))
+    assert _build(task).status == LuigiStatusCode.SUCCESS
+    (target,) = task.output().values()
+    assert os.path.exists(os.path.join(target.path, "qa_report.csv"))
+
+
+def test_folder_without_ct_fails_with_nonzero_exit_code(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "note.txt").write_text("no images here")
+    proc = subprocess.run(
+        [sys.executable, "-m", "luigi", "--module", "tasks", "DenoiseStudy", "--study-dir", str(tmp_path / "in"),
+         "--output-dir", str(tmp_path / "out"), "--local-scheduler"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 30, proc.stderr[-2000:]  # [retcode] task_failed in luigi.cfg
+    assert "no CT image series found" in proc.stderr
+    assert not (tmp_path / "out").exists()
