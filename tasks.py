@@ -1,6 +1,7 @@
-"""Luigi entry points: a thin layer over ``pipeline/``.
+"""Luigi entry points: a thin layer over ``pipeline/`` and ``models/``.
 
     luigi --module tasks DenoiseStudy --study-dir STUDY_DIR --output-dir OUT [--local-scheduler]
+    luigi --module tasks TrainModel --run-dir runs/NAME [--steps N] [--local-scheduler]
 
 Every default lives in ``luigi.cfg`` (sections ``[denoise]`` and ``[qa_filters]``).
 """
@@ -13,7 +14,9 @@ from pathlib import Path
 import luigi
 
 import models
+from models.export import export
 from models.store import load_model
+from models.train import TrainConfig, train
 from pipeline.denoise import Denoiser
 from pipeline.errors import InputError
 from pipeline.filters import FilterParams
@@ -100,3 +103,28 @@ class DenoiseStudy(luigi.Task):
             raise InputError(self.study_dir, f"no CT image series found ({len(self._scan.skipped)} files skipped)")
         denoiser = Denoiser(load_model(settings.model_path), settings.device, settings.batch_size, settings.amp)
         process_scan(self._scan, Path(self.output_dir), settings, denoiser)
+
+
+class TrainModel(luigi.Task):
+    """Train the denoiser on synthetic phantoms (resuming from the run folder's checkpoint) and write
+    ``<run_dir>/ct_denoiser.safetensors`` with its model card. Point ``[denoise] model_path`` at it
+    to use it."""
+
+    run_dir = luigi.Parameter(description="run folder: checkpoint, train_log.csv, config.json, weights")
+    steps = luigi.IntParameter(default=TrainConfig.steps)
+    seed = luigi.IntParameter(default=TrainConfig.seed)
+    batch_size = luigi.IntParameter(default=TrainConfig.batch_size)
+    patch = luigi.IntParameter(default=TrainConfig.patch)
+    width = luigi.IntParameter(default=TrainConfig.width)
+    levels = luigi.IntParameter(default=TrainConfig.levels)
+    pool_size = luigi.IntParameter(default=TrainConfig.pool_size)
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(Path(self.run_dir) / "ct_denoiser.safetensors"))
+
+    def run(self) -> None:
+        _log_to_stderr()
+        cfg = TrainConfig(steps=self.steps, seed=self.seed, batch_size=self.batch_size, patch=self.patch,
+                          width=self.width, levels=self.levels, pool_size=self.pool_size)
+        train(cfg, Path(self.run_dir))
+        export(cfg, Path(self.run_dir), Path(self.output().path))

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from pipeline.atomic import atomic_file, write_json
 
 from .autoencoder import DenoisingAutoencoder
 
@@ -45,34 +45,16 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_model(model: DenoisingAutoencoder, weights: Path, card: dict[str, Any]) -> None:
     """Write ``weights`` (safetensors, architecture in its metadata) and its card, atomically."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"architecture": json.dumps(model.config), "name": str(card.get("name", "")),
             "version": str(card.get("version", ""))}
-    _atomic_write_bytes(weights, lambda tmp: save_file(state, tmp, metadata=meta))
+    atomic_file(weights, lambda tmp: save_file(state, tmp, metadata=meta))
     full = dict(card, architecture=dict(card.get("architecture", {}), **model.config),
                 weights_file=weights.name, weights_sha256=sha256_file(weights))
 
-    def write_card(tmp: str) -> None:
-        Path(tmp).write_text(json.dumps(full, indent=2) + "\n")
-
-    _atomic_write_bytes(card_path(weights), write_card)
+    write_json(card_path(weights), full)
 
 
 def load_model(weights: Path | str | None = None) -> LoadedModel:
@@ -114,7 +96,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         for key, val in st.items():
             tensors[f"optim.{idx}.{key}"] = (val if torch.is_tensor(val) else torch.tensor(val)).detach().cpu().contiguous()
     metadata = {"meta": json.dumps(meta), "param_groups": json.dumps(opt["param_groups"])}
-    _atomic_write_bytes(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_file(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

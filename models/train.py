@@ -144,9 +144,11 @@ def build_model(cfg: TrainConfig) -> DenoisingAutoencoder:
     return DenoisingAutoencoder(cfg.width, cfg.levels, cfg.convs_per_level)
 
 
-def train(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str, Any]:
+def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: int | None = None,
+          max_seconds: float | None = None) -> dict[str, Any]:
     """Train (or resume) into ``run_dir``: ``checkpoint.safetensors``, ``train_log.csv``,
-    ``config.json``. Returns the last logged row."""
+    ``config.json``. Stops at ``cfg.steps``, or earlier at ``until_step`` or after ``max_seconds``
+    of this call (with a checkpoint, so a later call resumes exactly). Returns the last logged row."""
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "config.json"
     ckpt = run_dir / "checkpoint.safetensors"
@@ -176,7 +178,9 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str, A
         if new_log:
             writer.writerow(["step", "loss", "val_psnr", "lr", "elapsed_s"])
         bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="batch", disable=not progress)
-        while step < cfg.steps:
+        started = time.perf_counter()
+        stop_at = min(cfg.steps, until_step or cfg.steps)
+        while step < stop_at:
             noisy, clean = stream.batch(step)
             lr = learning_rate(cfg, step)
             for g in opt.param_groups:
@@ -189,7 +193,8 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str, A
             n_acc += 1
             step += 1
             bar.update(1)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            out_of_time = max_seconds is not None and time.perf_counter() - started > max_seconds
+            if step % cfg.checkpoint_every == 0 or step in (cfg.steps, stop_at) or out_of_time:
                 val_psnr = evaluate(model, val, cfg.val_sigma) if (step % cfg.val_every == 0 or step == cfg.steps) else ""
                 last = {"step": step, "loss": loss_acc / n_acc, "val_psnr": val_psnr, "lr": lr,
                         "elapsed_s": time.perf_counter() - t0}
@@ -198,6 +203,9 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True) -> dict[str, A
                 save_checkpoint(ckpt, model, opt, {"step": step, "elapsed_s": last["elapsed_s"]})
                 bar.set_postfix(loss=f"{last['loss']:.2e}", val=val_psnr if val_psnr == "" else f"{val_psnr:.2f}")
                 loss_acc, n_acc = 0.0, 0
+            if out_of_time:
+                log.info("time budget of %.0f s used: stopped at step %d (rerun to resume)", max_seconds, step)
+                break
         bar.close()
     return last
 
@@ -207,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--run-dir", type=Path, required=True)
     p.add_argument("--export", type=Path, help="write weights + model card from the run's checkpoint")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
     for f in dataclasses.fields(TrainConfig):
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     args = p.parse_args(argv)
@@ -219,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
 
         export(cfg, args.run_dir, args.export)
         return
-    last = train(cfg, args.run_dir)
+    last = train(cfg, args.run_dir, max_seconds=args.max_minutes * 60 if args.max_minutes else None)
     log.info("finished: %s (%d parameters)", last, count_parameters(build_model(cfg)))
 
 

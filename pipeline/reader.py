@@ -170,6 +170,14 @@ def to_hu(ds: Dataset, path: Path) -> np.ndarray:
     return (stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
 
 
+def _int(ds: Dataset, keyword: str) -> int:
+    """An IS attribute as int for sorting; 0 when missing or malformed."""
+    try:
+        return int(ds.get(keyword, 0) or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def _spacing(ds: Dataset) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in (ds.get("PixelSpacing") or []))
@@ -216,8 +224,8 @@ def load_series(ref: SeriesRef) -> Series:
             raise InputError(first_path, str(exc)) from None
     else:
         warnings.append("ImagePositionPatient/ImageOrientationPatient missing: ordered by InstanceNumber")
-        keyed = [(float(ds.get("InstanceNumber", 0) or 0), ds, path) for ds, path in loaded]
-    keyed.sort(key=lambda k: (k[0], int(k[1].get("AcquisitionNumber", 0) or 0), int(k[1].get("InstanceNumber", 0) or 0)))
+        keyed = [(float(_int(ds, "InstanceNumber")), ds, path) for ds, path in loaded]
+    keyed.sort(key=lambda k: (k[0], _int(k[1], "AcquisitionNumber"), _int(k[1], "InstanceNumber")))
     kept: list[tuple[float, FileDataset, Path]] = []
     for item in keyed:
         if kept and have_geometry and item[0] == kept[-1][0]:

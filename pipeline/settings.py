@@ -11,7 +11,10 @@ from .errors import ConfigError
 from .filters import FilterParams
 from .window import Window
 
-_TEMPLATE_FIELDS = {"series_uid", "source_series_uid", "series_number", "sop_uid", "index"}
+_SERIES_FIELDS = {"series_uid", "source_series_uid", "series_number"}
+# template -> (fields it may use, fields of which it must use one so that names are unique)
+_TEMPLATE_FIELDS = {"series_folder": (_SERIES_FIELDS, {"series_uid", "source_series_uid"}),
+                    "file_name": (_SERIES_FIELDS | {"sop_uid", "index"}, {"sop_uid", "index"})}
 
 
 @dataclass(frozen=True)
@@ -34,12 +37,12 @@ class Settings:
             raise ConfigError(f"qa_sigma must be in [0, 1] (fraction of the window), got {self.qa_sigma}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        for name in ("series_folder", "file_name"):
+        for name, (allowed, unique) in _TEMPLATE_FIELDS.items():
             tmpl = getattr(self, name)
-            used = set(re.findall(r"{(\w+)", tmpl))
-            if not used or used - _TEMPLATE_FIELDS or "/" in tmpl or "\\" in tmpl or tmpl.startswith("."):
-                raise ConfigError(f"{name} {tmpl!r} must be one path component built only from "
-                                  f"{sorted(_TEMPLATE_FIELDS)}")
+            used = set(re.findall(r"{(\w*)", tmpl))
+            if not used & unique or used - allowed or "/" in tmpl or "\\" in tmpl or tmpl.startswith("."):
+                raise ConfigError(f"{name} {tmpl!r} must be one path component built from {sorted(allowed)} "
+                                  f"including one of {sorted(unique)}")
         if len(self.series_description_suffix) > 32:
             raise ConfigError("series_description_suffix is longer than 32 characters")
 

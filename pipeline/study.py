@@ -80,7 +80,7 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
     derived_uid = derived_series_uid(ref.series_uid, info)
     number = int(series.datasets[0].get("SeriesNumber", 0) or 0) + settings.series_number_offset
     folder = tmp / settings.series_folder.format(series_uid=derived_uid, source_series_uid=ref.series_uid,
-                                                 series_number=number, sop_uid=derived_uid, index=0)
+                                                 series_number=number)
     folder.mkdir()
     with tqdm(total=len(series), desc=f"denoise {ref.series_uid[-16:]}", unit="slice",
               disable=not settings.progress, leave=False) as bar:
@@ -155,6 +155,10 @@ def process_scan(scan_result: ScanResult, output_dir: Path, settings: Settings, 
     """Process every study found by :func:`pipeline.reader.scan` whose output folder does not exist yet.
 
     A study that fails is logged and re-raised after the others have been processed."""
+    trained = denoiser.loaded.card.get("window_hu")
+    if trained and list(map(float, trained)) != [settings.window.low, settings.window.high]:
+        log.warning("window %s differs from the model's training window %s HU: results may degrade",
+                    settings.window, trained)
     outcomes, errors = [], []
     for uid, study in scan_result.studies.items():
         if study_output_folder(output_dir, uid).exists():

@@ -64,8 +64,9 @@ def test_tiny_training_lowers_the_loss(tmp_path):
 def test_checkpoint_resumes_to_the_same_state(tmp_path):
     straight = TrainConfig(steps=12, checkpoint_every=6, val_every=1000, **TINY)
     train(straight, tmp_path / "a", progress=False)
-    train(TrainConfig(steps=6, checkpoint_every=6, val_every=1000, **TINY), tmp_path / "b", progress=False)
-    train(straight, tmp_path / "b", progress=False)  # resumes at step 6
+    train(straight, tmp_path / "b", progress=False, until_step=5)  # interrupted after step 5
+    assert (tmp_path / "b" / "train_log.csv").read_text().splitlines()[-1].startswith("5,")
+    train(straight, tmp_path / "b", progress=False)  # resumes at step 5
     from safetensors.torch import load_file
 
     a = load_file(str(tmp_path / "a" / "checkpoint.safetensors"))

@@ -103,3 +103,14 @@ def test_folder_without_ct_fails_with_nonzero_exit_code(tmp_path):
     assert proc.returncode == 30, proc.stderr[-2000:]  # [retcode] task_failed in luigi.cfg
     assert "no CT image series found" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_train_model_task_writes_loadable_weights_and_card(tmp_path):
+    from models.store import load_model
+
+    task = tasks.TrainModel(run_dir=str(tmp_path / "run"), steps=4, batch_size=2, patch=32, width=4, levels=1,
+                            pool_size=2)
+    assert _build(task).status == LuigiStatusCode.SUCCESS
+    loaded = load_model(task.output().path)
+    assert loaded.card["training"]["steps"] == 4 and loaded.model.config["width"] == 4
+    assert set(loaded.card["evaluation"]["by_sigma"]) == {"0.02", "0.05", "0.07", "0.1"}
