@@ -21,6 +21,7 @@ from pipeline.denoise import Denoiser
 from pipeline.errors import InputError
 from pipeline.filters import FilterParams
 from pipeline.reader import ScanResult, scan
+from pipeline.selection import SelectionRules
 from pipeline.settings import Settings
 from pipeline.study import process_scan, study_output_folder
 from pipeline.window import Window
@@ -55,6 +56,24 @@ class qa_filters(luigi.Config):  # noqa: N801
     bilateral_sigma_space = luigi.FloatParameter(default=FilterParams.bilateral_sigma_space)
 
 
+class selection(luigi.Config):  # noqa: N801
+    sop_classes = luigi.ListParameter(default=list(SelectionRules.sop_classes),
+                                      description="SOP Class UIDs denoised (CT, Enhanced CT)")
+    skip_image_types = luigi.ListParameter(default=list(SelectionRules.skip_image_types))
+    min_matrix = luigi.IntParameter(default=SelectionRules.min_matrix)
+    skip_lone_images_unlike_main_stack = luigi.BoolParameter(
+        default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
+    skip_lone_non_axial = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
+    skip_lone_non_square = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
+
+
+def selection_from_config() -> SelectionRules:
+    c = selection()
+    return SelectionRules(sop_classes=tuple(c.sop_classes), skip_image_types=tuple(s.upper() for s in c.skip_image_types),
+                          min_matrix=c.min_matrix, skip_lone_images_unlike_main_stack=c.skip_lone_images_unlike_main_stack,
+                          skip_lone_non_axial=c.skip_lone_non_axial, skip_lone_non_square=c.skip_lone_non_square)
+
+
 def _log_to_stderr() -> None:
     """Show the pipeline's INFO messages beside Luigi's (Luigi only configures its own loggers)."""
     for name in ("pipeline", "models"):
@@ -74,6 +93,7 @@ def settings_from_config() -> Settings:
         window=Window(c.window_low_hu, c.window_high_hu), qa_sigma=c.qa_sigma, batch_size=c.batch_size,
         device=c.device, amp=c.amp, model_path=model_path if model_path.is_absolute() else INSTALL_ROOT / model_path,
         filters=FilterParams(**{k: getattr(f, k) for k in FilterParams.__dataclass_fields__}),
+        selection=selection_from_config(),
         series_folder=c.series_folder, file_name=c.file_name,
         series_description_suffix=" " + c.series_description_suffix.strip(),
         series_number_offset=c.series_number_offset, progress=c.progress)
@@ -90,7 +110,7 @@ class DenoiseStudy(luigi.Task):
 
     @cached_property
     def _scan(self) -> ScanResult:
-        return scan(Path(self.study_dir))
+        return scan(Path(self.study_dir), selection_from_config())
 
     def output(self) -> dict[str, luigi.LocalTarget]:
         return {uid: luigi.LocalTarget(str(study_output_folder(Path(self.output_dir), uid)))

@@ -9,7 +9,6 @@ the end-to-end rate of ``process_study`` (all of the above, QA included) in slic
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import platform
 import sys
@@ -78,7 +77,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         stored = [hu_to_stored(o, d, source_stored=hu_to_stored(s, d)) for o, s, d in zip(out, series.hu, series.datasets)]
-        write_series(series.datasets, stored, Path(tmp), info, [f"{i:05d}.dcm" for i in range(n)], dt.datetime.now())
+        write_series(series.datasets, stored, Path(tmp), info, [f"{i:05d}.dcm" for i in range(n)])
         timings["write derived series"] = time.perf_counter() - t
         t = time.perf_counter()
         process_study(study, Path(tmp) / "e2e", settings, denoiser)

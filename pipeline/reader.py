@@ -1,67 +1,27 @@
-"""Find CT series in a folder tree and load them as ordered stacks in HU.
+"""Load a stack found by :mod:`pipeline.discovery` as ordered slices in HU.
 
-Discovery reads headers only; pixel data are decoded when a series is loaded. Files are opened
-read-only and never modified. A file that is not usable is skipped with a one-line reason; a
-series that cannot be loaded raises :class:`~pipeline.errors.InputError` naming the file.
+Files are opened read-only and never modified. A stack that cannot be loaded raises
+:class:`~pipeline.errors.InputError` naming the file and the reason.
 """
 from __future__ import annotations
 
 import logging
 import math
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pydicom
-from pydicom.dataset import Dataset, FileDataset
-from pydicom.errors import InvalidDicomError
+from pydicom.dataset import Dataset
 
+from .discovery import ScanResult, SeriesRef, Skipped, StudyScan, read_dicom, scan
 from .errors import InputError
-from .uids import path_safe_uid
 from .geometry import position_along, same_orientation, slice_normal
+from .selection import DERIVED_MARKER
 
 log = logging.getLogger(__name__)
 
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-MEDIA_DIRECTORY_STORAGE = "1.2.840.10008.1.3.10"
-# DerivationDescription of every series this tool writes starts with this marker (see writer.py).
-DERIVED_MARKER = "ct-denoise"
-
-
-@dataclass(frozen=True)
-class FileRef:
-    """A candidate slice found by discovery (header facts only)."""
-
-    path: Path
-    sop_uid: str
-
-
-@dataclass
-class SeriesRef:
-    study_uid: str
-    series_uid: str
-    files: list[FileRef] = field(default_factory=list)
-
-
-@dataclass
-class Skipped:
-    path: str
-    reason: str
-    series_uid: str = ""
-
-
-@dataclass
-class StudyScan:
-    study_uid: str
-    series: dict[str, SeriesRef] = field(default_factory=dict)
-
-
-@dataclass
-class ScanResult:
-    studies: dict[str, StudyScan] = field(default_factory=dict)
-    skipped: list[Skipped] = field(default_factory=list)
+__all__ = ["DERIVED_MARKER", "ScanResult", "Series", "SeriesRef", "Skipped", "StudyScan", "load_series", "scan", "to_hu"]
 
 
 @dataclass
@@ -78,62 +38,6 @@ class Series:
 
     def __len__(self) -> int:
         return len(self.datasets)
-
-
-def _skip_reason(ds: Dataset) -> str | None:
-    sop_class = str(ds.get("SOPClassUID", ""))
-    if sop_class == MEDIA_DIRECTORY_STORAGE or "DirectoryRecordSequence" in ds:
-        return "DICOMDIR / media directory, not an image"
-    if not ds.get("SOPInstanceUID"):
-        return "no SOPInstanceUID"
-    if sop_class != CT_IMAGE_STORAGE:
-        return f"SOP class {sop_class or '(none)'} is not CT Image Storage"
-    if str(ds.get("Modality", "")).upper() != "CT":
-        return f"modality {ds.get('Modality', '(none)')} is not CT"
-    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
-    if "LOCALIZER" in image_type:
-        return "localizer (ImageType LOCALIZER)"
-    if str(ds.get("DerivationDescription", "")).startswith(DERIVED_MARKER):
-        return "a series this tool derived (not denoised again)"
-    return None
-
-
-def scan(root: Path | str) -> ScanResult:
-    """Walk ``root`` (a folder of any depth, or a single file) and group CT slices by study and series."""
-    root = Path(root)
-    if not root.exists():
-        raise InputError(root, "no such file or folder")
-    paths = [root] if root.is_file() else sorted(
-        Path(d) / f for d, dirs, files in os.walk(root) for f in files if not f.startswith(".")
-    )
-    result = ScanResult()
-    for path in paths:
-        try:
-            with open(path, "rb") as fh:
-                ds = pydicom.dcmread(fh, stop_before_pixels=True)
-        except InvalidDicomError:
-            result.skipped.append(Skipped(str(path), "not a DICOM file (no DICM preamble)"))
-            continue
-        except Exception as exc:  # truncated or corrupt header
-            result.skipped.append(Skipped(str(path), f"unreadable DICOM header ({type(exc).__name__}: {exc})"))
-            continue
-        reason = _skip_reason(ds)
-        if reason:
-            result.skipped.append(Skipped(str(path), reason, str(ds.get("SeriesInstanceUID", ""))))
-            continue
-        study_uid, series_uid = str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", ""))
-        try:
-            path_safe_uid(study_uid, "StudyInstanceUID")
-            path_safe_uid(series_uid, "SeriesInstanceUID")
-        except ValueError as exc:
-            result.skipped.append(Skipped(str(path), str(exc)))
-            continue
-        study = result.studies.setdefault(study_uid, StudyScan(study_uid))
-        series = study.series.setdefault(series_uid, SeriesRef(study_uid, series_uid))
-        series.files.append(FileRef(path, str(ds.SOPInstanceUID)))
-    for s in result.skipped:
-        log.info("skipped %s: %s", s.path, s.reason)
-    return result
 
 
 def _float(ds: Dataset, keyword: str, default: float | None, path: Path) -> float:
@@ -192,14 +96,9 @@ def load_series(ref: SeriesRef) -> Series:
     slices at the same position the one with the higher AcquisitionNumber (then InstanceNumber) is
     kept, the other reported in ``warnings``.
     """
-    loaded: list[tuple[FileDataset, Path]] = []
+    loaded: list[tuple[Dataset, Path]] = []
     for fref in ref.files:
-        try:
-            with open(fref.path, "rb") as fh:
-                ds = pydicom.dcmread(fh)
-        except Exception as exc:
-            raise InputError(fref.path, f"unreadable DICOM ({type(exc).__name__}: {exc})") from None
-        loaded.append((ds, fref.path))
+        loaded.append((read_dicom(fref.path, headers_only=False), fref.path))
     # the most common matrix and spacing define the series; a file that differs is named
     matrix = Counter((int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) for ds, _ in loaded).most_common(1)[0][0]
     spacing = Counter(_spacing(ds) for ds, _ in loaded).most_common(1)[0][0]
@@ -226,7 +125,7 @@ def load_series(ref: SeriesRef) -> Series:
         warnings.append("ImagePositionPatient/ImageOrientationPatient missing: ordered by InstanceNumber")
         keyed = [(float(_int(ds, "InstanceNumber")), ds, path) for ds, path in loaded]
     keyed.sort(key=lambda k: (k[0], _int(k[1], "AcquisitionNumber"), _int(k[1], "InstanceNumber")))
-    kept: list[tuple[float, FileDataset, Path]] = []
+    kept: list[tuple[float, Dataset, Path]] = []
     for item in keyed:
         if kept and have_geometry and item[0] == kept[-1][0]:
             # sorted ascending, so ``item`` has the higher AcquisitionNumber/InstanceNumber: keep it

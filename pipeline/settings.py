@@ -9,6 +9,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .filters import FilterParams
+from .selection import SelectionRules
 from .window import Window
 
 _SERIES_FIELDS = {"series_uid", "source_series_uid", "series_number"}
@@ -26,6 +27,7 @@ class Settings:
     amp: bool = True
     model_path: Path | None = None  # None: the shipped weights
     filters: FilterParams = field(default_factory=FilterParams)
+    selection: SelectionRules = field(default_factory=SelectionRules)
     series_folder: str = "{series_uid}"
     file_name: str = "{index:05d}_{sop_uid}.dcm"
     series_description_suffix: str = " DENOISED"

@@ -77,7 +77,7 @@ def _fmt(x: float, nd: int = 4) -> str:
 def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Denoiser,
                     info: DerivedSeriesInfo) -> tuple[SeriesOutcome, list[SliceScore]]:
     series = load_series(ref)
-    derived_uid = derived_series_uid(ref.series_uid, info)
+    derived_uid = derived_series_uid(ref.key, info)
     number = int(series.datasets[0].get("SeriesNumber", 0) or 0) + settings.series_number_offset
     folder = tmp / settings.series_folder.format(series_uid=derived_uid, source_series_uid=ref.series_uid,
                                                  series_number=number)
@@ -90,7 +90,7 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
     names = [settings.file_name.format(series_uid=derived_uid, source_series_uid=ref.series_uid, series_number=number,
                                        sop_uid=derived_sop_uid(str(ds.SOPInstanceUID), info), index=i + 1)
              for i, ds in enumerate(series.datasets)]
-    write_series(series.datasets, stored, folder, info, names)
+    write_series(series.datasets, stored, folder, info, names, derived_uid)
     sop_uids = [str(ds.SOPInstanceUID) for ds in series.datasets]
     summaries, scores = qa_series(ref.series_uid, sop_uids, series.hu, settings.window, settings.qa_sigma,
                                   denoiser.denoise_unit, settings.filters)
@@ -116,12 +116,14 @@ def process_study(study: StudyScan, output_dir: Path, settings: Settings, denois
     all_scores: list[SliceScore] = []
     with atomic_directory(final) as tmp:
         for ref in study.series.values():
+            before = set(tmp.iterdir())
             try:
                 series_outcome, scores = _process_series(ref, tmp, settings, denoiser, info)
             except InputError as exc:
-                log.error("series %s not denoised: %s", ref.series_uid, exc)
-                outcome.failures.append(Skipped(exc.path, exc.reason, ref.series_uid))
-                shutil.rmtree(tmp / derived_series_uid(ref.series_uid, info), ignore_errors=True)
+                log.error("series %s not denoised: %s", ref.key, exc)
+                outcome.failures.append(Skipped(exc.path, exc.reason, ref.series_uid, ref.study_uid))
+                for partial in set(tmp.iterdir()) - before:  # nothing written for a failed series
+                    shutil.rmtree(partial, ignore_errors=True)
                 continue
             outcome.series.append(series_outcome)
             all_scores.extend(scores)
@@ -139,9 +141,8 @@ def process_study(study: StudyScan, output_dir: Path, settings: Settings, denois
 
 def _write_reports(folder: Path, outcome: StudyOutcome, scores: list[SliceScore], settings: Settings) -> None:
     w = settings.window
-    derived = {s.source_series_uid: s.derived_series_uid for s in outcome.series}
     write_csv(folder / "qa_report.csv", QA_HEADER, (
-        [outcome.study_uid, q.series_uid, derived[q.series_uid], q.method, q.slices, _fmt(q.mean_psnr),
+        [outcome.study_uid, q.series_uid, s.derived_series_uid, q.method, q.slices, _fmt(q.mean_psnr),
          _fmt(q.min_psnr), _fmt(q.mean_ssim, 5), f"{q.seconds:.3f}", f"{w.low:g}", f"{w.high:g}",
          f"{settings.qa_sigma:g}"]
         for s in outcome.series for q in s.qa))
@@ -164,7 +165,7 @@ def process_scan(scan_result: ScanResult, output_dir: Path, settings: Settings, 
         if study_output_folder(output_dir, uid).exists():
             log.info("study %s: output exists, skipped", uid)
             continue
-        mine = [s for s in scan_result.skipped if not s.series_uid or s.series_uid in study.series]
+        mine = [s for s in scan_result.skipped if s.study_uid in ("", uid)]
         try:
             outcomes.append(process_study(study, output_dir, settings, denoiser, mine))
         except InputError as exc:

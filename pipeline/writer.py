@@ -19,7 +19,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 
-from .reader import DERIVED_MARKER
+from .selection import DERIVED_MARKER
 from .uids import derived_uid
 
 SMOOTHING_CODE = ("113087", "DCM", "Smoothing")  # CID 7203; DICOM has no "denoising" code
@@ -129,12 +129,13 @@ def derive_dataset(src: Dataset, pixels: np.ndarray, series_uid: str, info: Deri
 
 
 def write_series(datasets: Sequence[Dataset], stored: Sequence[np.ndarray], folder: Path, info: DerivedSeriesInfo,
-                 file_names: Sequence[str], now: dt.datetime | None = None) -> list[Path]:
-    """Write one derived image per source header into ``folder`` (which must exist)."""
+                 file_names: Sequence[str], series_uid: str | None = None, now: dt.datetime | None = None) -> list[Path]:
+    """Write one derived image per source header into ``folder`` (which must exist). ``series_uid``
+    defaults to the one derived from the source series UID."""
     if not info.description.startswith(DERIVED_MARKER):
         raise ValueError(f"DerivationDescription must start with {DERIVED_MARKER!r}")
     now = now or dt.datetime.now()
-    series_uid = derived_series_uid(str(datasets[0].SeriesInstanceUID), info)
+    series_uid = series_uid or derived_series_uid(str(datasets[0].SeriesInstanceUID), info)
     paths = []
     for src, pixels, name in zip(datasets, stored, file_names, strict=True):
         ds = derive_dataset(src, pixels, series_uid, info, now)

@@ -65,12 +65,12 @@ def ct_dataset(stored: np.ndarray, *, z: float, series: str = "s1", study: str =
 
 
 def write_series(folder: Path, volume: np.ndarray, names: Sequence[str] | None = None, z0: float = 0.0,
-                 dz: float = 2.0, **kw) -> list[Path]:
+                 dz: float = 2.0, index_offset: int = 0, **kw) -> list[Path]:
     """Write (N, H, W) stored values as a series; slice k lies at z0 + k * dz."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for k, img in enumerate(volume):
-        ds = ct_dataset(img, z=z0 + k * dz, index=k + 1, **kw)
+        ds = ct_dataset(img, z=z0 + k * dz, index=index_offset + k + 1, **kw)
         path = folder / (names[k] if names else f"slice{k:03d}.dcm")
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

@@ -15,7 +15,7 @@ def _only_series(result):
 
 def test_shuffled_oblique_series_is_ordered_along_the_slice_normal(tmp_path, series_writer):
     n = 7
-    vol = np.stack([np.full((8, 8), 1000 + 10 * k, np.uint16) for k in range(n)])
+    vol = np.stack([np.full((16, 16), 1000 + 10 * k, np.uint16) for k in range(n)])
     rng = np.random.default_rng(3)
     names = [f"x{v}" for v in rng.permutation(1000)[:n]]  # names say nothing about order
     # an oblique stack: normal not along z, so sorting by the z coordinate alone would be wrong
@@ -46,8 +46,8 @@ def test_hu_conversion_uses_slope_and_intercept():
 
 
 def test_scan_groups_studies_and_skips_non_dicom_with_a_reason(tmp_path, series_writer):
-    series_writer(tmp_path / "a" / "deep" / "er", np.zeros((2, 4, 4), np.uint16), study="A")
-    series_writer(tmp_path / "b", np.zeros((3, 4, 4), np.uint16), study="B", series="s9")
+    series_writer(tmp_path / "a" / "deep" / "er", np.zeros((2, 16, 16), np.uint16), study="A")
+    series_writer(tmp_path / "b", np.zeros((3, 16, 16), np.uint16), study="B", series="s9")
     (tmp_path / "notes.dcm").write_text("not dicom at all")
     (tmp_path / "empty").write_bytes(b"")
     result = scan(tmp_path)
@@ -58,20 +58,21 @@ def test_scan_groups_studies_and_skips_non_dicom_with_a_reason(tmp_path, series_
 
 
 def test_non_ct_and_localizer_are_skipped(tmp_path):
-    mr = ct_dataset(np.zeros((4, 4), np.uint16), z=0.0)
+    mr = ct_dataset(np.zeros((16, 16), np.uint16), z=0.0)
     mr.Modality = "MR"
     mr.save_as(tmp_path / "mr.dcm", enforce_file_format=True)
-    loc = ct_dataset(np.zeros((4, 4), np.uint16), z=1.0, index=2)
+    loc = ct_dataset(np.zeros((16, 16), np.uint16), z=1.0, index=2)
     loc.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
     loc.save_as(tmp_path / "loc.dcm", enforce_file_format=True)
     result = scan(tmp_path)
     assert not result.studies
-    assert sorted(s.reason for s in result.skipped) == ["localizer (ImageType LOCALIZER)", "modality MR is not CT"]
+    assert sorted(s.reason for s in result.skipped) == ["ImageType LOCALIZER (localizer, screen save or dose information)",
+                                                          "modality MR is not CT"]
 
 
 def test_missing_position_falls_back_to_instance_number_with_warning(tmp_path):
     for k, inst in enumerate([3, 1, 2]):
-        ds = ct_dataset(np.full((4, 4), inst, np.uint16), z=float(k), index=inst)
+        ds = ct_dataset(np.full((16, 16), inst, np.uint16), z=float(k), index=inst)
         del ds.ImagePositionPatient
         ds.save_as(tmp_path / f"f{k}", enforce_file_format=True)
     series = load_series(_only_series(scan(tmp_path)))
@@ -81,7 +82,7 @@ def test_missing_position_falls_back_to_instance_number_with_warning(tmp_path):
 
 def test_duplicate_position_keeps_higher_acquisition_number(tmp_path):
     for k, (z, acq, val) in enumerate([(0.0, 1, 10), (0.0, 2, 20), (2.0, 1, 30)]):
-        ds = ct_dataset(np.full((4, 4), val, np.uint16), z=z, index=k + 1)
+        ds = ct_dataset(np.full((16, 16), val, np.uint16), z=z, index=k + 1)
         ds.AcquisitionNumber = acq
         ds.save_as(tmp_path / f"f{k}", enforce_file_format=True)
     series = load_series(_only_series(scan(tmp_path)))
@@ -89,12 +90,25 @@ def test_duplicate_position_keeps_higher_acquisition_number(tmp_path):
     assert any("duplicate position" in w for w in series.warnings)
 
 
-def test_inconsistent_matrix_names_the_file(tmp_path, series_writer):
-    series_writer(tmp_path, np.zeros((2, 4, 4), np.uint16))
-    odd = ct_dataset(np.zeros((6, 6), np.uint16), z=10.0, index=3)
+def test_lone_odd_sized_image_in_a_series_is_skipped_with_its_name(tmp_path, series_writer):
+    series_writer(tmp_path, np.zeros((2, 16, 16), np.uint16))
+    odd = ct_dataset(np.zeros((20, 20), np.uint16), z=10.0, index=3)
     odd.save_as(tmp_path / "odd.dcm", enforce_file_format=True)
-    with pytest.raises(InputError, match=r"odd\.dcm: matrix 6x6 differs from 4x4"):
-        load_series(_only_series(scan(tmp_path)))
+    result = scan(tmp_path)
+    series = load_series(_only_series(result))
+    assert len(series) == 2
+    (skip,) = result.skipped
+    assert skip.path.endswith("odd.dcm") and "matrix or pixel spacing differs" in skip.reason
+
+
+def test_series_mixing_two_stacks_is_split(tmp_path, series_writer):
+    series_writer(tmp_path / "ax", np.zeros((3, 16, 16), np.uint16))
+    series_writer(tmp_path / "cor", np.ones((2, 16, 16), np.uint16), orientation=(1, 0, 0, 0, 0, -1), index_offset=3)
+    (study,) = scan(tmp_path).studies.values()
+    stacks = sorted(study.series.values(), key=lambda r: r.stack)
+    assert [(r.stack, r.stacks, len(r.files)) for r in stacks] == [(0, 2, 3), (1, 2, 2)]
+    assert stacks[0].series_uid == stacks[1].series_uid and stacks[0].key != stacks[1].key
+    assert [len(load_series(r)) for r in stacks] == [3, 2]
 
 
 def test_truncated_pixel_data_gives_one_line_error_naming_the_file(tmp_path, series_writer):
@@ -107,7 +121,7 @@ def test_truncated_pixel_data_gives_one_line_error_naming_the_file(tmp_path, ser
 
 
 def test_scan_does_not_modify_inputs(tmp_path, series_writer):
-    paths = series_writer(tmp_path, np.arange(2 * 16, dtype=np.uint16).reshape(2, 4, 4))
+    paths = series_writer(tmp_path, np.arange(2 * 256, dtype=np.uint16).reshape(2, 16, 16))
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths}
     load_series(_only_series(scan(tmp_path)))
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in paths} == before

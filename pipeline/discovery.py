@@ -1,0 +1,217 @@
+"""Find the CT image stacks in a folder tree (headers only; pixels are decoded later).
+
+Walks any depth, any file names. Each file is either kept (grouped by StudyInstanceUID, then
+SeriesInstanceUID, then stack) or skipped with a one-line reason. A series that mixes stacks
+(another orientation, matrix or pixel spacing) is split into stacks, each denoised as its own
+derived series; then the stack rules of :class:`~pipeline.selection.SelectionRules` drop lone
+localizers and screenshots.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom import uid
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from .errors import InputError
+from .selection import ENHANCED_CT_IMAGE_STORAGE, SelectionRules
+from .uids import path_safe_uid
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """Header facts of one candidate image file."""
+
+    path: Path
+    sop_uid: str
+    rows: int = 0
+    cols: int = 0
+    spacing: tuple[float, ...] = ()
+    orientation: tuple[float, ...] = ()  # () when missing
+    frames: int = 1
+
+
+@dataclass
+class SeriesRef:
+    """One stack of one series: images of the same orientation, matrix and pixel spacing."""
+
+    study_uid: str
+    series_uid: str
+    files: list[FileRef] = field(default_factory=list)
+    stack: int = 0  # 0 = the largest stack of the series
+    stacks: int = 1
+
+    @property
+    def key(self) -> str:
+        """Unique within the study: the series UID, plus ``#n`` when the series was split."""
+        return self.series_uid if self.stacks == 1 else f"{self.series_uid}#{self.stack + 1}"
+
+    @property
+    def images(self) -> int:
+        return sum(f.frames for f in self.files)
+
+
+@dataclass
+class Skipped:
+    path: str
+    reason: str
+    series_uid: str = ""
+    study_uid: str = ""  # empty when the file has none (not DICOM, unreadable)
+
+
+@dataclass
+class StudyScan:
+    study_uid: str
+    series: dict[str, SeriesRef] = field(default_factory=dict)  # by SeriesRef.key
+
+
+@dataclass
+class ScanResult:
+    studies: dict[str, StudyScan] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def read_dicom(path: Path, headers_only: bool = True) -> Dataset:
+    """Read a file read-only (header only by default). Files without the 128-byte preamble and
+    'DICM' (older exports) are accepted when they parse as a dataset with SOP Class and Instance UIDs."""
+    if path.stat().st_size == 0:
+        raise InputError(path, "empty file (0 bytes)")
+    try:
+        with open(path, "rb") as fh:
+            return pydicom.dcmread(fh, stop_before_pixels=headers_only)
+    except InvalidDicomError:
+        pass
+    except Exception as exc:  # truncated or corrupt header
+        raise InputError(path, f"unreadable DICOM header ({type(exc).__name__}: {exc})") from None
+    try:
+        with open(path, "rb") as fh:
+            ds = pydicom.dcmread(fh, stop_before_pixels=headers_only, force=True)
+        if ds.get("SOPClassUID") and ds.get("SOPInstanceUID"):
+            if "TransferSyntaxUID" not in ds.file_meta:  # no file meta: say how it was parsed
+                implicit, little = ds.original_encoding
+                ds.file_meta.TransferSyntaxUID = (uid.ImplicitVRLittleEndian if implicit else
+                                                  uid.ExplicitVRLittleEndian if little else uid.ExplicitVRBigEndian)
+            return ds
+    except Exception:
+        pass
+    raise InputError(path, "not a DICOM file (no DICM preamble and no parsable dataset)")
+
+
+def functional_group(ds: Dataset, sequence: str, frame: int | None = None) -> Dataset | None:
+    """Item of functional-group macro ``sequence`` (e.g. "PlanePositionSequence") of an enhanced
+    image: per-frame item when present, else the shared one (PS3.3 C.7.6.16)."""
+    for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+        if index is None or groups not in ds or len(ds[groups].value) <= index:
+            continue
+        item = ds[groups].value[index]
+        if sequence in item and len(item[sequence].value):
+            return item[sequence].value[0]
+    return None
+
+
+def _numbers(value: object, n: int) -> tuple[float, ...]:
+    try:
+        out = tuple(float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return ()
+    return out if len(out) == n and all(math.isfinite(v) for v in out) else ()
+
+
+def file_ref(path: Path, ds: Dataset) -> FileRef:
+    enhanced = str(ds.get("SOPClassUID", "")) == ENHANCED_CT_IMAGE_STORAGE
+    iop, spacing = ds.get("ImageOrientationPatient"), ds.get("PixelSpacing")
+    if enhanced:
+        orient = functional_group(ds, "PlaneOrientationSequence", 0)
+        measures = functional_group(ds, "PixelMeasuresSequence", 0)
+        iop = orient.get("ImageOrientationPatient") if orient is not None else None
+        spacing = measures.get("PixelSpacing") if measures is not None else None
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        frames = 1
+    return FileRef(path, str(ds.SOPInstanceUID), int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0),
+                   tuple(round(v, 4) for v in _numbers(spacing, 2)), tuple(round(v, 3) for v in _numbers(iop, 6)),
+                   frames)
+
+
+def _is_axial(orientation: tuple[float, ...]) -> bool:
+    if not orientation:
+        return True  # unknown: give it the benefit of the doubt
+    normal = np.cross(orientation[:3], orientation[3:])
+    return bool(abs(normal[2]) > 0.8 * max(float(np.linalg.norm(normal)), 1e-9))
+
+
+def split_stacks(study_uid: str, series_uid: str, files: list[FileRef], rules: SelectionRules,
+                 skipped: list[Skipped]) -> list[SeriesRef]:
+    """Group a series' files by (orientation, matrix, spacing); apply the lone-image rules."""
+    groups: dict[tuple, list[FileRef]] = defaultdict(list)
+    for f in files:
+        groups[(f.orientation, f.rows, f.cols, f.spacing)].append(f)
+    ordered = sorted(groups.values(), key=lambda g: (-sum(f.frames for f in g), str(g[0].path)))
+    main = ordered[0]
+    kept: list[list[FileRef]] = []
+    for group in ordered:
+        lone = len(group) == 1 and group[0].frames == 1
+        f = group[0]
+        reason = None
+        if lone and group is not main and rules.skip_lone_images_unlike_main_stack and len(main) > 1:
+            what = "orientation" if f.orientation != main[0].orientation else "matrix or pixel spacing"
+            reason = f"lone image whose {what} differs from the series' main stack (localizer or screenshot)"
+        elif lone and len(ordered) == 1 and rules.skip_lone_non_axial and not _is_axial(f.orientation):
+            reason = "lone non-axial image (localizer/scout)"
+        elif lone and len(ordered) == 1 and rules.skip_lone_non_square and f.rows != f.cols:
+            reason = f"lone non-square {f.rows}x{f.cols} image (screenshot or report)"
+        if reason:
+            skipped.append(Skipped(str(f.path), reason, series_uid, study_uid))
+        else:
+            kept.append(group)
+    return [SeriesRef(study_uid, series_uid, group, k, len(kept)) for k, group in enumerate(kept)]
+
+
+def scan(root: Path | str, rules: SelectionRules | None = None) -> ScanResult:
+    """Walk ``root`` (a folder of any depth, or a single file) and group CT stacks by study and series."""
+    rules = rules or SelectionRules()
+    root = Path(root)
+    if not root.exists():
+        raise InputError(root, "no such file or folder")
+    paths = [root] if root.is_file() else sorted(
+        Path(d) / f for d, dirs, files in os.walk(root) for f in files if not f.startswith(".")
+    )
+    result = ScanResult()
+    series_files: dict[tuple[str, str], list[FileRef]] = defaultdict(list)
+    for path in paths:
+        try:
+            ds = read_dicom(path)
+        except InputError as exc:
+            result.skipped.append(Skipped(str(path), exc.reason))
+            continue
+        reason = rules.file_skip_reason(ds)
+        if reason:
+            result.skipped.append(Skipped(str(path), reason, str(ds.get("SeriesInstanceUID", "")),
+                                          str(ds.get("StudyInstanceUID", ""))))
+            continue
+        study_uid, series_uid = str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", ""))
+        try:
+            path_safe_uid(study_uid, "StudyInstanceUID")
+            path_safe_uid(series_uid, "SeriesInstanceUID")
+        except ValueError as exc:
+            result.skipped.append(Skipped(str(path), str(exc)))
+            continue
+        series_files[(study_uid, series_uid)].append(file_ref(path, ds))
+    for (study_uid, series_uid), files in series_files.items():
+        for ref in split_stacks(study_uid, series_uid, files, rules, result.skipped):
+            study = result.studies.setdefault(study_uid, StudyScan(study_uid))
+            study.series[ref.key] = ref
+    for s in result.skipped:
+        log.info("skipped %s: %s", s.path, s.reason)
+    return result
