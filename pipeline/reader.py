@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
+from .codecs import missing_decoder_reason
 from .discovery import ScanResult, SeriesRef, Skipped, StudyScan, read_dicom, scan
 from .errors import InputError
 from .geometry import position_along, same_orientation, slice_normal
@@ -61,9 +62,13 @@ def to_hu(ds: Dataset, path: Path) -> np.ndarray:
         raise InputError(path, "no pixel data")
     if int(ds.get("SamplesPerPixel", 1)) != 1 or str(ds.get("PhotometricInterpretation", "")) not in ("MONOCHROME2", "MONOCHROME1"):
         raise InputError(path, f"photometric interpretation {ds.get('PhotometricInterpretation')} is not greyscale")
+    ts = str(getattr(ds.get("file_meta"), "TransferSyntaxUID", "") or "")
+    missing = missing_decoder_reason(ts) if ts else None
+    if missing:
+        raise InputError(path, missing)
     try:
         stored = ds.pixel_array
-    except Exception as exc:  # missing decoder, short or corrupt pixel data
+    except Exception as exc:  # short or corrupt pixel data
         raise InputError(path, f"pixel data cannot be decoded ({type(exc).__name__}: {exc})") from None
     if stored.ndim != 2:
         raise InputError(path, f"expected one frame, got pixel array of shape {stored.shape}")

@@ -19,6 +19,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 
+from .codecs import LOSSY_METHODS
 from .selection import DERIVED_MARKER
 from .uids import derived_uid
 
@@ -114,6 +115,10 @@ def derive_dataset(src: Dataset, pixels: np.ndarray, series_uid: str, info: Deri
     ds.PixelRepresentation = 1 if pixels.dtype == np.int16 else 0
     ds.PixelData = np.ascontiguousarray(pixels.astype(pixels.dtype.newbyteorder("<"))).tobytes()
     ds["PixelData"].VR = "OW"
+    method = LOSSY_METHODS.get(str(getattr(src.get("file_meta"), "TransferSyntaxUID", "")))
+    if method and ds.get("LossyImageCompression") != "01":  # once lossy, always lossy (C.7.6.1.1.5)
+        ds.LossyImageCompression = "01"
+        ds.LossyImageCompressionMethod = method
     if "RescaleIntercept" not in ds:  # required for CT (dciodvfy errors without it)
         ds.RescaleIntercept, ds.RescaleSlope = 0, 1
     ds.RescaleType = "HU"

@@ -1,0 +1,121 @@
+"""Every transfer syntax the archive may hold decodes to the same HU (exactly when lossless)."""
+import shutil
+import subprocess
+
+import imagecodecs
+import numpy as np
+import pydicom
+import pytest
+from pydicom import uid
+from pydicom.encaps import encapsulate
+
+from pipeline.codecs import missing_decoder_reason
+from pipeline.denoise import Denoiser
+from pipeline.discovery import scan
+from pipeline.errors import InputError
+from pipeline.phantom import Phantom, acquire
+from pipeline.reader import load_series
+from pipeline.settings import Settings
+from pipeline.study import process_scan
+from tests.conftest import ct_dataset
+
+
+def _image(signed: bool) -> np.ndarray:
+    hu = acquire(Phantom(5, "chest").slice_hu(0.0, 64, 6.5), np.random.default_rng(0), 0.8, 8.0)
+    stored = np.rint(hu + 1024)
+    return np.clip(stored, -2048 if signed else 0, 4095).astype(np.int16 if signed else np.uint16)
+
+
+def _dcmtk(flag):
+    def encode(ds, arr, path):
+        if not shutil.which("dcmcjpeg"):
+            pytest.fail("dcmcjpeg missing: run bash .ci/install-dicom-tools (Debian dcmtk)")
+        ds.save_as(path.with_suffix(".raw"), enforce_file_format=True)
+        subprocess.run(["dcmcjpeg", flag, str(path.with_suffix(".raw")), str(path)], check=True, capture_output=True)
+    return encode
+
+
+def _native(ts, big_endian=False):
+    def encode(ds, arr, path):
+        ds.file_meta.TransferSyntaxUID = ts
+        if big_endian:
+            ds.PixelData = arr.astype(arr.dtype.newbyteorder(">")).tobytes()
+        ds.save_as(path, enforce_file_format=True)
+    return encode
+
+
+def _pydicom(ts, **kw):
+    def encode(ds, arr, path):
+        ds.compress(ts, arr, generate_instance_uid=False, **kw)
+        ds.save_as(path, enforce_file_format=True)
+    return encode
+
+
+def _htj2k(ts, level):
+    def encode(ds, arr, path):
+        ds.PixelData = encapsulate([imagecodecs.htj2k_encode(arr, level=level)])
+        ds["PixelData"].VR = "OB"
+        ds.file_meta.TransferSyntaxUID = ts
+        ds.save_as(path, enforce_file_format=True)
+    return encode
+
+
+# name -> (encoder, maximum |error| in stored values)
+CODECS = {
+    "implicit VR LE": (_native(uid.ImplicitVRLittleEndian), 0),
+    "explicit VR LE": (_native(uid.ExplicitVRLittleEndian), 0),
+    "explicit VR BE": (_native(uid.ExplicitVRBigEndian, big_endian=True), 0),
+    "deflated": (_native(uid.DeflatedExplicitVRLittleEndian), 0),
+    "RLE lossless": (_pydicom(uid.RLELossless), 0),
+    "JPEG lossless SV1": (_dcmtk("+e1"), 0),
+    "JPEG lossless P14": (_dcmtk("+el"), 0),
+    "JPEG-LS lossless": (_pydicom(uid.JPEGLSLossless), 0),
+    "JPEG-LS near-lossless": (_pydicom(uid.JPEGLSNearLossless, jls_error=2), 2),
+    "JPEG 2000 lossless": (_pydicom(uid.JPEG2000Lossless), 0),
+    "JPEG 2000 lossy": (_pydicom(uid.JPEG2000, j2k_cr=[8]), 300),
+    "HTJ2K lossless": (_htj2k(uid.HTJ2KLossless, 0), 0),
+}
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned12", "signed16"])
+@pytest.mark.parametrize("name", list(CODECS))
+def test_transfer_syntax_decodes_to_the_same_hu(name, signed, tmp_path):
+    encode, tolerance = CODECS[name]
+    arr = _image(signed)
+    ds = ct_dataset(arr, z=0.0, bits_stored=16 if signed else 12, slope=1.0 if signed else 0.5,
+                    intercept=-1024.0 if signed else -512.0)
+    path = tmp_path / "img"
+    encode(ds, arr, path)
+    assert pydicom.dcmread(path).file_meta.TransferSyntaxUID != "" and path.exists()
+    (study,) = scan(tmp_path).studies.values()
+    series = load_series(next(iter(study.series.values())))
+    slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+    expected = arr.astype(np.float32) * slope + intercept
+    err = np.abs(series.hu[0] - expected) / slope  # in stored values
+    assert err.max() <= tolerance + 1e-3, (name, err.max())
+    if tolerance > 2:  # lossy: small on average
+        assert np.sqrt(np.mean(err**2)) < 30
+
+
+def test_lossy_source_makes_a_lossy_flagged_output(tmp_path, tiny_model):
+    arr = _image(False)
+    ds = ct_dataset(arr, z=0.0, bits_stored=12)
+    src = tmp_path / "in"
+    src.mkdir()
+    _pydicom(uid.JPEGLSNearLossless, jls_error=2)(ds, arr, src / "img")
+    (outcome,) = process_scan(scan(src), tmp_path / "out", Settings(progress=False), Denoiser(tiny_model, "cpu"))
+    (f,) = (outcome.folder / outcome.series[0].derived_series_uid).glob("*.dcm")
+    out = pydicom.dcmread(f)
+    assert out.LossyImageCompression == "01" and "ISO_14495_1" in str(out.LossyImageCompressionMethod)
+    assert out.file_meta.TransferSyntaxUID == uid.ExplicitVRLittleEndian
+
+
+def test_missing_decoder_names_the_package(tmp_path, monkeypatch):
+    arr = _image(False)
+    ds = ct_dataset(arr, z=0.0, bits_stored=12)
+    _pydicom(uid.JPEG2000Lossless)(ds, arr, tmp_path / "img")
+    decoder_type = type(pydicom.pixels.get_decoder(uid.JPEG2000Lossless))
+    monkeypatch.setattr(decoder_type, "is_available", property(lambda self: False))
+    assert "pip install pylibjpeg-openjpeg" in missing_decoder_reason(uid.JPEG2000Lossless)
+    with pytest.raises(InputError, match=r"img: no decoder installed for JPEG 2000 .* pip install pylibjpeg-openjpeg"):
+        load_series(next(iter(next(iter(scan(tmp_path).studies.values())).series.values())))
