@@ -43,15 +43,17 @@ class MethodSummary:
     seconds: float
 
 
-def qa_series(series_uid: str, sop_uids: Sequence[str], hu: np.ndarray, window: Window, sigma: float,
+def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray, window: Window, sigma: float,
               model_fn: Callable[[np.ndarray], np.ndarray], filters: FilterParams
               ) -> tuple[list[MethodSummary], list[SliceScore]]:
     """Score every method on every slice of ``hu`` ((N, H, W) float32 HU).
 
-    ``model_fn`` maps (N, H, W) float32 in [0, 1] to the model's output (batched by the caller).
+    ``slice_ids`` name each slice (its SOPInstanceUID, ``uid/n`` for frame n of a multi-frame
+    image) and seed its noise. ``model_fn`` maps (N, H, W) float32 in [0, 1] to the model's output
+    (batched by the caller).
     """
     reference = hu_to_unit(hu, window, clip=True)
-    noisy = np.stack([add_gaussian_noise(ref, sigma, seed_from_uid(uid)) for ref, uid in zip(reference, sop_uids)])
+    noisy = np.stack([add_gaussian_noise(ref, sigma, seed_from_uid(uid)) for ref, uid in zip(reference, slice_ids)])
     funcs: dict[str, Callable[[np.ndarray], np.ndarray]] = {"noisy": lambda x: x, "autoencoder": model_fn}
     per_slice = {name: (lambda x, f=f: np.stack([f(im) for im in x])) for name, f in classical_filters(filters).items()}
     funcs.update(per_slice)
@@ -61,7 +63,7 @@ def qa_series(series_uid: str, sop_uids: Sequence[str], hu: np.ndarray, window: 
         result = np.clip(funcs[method](noisy), 0.0, 1.0)
         seconds = time.perf_counter() - t0
         rows = [SliceScore(series_uid, uid, i, method, psnr(ref, res), ssim(ref, res))
-                for i, (uid, ref, res) in enumerate(zip(sop_uids, reference, result))]
+                for i, (uid, ref, res) in enumerate(zip(slice_ids, reference, result))]
         scores.extend(rows)
         ps = [r.psnr for r in rows]
         summaries.append(MethodSummary(series_uid, method, len(rows), _mean(ps), min(ps),

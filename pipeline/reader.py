@@ -15,6 +15,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from .codecs import missing_decoder_reason
+from .enhanced import frame_header, is_enhanced
 from .discovery import ScanResult, SeriesRef, Skipped, StudyScan, read_dicom, scan
 from .errors import InputError
 from .geometry import position_along, same_orientation, slice_normal
@@ -36,6 +37,7 @@ class Series:
     paths: list[Path]
     hu: np.ndarray
     warnings: list[str] = field(default_factory=list)
+    frames: list[int | None] = field(default_factory=list)  # source frame (0-based) of enhanced images
 
     def __len__(self) -> int:
         return len(self.datasets)
@@ -56,11 +58,11 @@ def _float(ds: Dataset, keyword: str, default: float | None, path: Path) -> floa
     return out
 
 
-def to_hu(ds: Dataset, path: Path) -> np.ndarray:
-    """Decode one slice and apply the modality LUT: HU = RescaleSlope * stored + RescaleIntercept."""
+def decode_stored(ds: Dataset, path: Path) -> np.ndarray:
+    """Decode the stored values of every frame: (frames, rows, columns)."""
     if "PixelData" not in ds:
         raise InputError(path, "no pixel data")
-    if int(ds.get("SamplesPerPixel", 1)) != 1 or str(ds.get("PhotometricInterpretation", "")) not in ("MONOCHROME2", "MONOCHROME1"):
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or str(ds.get("PhotometricInterpretation", "")) not in ("MONOCHROME2", "MONOCHROME1"):
         raise InputError(path, f"photometric interpretation {ds.get('PhotometricInterpretation')} is not greyscale")
     ts = str(getattr(ds.get("file_meta"), "TransferSyntaxUID", "") or "")
     missing = missing_decoder_reason(ts) if ts else None
@@ -68,15 +70,31 @@ def to_hu(ds: Dataset, path: Path) -> np.ndarray:
         raise InputError(path, missing)
     try:
         stored = ds.pixel_array
-    except Exception as exc:  # short or corrupt pixel data
+    except Exception as exc:  # short or corrupt pixel data, absurd sizes
         raise InputError(path, f"pixel data cannot be decoded ({type(exc).__name__}: {exc})") from None
-    if stored.ndim != 2:
-        raise InputError(path, f"expected one frame, got pixel array of shape {stored.shape}")
-    slope = _float(ds, "RescaleSlope", 1.0, path)
-    intercept = _float(ds, "RescaleIntercept", 0.0, path)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if stored.ndim == 2 and frames == 1:
+        return stored[None]
+    if stored.ndim == 3 and stored.shape[0] == frames:
+        return stored
+    raise InputError(path, f"pixel array of shape {stored.shape} does not match NumberOfFrames {frames}")
+
+
+def stored_to_hu(stored: np.ndarray, header: Dataset, path: Path) -> np.ndarray:
+    """Modality LUT: HU = RescaleSlope * stored + RescaleIntercept (float32)."""
+    slope = _float(header, "RescaleSlope", 1.0, path)
+    intercept = _float(header, "RescaleIntercept", 0.0, path)
     if slope == 0:
         raise InputError(path, "RescaleSlope is 0")
     return (stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
+
+
+def to_hu(ds: Dataset, path: Path | str) -> np.ndarray:
+    """Decode one single-frame image and return (rows, columns) HU."""
+    stored = decode_stored(ds, Path(path))
+    if stored.shape[0] != 1:
+        raise InputError(path, f"expected one frame, got {stored.shape[0]}")
+    return stored_to_hu(stored[0], ds, Path(path))
 
 
 def _int(ds: Dataset, keyword: str) -> int:
@@ -94,57 +112,101 @@ def _spacing(ds: Dataset) -> tuple[float, ...]:
         return ()
 
 
-def load_series(ref: SeriesRef) -> Series:
-    """Read and order a series by ImagePositionPatient projected on the slice normal.
+@dataclass
+class _Slice:
+    header: Dataset  # classic CT header (per frame for enhanced sources)
+    path: Path
+    frame: int | None  # 0-based frame of an enhanced source, None for single-frame images
+    hu: np.ndarray
+    position: float = 0.0
 
-    Falls back to InstanceNumber (with a warning) when position or orientation is missing. Of two
-    slices at the same position the one with the higher AcquisitionNumber (then InstanceNumber) is
-    kept, the other reported in ``warnings``.
-    """
-    loaded: list[tuple[Dataset, Path]] = []
-    for fref in ref.files:
-        loaded.append((read_dicom(fref.path, headers_only=False), fref.path))
-    # the most common matrix and spacing define the series; a file that differs is named
-    matrix = Counter((int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) for ds, _ in loaded).most_common(1)[0][0]
-    spacing = Counter(_spacing(ds) for ds, _ in loaded).most_common(1)[0][0]
-    rows, cols = matrix
-    for ds, path in loaded:
-        if (int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) != matrix:
-            raise InputError(path, f"matrix {ds.get('Rows')}x{ds.get('Columns')} differs from {rows}x{cols} in the same series")
-        if _spacing(ds) != spacing:
-            raise InputError(path, f"PixelSpacing {list(_spacing(ds))} differs from {list(spacing)} in the same series")
-    first, first_path = loaded[0]
-    warnings: list[str] = []
-    have_geometry = all("ImagePositionPatient" in ds and "ImageOrientationPatient" in ds for ds, _ in loaded)
-    if have_geometry:
-        try:
-            normal = slice_normal(first.ImageOrientationPatient)
-            keyed = []
-            for ds, path in loaded:
-                if not same_orientation(ds.ImageOrientationPatient, first.ImageOrientationPatient):
-                    raise InputError(path, "ImageOrientationPatient differs within the series")
-                keyed.append((round(position_along(normal, ds.ImagePositionPatient), 4), ds, path))
-        except ValueError as exc:
-            raise InputError(first_path, str(exc)) from None
-    else:
-        warnings.append("ImagePositionPatient/ImageOrientationPatient missing: ordered by InstanceNumber")
-        keyed = [(float(_int(ds, "InstanceNumber")), ds, path) for ds, path in loaded]
-    keyed.sort(key=lambda k: (k[0], _int(k[1], "AcquisitionNumber"), _int(k[1], "InstanceNumber")))
-    kept: list[tuple[float, Dataset, Path]] = []
-    for item in keyed:
-        if kept and have_geometry and item[0] == kept[-1][0]:
-            # sorted ascending, so ``item`` has the higher AcquisitionNumber/InstanceNumber: keep it
-            warnings.append(f"duplicate position {item[0]} mm: kept {item[2].name}, dropped {kept[-1][2].name}")
-            kept[-1] = item
+
+def _read_slices(path: Path) -> list[_Slice]:
+    ds = read_dicom(path, headers_only=False)
+    try:
+        stored = decode_stored(ds, path)
+        if is_enhanced(ds):
+            out = []
+            for k in range(stored.shape[0]):
+                header = frame_header(ds, k, path)
+                out.append(_Slice(header, path, k, stored_to_hu(stored[k], header, path)))
         else:
-            kept.append(item)
+            out = [_Slice(ds, path, None, stored_to_hu(stored[0], ds, path))]
+        if "PixelData" in ds:
+            del ds.PixelData  # headers are kept for writing; the pixels live in ``hu``
+        return out
+    except InputError:
+        raise
+    except Exception as exc:  # a malformed element met while reading values
+        raise InputError(path, f"malformed DICOM ({type(exc).__name__}: {exc})") from None
+
+
+def _order(slices: list[_Slice], warnings: list[str]) -> list[_Slice]:
+    have = [("ImagePositionPatient" in s.header and "ImageOrientationPatient" in s.header) for s in slices]
+    if not any(have):
+        warnings.append("ImagePositionPatient/ImageOrientationPatient missing: ordered by InstanceNumber")
+        return sorted(slices, key=lambda s: (_int(s.header, "InstanceNumber"), str(s.path)))
+    if not all(have):
+        bad = slices[have.index(False)]
+        raise InputError(bad.path, "ImagePositionPatient or ImageOrientationPatient missing while the rest of the series has them")
+    orientations = Counter(tuple(round(float(v), 3) for v in s.header.ImageOrientationPatient)
+                           for s in slices if _finite(s.header.ImageOrientationPatient, 6))
+    if not orientations:
+        raise InputError(slices[0].path, "ImageOrientationPatient is not 6 finite numbers")
+    main = orientations.most_common(1)[0][0]
+    normal = slice_normal(main)
+    for s in slices:
+        try:
+            if not same_orientation(s.header.ImageOrientationPatient, main, tol=1e-3):
+                raise InputError(s.path, f"ImageOrientationPatient {list(s.header.ImageOrientationPatient)} differs from the series' {list(main)}")
+            s.position = round(position_along(normal, s.header.ImagePositionPatient), 4)
+        except (ValueError, TypeError) as exc:
+            raise InputError(s.path, str(exc)) from None
+    slices.sort(key=lambda s: (s.position, _int(s.header, "AcquisitionNumber"), _int(s.header, "InstanceNumber")))
+    kept: list[_Slice] = []
+    for s in slices:
+        if kept and s.position == kept[-1].position:
+            # sorted ascending, so ``s`` has the higher AcquisitionNumber/InstanceNumber: keep it
+            warnings.append(f"duplicate position {s.position} mm: kept {_name(s)}, dropped {_name(kept[-1])}")
+            kept[-1] = s
+        else:
+            kept.append(s)
+    return kept
+
+
+def _finite(values: object, n: int) -> bool:
+    try:
+        v = [float(x) for x in values]  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return False
+    return len(v) == n and all(math.isfinite(x) for x in v)
+
+
+def _name(s: _Slice) -> str:
+    return s.path.name if s.frame is None else f"{s.path.name} frame {s.frame + 1}"
+
+
+def load_series(ref: SeriesRef) -> Series:
+    """Read a stack and order it by ImagePositionPatient projected on the slice normal.
+
+    Enhanced CT files contribute one slice per frame, with each frame's own geometry and rescale.
+    Falls back to InstanceNumber (with a warning) when no slice has position and orientation; a
+    slice without them in a series that has them is an error naming its file. Of two slices at the
+    same position the one with the higher AcquisitionNumber (then InstanceNumber) is kept, the other
+    reported in ``warnings``.
+    """
+    slices = [s for f in ref.files for s in _read_slices(f.path)]
+    # the most common matrix and spacing define the series; a file that differs is named
+    matrix = Counter(s.hu.shape for s in slices).most_common(1)[0][0]
+    spacing = Counter(_spacing(s.header) for s in slices).most_common(1)[0][0]
+    for s in slices:
+        if s.hu.shape != matrix:
+            raise InputError(s.path, f"matrix {s.hu.shape[0]}x{s.hu.shape[1]} differs from {matrix[0]}x{matrix[1]} in the same series")
+        if _spacing(s.header) != spacing:
+            raise InputError(s.path, f"PixelSpacing {list(_spacing(s.header))} differs from {list(spacing)} in the same series")
+    warnings: list[str] = []
+    kept = _order(slices, warnings)
     for w in warnings:
         log.warning("series %s: %s", ref.series_uid, w)
-    hu = np.empty((len(kept), rows, cols), dtype=np.float32)
-    datasets, paths = [], []
-    for i, (_, ds, path) in enumerate(kept):
-        hu[i] = to_hu(ds, path)
-        del ds.PixelData  # headers are kept for writing; the pixels live in ``hu``
-        datasets.append(ds)
-        paths.append(path)
-    return Series(ref.study_uid, ref.series_uid, datasets, paths, hu, warnings)
+    return Series(ref.study_uid, ref.series_uid, [s.header for s in kept], [s.path for s in kept],
+                  np.stack([s.hu for s in kept]), warnings, [s.frame for s in kept])

@@ -31,13 +31,13 @@ from .qa import MethodSummary, SliceScore, qa_series
 from .reader import DERIVED_MARKER, ScanResult, SeriesRef, Skipped, StudyScan, load_series
 from .settings import Settings
 from .uids import path_safe_uid
-from .writer import DerivedSeriesInfo, derived_series_uid, derived_sop_uid, hu_to_stored, write_series
+from .writer import DerivedSeriesInfo, derived_series_uid, derived_sop_uid, hu_to_stored, source_key, write_series
 
 log = logging.getLogger(__name__)
 
 QA_HEADER = ["study_uid", "series_uid", "derived_series_uid", "method", "slices", "mean_psnr_db",
              "min_psnr_db", "mean_ssim", "seconds", "window_low_hu", "window_high_hu", "sigma"]
-SLICE_HEADER = ["study_uid", "series_uid", "sop_instance_uid", "slice_index", "method", "psnr_db", "ssim"]
+SLICE_HEADER = ["study_uid", "series_uid", "sop_instance_uid", "frame", "slice_index", "method", "psnr_db", "ssim"]
 SKIPPED_HEADER = ["path", "series_uid", "reason"]
 
 
@@ -87,17 +87,17 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
         out_hu = denoiser.denoise_hu(series.hu, settings.window, on_batch=bar.update)
     stored = [hu_to_stored(out, ds, source_stored=hu_to_stored(src, ds))
               for out, src, ds in zip(out_hu, series.hu, series.datasets)]
+    keys = [source_key(ds, frame) for ds, frame in zip(series.datasets, series.frames)]
     names = [settings.file_name.format(series_uid=derived_uid, source_series_uid=ref.series_uid, series_number=number,
-                                       sop_uid=derived_sop_uid(str(ds.SOPInstanceUID), info), index=i + 1)
-             for i, ds in enumerate(series.datasets)]
-    write_series(series.datasets, stored, folder, info, names, derived_uid)
-    sop_uids = [str(ds.SOPInstanceUID) for ds in series.datasets]
-    summaries, scores = qa_series(ref.series_uid, sop_uids, series.hu, settings.window, settings.qa_sigma,
+                                       sop_uid=derived_sop_uid(key, info), index=i + 1)
+             for i, key in enumerate(keys)]
+    write_series(series.datasets, stored, folder, info, names, derived_uid, frames=series.frames)
+    summaries, scores = qa_series(ref.series_uid, keys, series.hu, settings.window, settings.qa_sigma,
                                   denoiser.denoise_unit, settings.filters)
     write_json(folder / "provenance.json", provenance(
         settings, denoiser.loaded, str(denoiser.device), study_uid=ref.study_uid,
         source_series_uid=ref.series_uid, derived_series_uid=derived_uid, slices=len(series),
-        source_sop_instance_uids=sop_uids, warnings=series.warnings))
+        source_images=keys, warnings=series.warnings))
     log.info("series %s: %d slices -> %s", ref.series_uid, len(series), derived_uid)
     return SeriesOutcome(ref.series_uid, derived_uid, len(series), summaries), scores
 
@@ -147,7 +147,8 @@ def _write_reports(folder: Path, outcome: StudyOutcome, scores: list[SliceScore]
          f"{settings.qa_sigma:g}"]
         for s in outcome.series for q in s.qa))
     write_csv(folder / "qa_slices.csv", SLICE_HEADER, (
-        [outcome.study_uid, r.series_uid, r.sop_uid, r.index, r.method, _fmt(r.psnr), _fmt(r.ssim, 5)]
+        [outcome.study_uid, r.series_uid, *(r.sop_uid.split("/") + [""])[:2], r.index, r.method, _fmt(r.psnr),
+         _fmt(r.ssim, 5)]
         for r in scores))
     write_csv(folder / "skipped.csv", SKIPPED_HEADER, ([f.path, f.series_uid, f.reason] for f in outcome.failures))
 

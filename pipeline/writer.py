@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 
 from .codecs import LOSSY_METHODS
+from .enhanced import classic_sop_class
 from .selection import DERIVED_MARKER
 from .uids import derived_uid
 
@@ -75,9 +76,18 @@ def derived_sop_uid(source_sop_uid: str, info: DerivedSeriesInfo) -> str:
     return derived_uid(source_sop_uid, info.fingerprint, "image")
 
 
+def source_key(src: Dataset, frame: int | None) -> str:
+    """The source image an output image derives from: SOPInstanceUID, plus ``/n`` for frame n
+    (1-based) of a multi-frame source."""
+    return str(src.SOPInstanceUID) if frame is None else f"{src.SOPInstanceUID}/{frame + 1}"
+
+
 def derive_dataset(src: Dataset, pixels: np.ndarray, series_uid: str, info: DerivedSeriesInfo,
-                   now: dt.datetime) -> Dataset:
-    """A new derived image from source header ``src`` and stored ``pixels`` (rows, cols) int16/uint16."""
+                   now: dt.datetime, frame: int | None = None) -> Dataset:
+    """A new derived image from source header ``src`` and stored ``pixels`` (rows, cols) int16/uint16.
+
+    ``frame`` (0-based) marks ``src`` as the per-frame header of an enhanced multi-frame image: the
+    output is then a classic CT image referencing that frame."""
     ds = copy.deepcopy(src)
     ds.remove_private_tags()
     for kw in ("PixelData", "SmallestImagePixelValue", "LargestImagePixelValue",
@@ -85,9 +95,11 @@ def derive_dataset(src: Dataset, pixels: np.ndarray, series_uid: str, info: Deri
         if kw in ds:
             delattr(ds, kw)
     src_sop_uid = str(src.SOPInstanceUID)
-    sop_uid = derived_sop_uid(src_sop_uid, info)
+    sop_uid = derived_sop_uid(source_key(src, frame), info)
+    sop_class = classic_sop_class(src)
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
 
+    ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_uid
     ds.SeriesInstanceUID = series_uid
     src_type = [str(v) for v in (src.get("ImageType") or [])]
@@ -97,6 +109,8 @@ def derive_dataset(src: Dataset, pixels: np.ndarray, series_uid: str, info: Deri
     ref = Dataset()
     ref.ReferencedSOPClassUID = src.SOPClassUID
     ref.ReferencedSOPInstanceUID = src_sop_uid
+    if frame is not None:
+        ref.ReferencedFrameNumber = frame + 1
     ref.PurposeOfReferenceCodeSequence = [_code_item(SOURCE_PURPOSE_CODE)]
     ds.SourceImageSequence = [ref]
     desc = str(src.get("SeriesDescription", "") or "")
@@ -125,7 +139,7 @@ def derive_dataset(src: Dataset, pixels: np.ndarray, series_uid: str, info: Deri
 
     meta = FileMetaDataset()
     meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = src.SOPClassUID
+    meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
@@ -134,16 +148,19 @@ def derive_dataset(src: Dataset, pixels: np.ndarray, series_uid: str, info: Deri
 
 
 def write_series(datasets: Sequence[Dataset], stored: Sequence[np.ndarray], folder: Path, info: DerivedSeriesInfo,
-                 file_names: Sequence[str], series_uid: str | None = None, now: dt.datetime | None = None) -> list[Path]:
+                 file_names: Sequence[str], series_uid: str | None = None, now: dt.datetime | None = None,
+                 frames: Sequence[int | None] | None = None) -> list[Path]:
     """Write one derived image per source header into ``folder`` (which must exist). ``series_uid``
-    defaults to the one derived from the source series UID."""
+    defaults to the one derived from the source series UID; ``frames`` gives the source frame of
+    each header taken from an enhanced multi-frame image."""
     if not info.description.startswith(DERIVED_MARKER):
         raise ValueError(f"DerivationDescription must start with {DERIVED_MARKER!r}")
     now = now or dt.datetime.now()
     series_uid = series_uid or derived_series_uid(str(datasets[0].SeriesInstanceUID), info)
     paths = []
-    for src, pixels, name in zip(datasets, stored, file_names, strict=True):
-        ds = derive_dataset(src, pixels, series_uid, info, now)
+    frames = frames if frames is not None else [None] * len(datasets)
+    for src, pixels, name, frame in zip(datasets, stored, file_names, frames, strict=True):
+        ds = derive_dataset(src, pixels, series_uid, info, now, frame)
         path = folder / name
         ds.save_as(path, enforce_file_format=True)  # an output error (disk full) fails the task
         paths.append(path)
