@@ -42,6 +42,14 @@ class FileRef:
 
 
 @dataclass
+class Skipped:
+    path: str
+    reason: str
+    series_uid: str = ""
+    study_uid: str = ""  # empty when the file has none (not DICOM, unreadable)
+
+
+@dataclass
 class SeriesRef:
     """One stack of one series: images of the same orientation, matrix and pixel spacing."""
 
@@ -50,6 +58,9 @@ class SeriesRef:
     files: list[FileRef] = field(default_factory=list)
     stack: int = 0  # 0 = the largest stack of the series
     stacks: int = 1
+    # set when a file of the series is broken: the series must fail as a whole (a derived series
+    # with a slice missing would be a wrong series)
+    error: Skipped | None = None
 
     @property
     def key(self) -> str:
@@ -59,14 +70,6 @@ class SeriesRef:
     @property
     def images(self) -> int:
         return sum(f.frames for f in self.files)
-
-
-@dataclass
-class Skipped:
-    path: str
-    reason: str
-    series_uid: str = ""
-    study_uid: str = ""  # empty when the file has none (not DICOM, unreadable)
 
 
 @dataclass
@@ -144,6 +147,19 @@ def file_ref(path: Path, ds: Dataset) -> FileRef:
                    frames)
 
 
+def file_error(path: Path, ds: Dataset) -> str | None:
+    """Why a selected file is broken (its series cannot be denoised), or None. Headers only."""
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    ts = getattr(ds.get("file_meta"), "TransferSyntaxUID", None)
+    if ts is not None and ts.is_transfer_syntax and not ts.is_compressed and not ts.is_deflated:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        need = rows * cols * frames * ((int(ds.get("BitsAllocated", 16) or 16) + 7) // 8)
+        have = path.stat().st_size
+        if need > have:
+            return f"Rows x Columns {rows}x{cols} x {frames} frame(s) need {need} bytes of pixel data, the file has {have}"
+    return None
+
+
 def _is_axial(orientation: tuple[float, ...]) -> bool:
     if not orientation:
         return True  # unknown: give it the benefit of the doubt
@@ -159,6 +175,13 @@ def split_stacks(study_uid: str, series_uid: str, files: list[FileRef], rules: S
         groups[(f.orientation, f.rows, f.cols, f.spacing)].append(f)
     ordered = sorted(groups.values(), key=lambda g: (-sum(f.frames for f in g), str(g[0].path)))
     main = ordered[0]
+    for group in ordered[1:]:
+        f = group[0]
+        broken = ("ImageOrientationPatient missing or not 6 finite numbers" if main[0].orientation and not f.orientation
+                  else "PixelSpacing missing or not 2 finite numbers" if main[0].spacing and not f.spacing else None)
+        if broken:
+            error = Skipped(str(f.path), f"{broken} while the rest of the series has it", series_uid, study_uid)
+            return [SeriesRef(study_uid, series_uid, files, error=error)]
     kept: list[list[FileRef]] = []
     for group in ordered:
         lone = len(group) == 1 and group[0].frames == 1
@@ -172,7 +195,7 @@ def split_stacks(study_uid: str, series_uid: str, files: list[FileRef], rules: S
         elif lone and len(ordered) == 1 and rules.skip_lone_non_square and f.rows != f.cols:
             reason = f"lone non-square {f.rows}x{f.cols} image (screenshot or report)"
         if reason:
-            skipped.append(Skipped(str(f.path), reason, series_uid, study_uid))
+            skipped.extend(Skipped(str(g.path), reason, series_uid, study_uid) for g in group)
         else:
             kept.append(group)
     return [SeriesRef(study_uid, series_uid, group, k, len(kept)) for k, group in enumerate(kept)]
@@ -189,27 +212,37 @@ def scan(root: Path | str, rules: SelectionRules | None = None) -> ScanResult:
     )
     result = ScanResult()
     series_files: dict[tuple[str, str], list[FileRef]] = defaultdict(list)
+    series_errors: dict[tuple[str, str], Skipped] = {}
     for path in paths:
         try:
             ds = read_dicom(path)
         except InputError as exc:
             result.skipped.append(Skipped(str(path), exc.reason))
             continue
-        reason = rules.file_skip_reason(ds)
-        if reason:
-            result.skipped.append(Skipped(str(path), reason, str(ds.get("SeriesInstanceUID", "")),
-                                          str(ds.get("StudyInstanceUID", ""))))
+        try:  # pydicom converts values lazily: a malformed element surfaces here
+            study_uid, series_uid = str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", ""))
+            reason = rules.file_skip_reason(ds)
+            if not reason:
+                try:
+                    path_safe_uid(study_uid, "StudyInstanceUID")
+                    path_safe_uid(series_uid, "SeriesInstanceUID")
+                except ValueError as exc:
+                    reason, study_uid, series_uid = str(exc), "", ""
+            if reason:
+                result.skipped.append(Skipped(str(path), reason, series_uid, study_uid))
+                continue
+            ref, error = file_ref(path, ds), file_error(path, ds)
+        except Exception as exc:
+            result.skipped.append(Skipped(str(path), f"malformed DICOM header ({type(exc).__name__}: {exc})"))
             continue
-        study_uid, series_uid = str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", ""))
-        try:
-            path_safe_uid(study_uid, "StudyInstanceUID")
-            path_safe_uid(series_uid, "SeriesInstanceUID")
-        except ValueError as exc:
-            result.skipped.append(Skipped(str(path), str(exc)))
-            continue
-        series_files[(study_uid, series_uid)].append(file_ref(path, ds))
+        series_files[(study_uid, series_uid)].append(ref)
+        if error and (study_uid, series_uid) not in series_errors:
+            series_errors[(study_uid, series_uid)] = Skipped(str(path), error, series_uid, study_uid)
     for (study_uid, series_uid), files in series_files.items():
-        for ref in split_stacks(study_uid, series_uid, files, rules, result.skipped):
+        error = series_errors.get((study_uid, series_uid))
+        refs = ([SeriesRef(study_uid, series_uid, files, error=error)] if error
+                else split_stacks(study_uid, series_uid, files, rules, result.skipped))
+        for ref in refs:
             study = result.studies.setdefault(study_uid, StudyScan(study_uid))
             study.series[ref.key] = ref
     for s in result.skipped:

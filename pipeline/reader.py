@@ -124,6 +124,8 @@ class _Slice:
 def _read_slices(path: Path) -> list[_Slice]:
     ds = read_dicom(path, headers_only=False)
     try:
+        for _ in ds.iterall():  # convert every element now, so a malformed one is blamed on this file
+            pass
         stored = decode_stored(ds, path)
         if is_enhanced(ds):
             out = []
@@ -171,6 +173,12 @@ def _order(slices: list[_Slice], warnings: list[str]) -> list[_Slice]:
             kept[-1] = s
         else:
             kept.append(s)
+    steps = np.diff([s.position for s in kept])
+    if len(steps) >= 2:
+        typical = float(np.median(steps))
+        for s, step in zip(kept[1:], steps):
+            if step > 1.5 * typical:
+                warnings.append(f"gap of {step:g} mm before {_name(s)} (typical {typical:g} mm): a slice may be missing")
     return kept
 
 
@@ -195,6 +203,8 @@ def load_series(ref: SeriesRef) -> Series:
     same position the one with the higher AcquisitionNumber (then InstanceNumber) is kept, the other
     reported in ``warnings``.
     """
+    if ref.error:
+        raise InputError(ref.error.path, ref.error.reason)
     slices = [s for f in ref.files for s in _read_slices(f.path)]
     # the most common matrix and spacing define the series; a file that differs is named
     matrix = Counter(s.hu.shape for s in slices).most_common(1)[0][0]

@@ -76,6 +76,8 @@ def _fmt(x: float, nd: int = 4) -> str:
 
 def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Denoiser,
                     info: DerivedSeriesInfo) -> tuple[SeriesOutcome, list[SliceScore]]:
+    if ref.error:
+        raise InputError(ref.error.path, ref.error.reason)
     series = load_series(ref)
     derived_uid = derived_series_uid(ref.key, info)
     number = int(series.datasets[0].get("SeriesNumber", 0) or 0) + settings.series_number_offset
