@@ -97,3 +97,14 @@ def test_gantry_tilted_stack_keeps_each_slice_geometry(tmp_path, tiny_model):
     for f in files:
         source = by_uid[pydicom.dcmread(f).SourceImageSequence[0].ReferencedSOPInstanceUID]
         assert not _errors(f) - _errors(source)
+
+
+def test_variable_slice_spacing_round_trips_without_resampling(tmp_path, tiny_model):
+    src = tmp_path / "var"
+    src.mkdir()
+    zs = [0.0, 1.0, 3.0, 7.0, 7.5]
+    for k, z in enumerate(zs):
+        ct_dataset(np.full((32, 32), 1000, np.uint16), z=z, index=k + 1).save_as(src / f"v{k}", enforce_file_format=True)
+    (outcome,) = process_scan(scan(src), tmp_path / "out", Settings(progress=False), Denoiser(tiny_model, "cpu"))
+    files = sorted((outcome.folder / outcome.series[0].derived_series_uid).glob("*.dcm"))
+    assert [float(pydicom.dcmread(f).ImagePositionPatient[2]) for f in files] == zs
