@@ -15,8 +15,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from .codecs import missing_decoder_reason
-from .enhanced import frame_header, is_enhanced
 from .discovery import ScanResult, SeriesRef, Skipped, StudyScan, read_dicom, scan
+from .enhanced import frame_header, is_enhanced
 from .errors import InputError
 from .geometry import position_along, same_orientation, slice_normal
 from .selection import DERIVED_MARKER

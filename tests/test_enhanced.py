@@ -46,7 +46,7 @@ def _enhanced(path):
     )
     ds.SharedFunctionalGroupsSequence = [shared]
     frames, stored = [], []
-    for k, (z, slope) in enumerate(zip(Z, SLOPES)):
+    for z, slope in zip(Z, SLOPES):
         frames.append(_item(
             PlanePositionSequence=[_item(ImagePositionPatient=[-12.0, -12.0, z])],
             PixelValueTransformationSequence=[_item(RescaleSlope=slope, RescaleIntercept=-1024, RescaleType="HU")],
