@@ -33,6 +33,8 @@ class denoise(luigi.Config):  # noqa: N801 - section name in luigi.cfg
     window_low_hu = luigi.FloatParameter(default=-1000.0, description="HU mapped to 0 for the model")
     window_high_hu = luigi.FloatParameter(default=1000.0, description="HU mapped to 1 for the model")
     qa_sigma = luigi.FloatParameter(default=0.07, description="QA noise std, fraction of the window")
+    qa_noise = luigi.ChoiceParameter(default="gaussian", choices=["gaussian", "lowdose"])
+    qa_lowdose_i0 = luigi.FloatParameter(default=2e4, description="photons per detector bin (lowdose)")
     batch_size = luigi.IntParameter(default=8, description="slices per model batch")
     device = luigi.Parameter(default="auto", description="auto, cpu or cuda[:N]")
     amp = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
@@ -90,7 +92,8 @@ def settings_from_config() -> Settings:
     c, f = denoise(), qa_filters()
     model_path = Path(c.model_path)
     return Settings(
-        window=Window(c.window_low_hu, c.window_high_hu), qa_sigma=c.qa_sigma, batch_size=c.batch_size,
+        window=Window(c.window_low_hu, c.window_high_hu), qa_sigma=c.qa_sigma, qa_noise=c.qa_noise,
+        qa_lowdose_i0=c.qa_lowdose_i0, batch_size=c.batch_size,
         device=c.device, amp=c.amp, model_path=model_path if model_path.is_absolute() else INSTALL_ROOT / model_path,
         filters=FilterParams(**{k: getattr(f, k) for k in FilterParams.__dataclass_fields__}),
         selection=selection_from_config(),

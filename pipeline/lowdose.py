@@ -17,9 +17,16 @@ def low_dose_noise_hu(hu: np.ndarray, pixel_mm: float, i0: float, seed: int, ele
     """Noise (HU) of a scan of ``hu`` ((N, N) float HU) with ``i0`` incident photons per detector
     bin and view, Gaussian electronic noise of ``electronic_sigma`` counts, ``views`` projections
     over 180 degrees (default: as many as pixels per side). Zero outside the reconstruction circle."""
+    if hu.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got {hu.shape}")
+    if hu.shape[0] != hu.shape[1]:  # pad with air to a square field of view, crop the noise back
+        n = max(hu.shape)
+        square = np.full((n, n), -1000.0, dtype=np.float64)
+        r0, c0 = (n - hu.shape[0]) // 2, (n - hu.shape[1]) // 2
+        square[r0:r0 + hu.shape[0], c0:c0 + hu.shape[1]] = hu
+        noise = low_dose_noise_hu(square, pixel_mm, i0, seed, electronic_sigma, views)
+        return noise[r0:r0 + hu.shape[0], c0:c0 + hu.shape[1]]
     n = hu.shape[0]
-    if hu.ndim != 2 or hu.shape[1] != n:
-        raise ValueError(f"expected a square image, got {hu.shape}")
     if i0 <= 0 or pixel_mm <= 0:
         raise ValueError("i0 and pixel_mm must be positive")
     yy, xx = np.ogrid[:n, :n]

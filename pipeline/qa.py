@@ -1,7 +1,8 @@
 """QA of a series: the model against classical filters on seeded noisy copies of its slices.
 
 Reference: each slice normalized through the window and clipped to [0, 1]. Noisy copy: reference
-+ sigma * N(0, 1), seeded from the slice's SOPInstanceUID, clipped to [0, 1]. Every method gets the
++ sigma * N(0, 1) (or low-dose CT noise, see :class:`~pipeline.noise.NoiseModel`), seeded from the
+slice's SOPInstanceUID, clipped to [0, 1]. Every method gets the
 same noisy copy; every result is clipped to [0, 1] and compared with the same reference by PSNR
 (data range 1) and SSIM. Method ``noisy`` is the noisy copy itself.
 """
@@ -16,7 +17,7 @@ import numpy as np
 
 from .filters import FilterParams, classical_filters
 from .metrics import psnr, ssim
-from .noise import add_gaussian_noise, seed_from_uid
+from .noise import NoiseModel, seed_from_uid
 from .window import Window, hu_to_unit
 
 METHODS = ("noisy", "autoencoder", "gaussian", "average", "median", "bilateral")
@@ -43,17 +44,20 @@ class MethodSummary:
     seconds: float
 
 
-def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray, window: Window, sigma: float,
-              model_fn: Callable[[np.ndarray], np.ndarray], filters: FilterParams
+def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray, window: Window, noise: NoiseModel | float,
+              model_fn: Callable[[np.ndarray], np.ndarray], filters: FilterParams, pixel_mm: float = 0.75
               ) -> tuple[list[MethodSummary], list[SliceScore]]:
     """Score every method on every slice of ``hu`` ((N, H, W) float32 HU).
 
-    ``slice_ids`` name each slice (its SOPInstanceUID, ``uid/n`` for frame n of a multi-frame
+    ``noise`` is a :class:`NoiseModel` or a Gaussian sigma; ``pixel_mm`` (the pixel spacing) scales
+    the low-dose model. ``slice_ids`` name each slice (its SOPInstanceUID, ``uid/n`` for frame n of a multi-frame
     image) and seed its noise. ``model_fn`` maps (N, H, W) float32 in [0, 1] to the model's output
     (batched by the caller).
     """
+    noise = noise if isinstance(noise, NoiseModel) else NoiseModel("gaussian", float(noise))
     reference = hu_to_unit(hu, window, clip=True)
-    noisy = np.stack([add_gaussian_noise(ref, sigma, seed_from_uid(uid)) for ref, uid in zip(reference, slice_ids)])
+    noisy = np.stack([noise.noisy(ref, h, window.width, pixel_mm, seed_from_uid(uid))
+                      for ref, h, uid in zip(reference, hu, slice_ids)])
     funcs: dict[str, Callable[[np.ndarray], np.ndarray]] = {"noisy": lambda x: x, "autoencoder": model_fn}
     per_slice = {name: (lambda x, f=f: np.stack([f(im) for im in x])) for name, f in classical_filters(filters).items()}
     funcs.update(per_slice)

@@ -9,6 +9,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .filters import FilterParams
+from .noise import NoiseModel
 from .selection import SelectionRules
 from .window import Window
 
@@ -22,6 +23,8 @@ _TEMPLATE_FIELDS = {"series_folder": (_SERIES_FIELDS, {"series_uid", "source_ser
 class Settings:
     window: Window = field(default_factory=Window)
     qa_sigma: float = 0.07
+    qa_noise: str = "gaussian"  # or "lowdose"
+    qa_lowdose_i0: float = 2e4
     batch_size: int = 8
     device: str = "auto"
     amp: bool = True
@@ -37,6 +40,10 @@ class Settings:
     def __post_init__(self) -> None:
         if not 0 <= self.qa_sigma <= 1:
             raise ConfigError(f"qa_sigma must be in [0, 1] (fraction of the window), got {self.qa_sigma}")
+        try:
+            self.noise_model
+        except ValueError as exc:
+            raise ConfigError(f"qa noise: {exc}") from None
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         for name, (allowed, unique) in _TEMPLATE_FIELDS.items():
@@ -47,6 +54,10 @@ class Settings:
                                   f"including one of {sorted(unique)}")
         if len(self.series_description_suffix) > 32:
             raise ConfigError("series_description_suffix is longer than 32 characters")
+
+    @property
+    def noise_model(self) -> NoiseModel:
+        return NoiseModel(self.qa_noise, self.qa_sigma, self.qa_lowdose_i0)
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

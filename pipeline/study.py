@@ -36,7 +36,7 @@ from .writer import DerivedSeriesInfo, derived_series_uid, derived_sop_uid, hu_t
 log = logging.getLogger(__name__)
 
 QA_HEADER = ["study_uid", "series_uid", "derived_series_uid", "method", "slices", "mean_psnr_db",
-             "min_psnr_db", "mean_ssim", "seconds", "window_low_hu", "window_high_hu", "sigma"]
+             "min_psnr_db", "mean_ssim", "seconds", "window_low_hu", "window_high_hu", "noise", "sigma"]
 SLICE_HEADER = ["study_uid", "series_uid", "sop_instance_uid", "frame", "slice_index", "method", "psnr_db", "ssim"]
 SKIPPED_HEADER = ["path", "series_uid", "reason"]
 
@@ -94,8 +94,9 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
                                        sop_uid=derived_sop_uid(key, info), index=i + 1)
              for i, key in enumerate(keys)]
     write_series(series.datasets, stored, folder, info, names, derived_uid, frames=series.frames)
-    summaries, scores = qa_series(ref.series_uid, keys, series.hu, settings.window, settings.qa_sigma,
-                                  denoiser.denoise_unit, settings.filters)
+    pixel_mm = float((series.datasets[0].get("PixelSpacing") or [0.75])[0])
+    summaries, scores = qa_series(ref.series_uid, keys, series.hu, settings.window, settings.noise_model,
+                                  denoiser.denoise_unit, settings.filters, pixel_mm)
     write_json(folder / "provenance.json", provenance(
         settings, denoiser.loaded, str(denoiser.device), study_uid=ref.study_uid,
         source_series_uid=ref.series_uid, derived_series_uid=derived_uid, slices=len(series),
@@ -146,7 +147,7 @@ def _write_reports(folder: Path, outcome: StudyOutcome, scores: list[SliceScore]
     write_csv(folder / "qa_report.csv", QA_HEADER, (
         [outcome.study_uid, q.series_uid, s.derived_series_uid, q.method, q.slices, _fmt(q.mean_psnr),
          _fmt(q.min_psnr), _fmt(q.mean_ssim, 5), f"{q.seconds:.3f}", f"{w.low:g}", f"{w.high:g}",
-         f"{settings.qa_sigma:g}"]
+         settings.noise_model.label, f"{settings.qa_sigma:g}" if settings.qa_noise == "gaussian" else ""]
         for s in outcome.series for q in s.qa))
     write_csv(folder / "qa_slices.csv", SLICE_HEADER, (
         [outcome.study_uid, r.series_uid, *(r.sop_uid.split("/") + [""])[:2], r.index, r.method, _fmt(r.psnr),

@@ -61,3 +61,20 @@ def test_filters_reject_bad_parameters_and_keep_shape():
     for name, f in classical_filters(FilterParams()).items():
         out = f(img)
         assert out.shape == img.shape and out.dtype == np.float32, name
+
+
+def test_qa_can_use_the_low_dose_noise_model():
+    from pipeline.noise import NoiseModel
+
+    hu, uids = _phantom_hu(2), ["7.1", "7.2"]
+    noise = NoiseModel("lowdose", i0=1e4)
+    s1, _ = qa_series("7", uids, hu, Window(), noise, lambda x: x, FilterParams(), pixel_mm=2.0)
+    s2, _ = qa_series("7", uids, hu, Window(), noise, lambda x: x, FilterParams(), pixel_mm=2.0)
+    assert [s.mean_psnr for s in s1] == [s.mean_psnr for s in s2]  # seeded
+    gauss, _ = qa_series("7", uids, hu, Window(), 0.07, lambda x: x, FilterParams())
+    noisy_ld = next(s for s in s1 if s.method == "noisy").mean_psnr
+    noisy_g = next(s for s in gauss if s.method == "noisy").mean_psnr
+    assert 15 < noisy_ld < 60 and noisy_ld != noisy_g
+    assert noise.label == "lowdose I0=10000"
+    with pytest.raises(ValueError, match="gaussian or lowdose"):
+        NoiseModel("poisson")

@@ -98,3 +98,10 @@ def test_pydicom_ct_small_goes_through_the_whole_pipeline(ct_small, tmp_path, ti
     assert out.ImagePositionPatient == src.ImagePositionPatient and out.PixelSpacing == src.PixelSpacing
     assert out.SourceImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
     assert len(_csv(outcome.folder / "qa_report.csv")) == len(METHODS)
+
+
+def test_low_dose_qa_is_labelled_in_the_report(study, tmp_path, tiny_model):
+    settings = Settings(progress=False, qa_noise="lowdose", qa_lowdose_i0=5e4)
+    (outcome,) = process_scan(scan(study), tmp_path / "out", settings, Denoiser(tiny_model, "cpu"))
+    rows = _csv(outcome.folder / "qa_report.csv")
+    assert {(r["noise"], r["sigma"]) for r in rows} == {("lowdose I0=50000", "")}
