@@ -129,9 +129,10 @@ class DenoiseStudy(luigi.Task):
 
 
 class TrainModel(luigi.Task):
-    """Train the denoiser on synthetic phantoms (resuming from the run folder's checkpoint) and write
-    ``<run_dir>/ct_denoiser.safetensors`` with its model card. Point ``[denoise] model_path`` at it
-    to use it."""
+    """Train the denoiser (resuming from the run folder's checkpoint) on synthetic phantoms or on a
+    site's own CT folder (its slices as clean references, synthetic noise added), and write
+    ``<run_dir>/ct_denoiser.safetensors`` with its model card, ``train_log.csv`` and
+    ``loss_curve.png``. Point ``[denoise] model_path`` at the weights to use them."""
 
     run_dir = luigi.Parameter(description="run folder: checkpoint, train_log.csv, config.json, weights")
     steps = luigi.IntParameter(default=TrainConfig.steps)
@@ -141,6 +142,8 @@ class TrainModel(luigi.Task):
     width = luigi.IntParameter(default=TrainConfig.width)
     levels = luigi.IntParameter(default=TrainConfig.levels)
     pool_size = luigi.IntParameter(default=TrainConfig.pool_size)
+    source = luigi.Parameter(default="synthetic",
+                             description="synthetic phantoms, or a folder of the site's own CT studies")
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(Path(self.run_dir) / "ct_denoiser.safetensors"))
@@ -148,6 +151,6 @@ class TrainModel(luigi.Task):
     def run(self) -> None:
         _log_to_stderr()
         cfg = TrainConfig(steps=self.steps, seed=self.seed, batch_size=self.batch_size, patch=self.patch,
-                          width=self.width, levels=self.levels, pool_size=self.pool_size)
+                          width=self.width, levels=self.levels, pool_size=self.pool_size, source=self.source)
         train(cfg, Path(self.run_dir))
         export(cfg, Path(self.run_dir), Path(self.output().path))

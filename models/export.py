@@ -59,8 +59,9 @@ def export(cfg: TrainConfig, run_dir: Path, weights: Path, version: str = "1.0.0
         "input": "(batch, 1, H, W) float32, HU normalized through the window and clipped to [0, 1]",
         "window_hu": [cfg.window_low, cfg.window_high],
         "training": {
-            "data": "synthetic anatomical CT slices from pipeline/phantom.py (chest and abdomen phantoms, "
-                    "random geometry, PSF blur), seeds >= 1 000 000; no real patient data",
+            "data": ("synthetic anatomical CT slices from pipeline/phantom.py (chest and abdomen phantoms, "
+                     "random geometry, PSF blur), seeds >= 1 000 000; no real patient data")
+            if cfg.source == "synthetic" else f"CT slices of the site folder {Path(cfg.source).name!r} as clean references",
             "targets": "clean (noise-free) slices; input = clip(clean + sigma * N(0, 1), 0, 1)",
             "noise": f"Gaussian, sigma uniform in [{cfg.sigma_min}, {cfg.sigma_max}] of the window (blind)",
             "steps": int(meta["step"]), "batch_size": cfg.batch_size, "patch": cfg.patch,

@@ -61,6 +61,9 @@ class TrainConfig:
     val_sigma: float = 0.07
     val_slices: int = 6
     checkpoint_every: int = 250
+    # "synthetic" (phantoms) or a folder of a site's own CT studies: its slices are the clean
+    # references, synthetic noise is added to them (validation stays on synthetic slices)
+    source: str = "synthetic"
 
     @property
     def window(self) -> Window:
@@ -94,6 +97,28 @@ def evaluate(model: torch.nn.Module, clean: list[np.ndarray], sigma: float) -> f
     return float(np.mean(scores))
 
 
+def archive_slices(folder: Path, cfg: TrainConfig) -> list[np.ndarray]:
+    """Up to ``cfg.pool_size`` slices (seeded choice) of the CT series under ``folder``, in [0, 1]
+    through the window, at least ``cfg.patch`` pixels on each side."""
+    from pipeline.errors import InputError
+    from pipeline.reader import load_series, scan
+
+    slices: list[np.ndarray] = []
+    for study in scan(folder).studies.values():
+        for ref in study.series.values():
+            try:
+                series = load_series(ref)
+            except InputError as exc:
+                log.warning("training source: %s", exc)
+                continue
+            slices.extend(hu_to_unit(h, cfg.window, clip=True) for h in series.hu if min(h.shape) >= cfg.patch)
+    if not slices:
+        raise ValueError(f"{folder}: no CT slices of at least {cfg.patch}x{cfg.patch} pixels to train on")
+    rng = np.random.default_rng([cfg.seed, 7])
+    keep = sorted(rng.permutation(len(slices))[: cfg.pool_size])
+    return [slices[i] for i in keep]
+
+
 class PatchStream:
     """Deterministic batches: batch ``step`` depends only on (seed, step), so a resumed run sees
     exactly the batches an uninterrupted run would have seen."""
@@ -105,6 +130,10 @@ class PatchStream:
 
     def _ensure_pool(self, step: int) -> None:
         gen = step // self.cfg.pool_refresh
+        if self.cfg.source != "synthetic":
+            if not self._pool:
+                self._pool = archive_slices(Path(self.cfg.source), self.cfg)
+            return
         if gen != self._generation:
             base = TRAIN_SEED_BASE + (self.cfg.seed * 1000 + gen) * self.cfg.pool_size
             self._pool = [clean_slice(base + i, self.cfg.window) for i in range(self.cfg.pool_size)]
@@ -155,7 +184,8 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: in
     if cfg_path.exists() and ckpt.exists():
         old = json.loads(cfg_path.read_text())
         fixed = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "steps"}
-        if {k: old.get(k) for k in fixed} != fixed:
+        defaults = dataclasses.asdict(TrainConfig())  # fields added since the run began: defaults
+        if {k: old.get(k, defaults[k]) for k in fixed} != fixed:
             raise ValueError(f"{cfg_path}: the run folder was made with another configuration; use a new folder")
     cfg_path.write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     model = build_model(cfg)
@@ -202,12 +232,40 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: in
                 fh.flush()
                 save_checkpoint(ckpt, model, opt, {"step": step, "elapsed_s": last["elapsed_s"]})
                 bar.set_postfix(loss=f"{last['loss']:.2e}", val=val_psnr if val_psnr == "" else f"{val_psnr:.2f}")
+                if val_psnr != "":
+                    plot_curves(log_path, run_dir / "loss_curve.png")
                 loss_acc, n_acc = 0.0, 0
             if out_of_time:
                 log.info("time budget of %.0f s used: stopped at step %d (rerun to resume)", max_seconds, step)
                 break
         bar.close()
     return last
+
+
+def plot_curves(log_csv: Path, png: Path) -> None:
+    """Loss and validation PSNR against step, from ``train_log.csv`` (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.atomic import atomic_file
+
+    rows = list(csv.DictReader(open(log_csv)))
+    steps = [int(r["step"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.semilogy(steps, [float(r["loss"]) for r in rows], color="tab:blue", label="training loss (MSE)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss", color="tab:blue")
+    val = [(int(r["step"]), float(r["val_psnr"])) for r in rows if r["val_psnr"]]
+    if val:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*val), "o-", color="tab:red", label="validation PSNR")
+        ax2.set_ylabel("validation PSNR (dB)", color="tab:red")
+    ax.set_title(log_csv.parent.name)
+    fig.tight_layout()
+    atomic_file(png, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:

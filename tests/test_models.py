@@ -94,3 +94,17 @@ def test_shipped_weights_load_and_reproduce_their_card():
     best_filter = max(table[m]["psnr_db"] for m in ("gaussian", "average", "median", "bilateral"))
     assert table["autoencoder"]["psnr_db"] > best_filter + 2.0
     assert np.isfinite(table["noisy"]["psnr_db"])
+
+
+def test_training_from_a_site_archive_uses_its_slices_and_plots_curves(tmp_path):
+    from models.train import PatchStream
+    from tests.conftest import SAMPLES
+
+    cfg = TrainConfig(steps=4, checkpoint_every=2, val_every=4, source=str(SAMPLES / "abdomen"), **TINY)
+    stream = PatchStream(cfg)
+    noisy, clean = stream.batch(0)
+    assert len(stream._pool) == 2 and stream._pool[0].shape == (512, 512)  # pool_size slices of the archive
+    assert clean.shape == (4, 1, 32, 32) and float((noisy - clean).abs().max()) > 0
+    train(cfg, tmp_path, progress=False)
+    png = (tmp_path / "loss_curve.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
