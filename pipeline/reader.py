@@ -38,6 +38,7 @@ class Series:
     hu: np.ndarray
     warnings: list[str] = field(default_factory=list)
     frames: list[int | None] = field(default_factory=list)  # source frame (0-based) of enhanced images
+    dropped: list[Skipped] = field(default_factory=list)  # duplicates left out, with the reason
 
     def __len__(self) -> int:
         return len(self.datasets)
@@ -143,7 +144,7 @@ def _read_slices(path: Path) -> list[_Slice]:
         raise InputError(path, f"malformed DICOM ({type(exc).__name__}: {exc})") from None
 
 
-def _order(slices: list[_Slice], warnings: list[str]) -> list[_Slice]:
+def _order(slices: list[_Slice], warnings: list[str], dropped: list[_Slice]) -> list[_Slice]:
     have = [("ImagePositionPatient" in s.header and "ImageOrientationPatient" in s.header) for s in slices]
     if not any(have):
         warnings.append("ImagePositionPatient/ImageOrientationPatient missing: ordered by InstanceNumber")
@@ -170,6 +171,7 @@ def _order(slices: list[_Slice], warnings: list[str]) -> list[_Slice]:
         if kept and s.position == kept[-1].position:
             # sorted ascending, so ``s`` has the higher AcquisitionNumber/InstanceNumber: keep it
             warnings.append(f"duplicate position {s.position} mm: kept {_name(s)}, dropped {_name(kept[-1])}")
+            dropped.append(kept[-1])
             kept[-1] = s
         else:
             kept.append(s)
@@ -215,8 +217,11 @@ def load_series(ref: SeriesRef) -> Series:
         if _spacing(s.header) != spacing:
             raise InputError(s.path, f"PixelSpacing {list(_spacing(s.header))} differs from {list(spacing)} in the same series")
     warnings: list[str] = []
-    kept = _order(slices, warnings)
+    dropped: list[_Slice] = []
+    kept = _order(slices, warnings, dropped)
     for w in warnings:
         log.warning("series %s: %s", ref.series_uid, w)
+    left_out = [Skipped(str(d.path), f"duplicate position {d.position} mm: an instance with a higher "
+                        "AcquisitionNumber/InstanceNumber was kept", ref.series_uid, ref.study_uid) for d in dropped]
     return Series(ref.study_uid, ref.series_uid, [s.header for s in kept], [s.path for s in kept],
-                  np.stack([s.hu for s in kept]), warnings, [s.frame for s in kept])
+                  np.stack([s.hu for s in kept]), warnings, [s.frame for s in kept], left_out)

@@ -47,6 +47,7 @@ class SeriesOutcome:
     derived_series_uid: str
     slices: int
     qa: list[MethodSummary]
+    dropped: list[Skipped] = field(default_factory=list)  # duplicate instances left out
 
 
 @dataclass
@@ -102,7 +103,7 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
         source_series_uid=ref.series_uid, derived_series_uid=derived_uid, slices=len(series),
         source_images=keys, warnings=series.warnings))
     log.info("series %s: %d slices -> %s", ref.series_uid, len(series), derived_uid)
-    return SeriesOutcome(ref.series_uid, derived_uid, len(series), summaries), scores
+    return SeriesOutcome(ref.series_uid, derived_uid, len(series), summaries, series.dropped), scores
 
 
 def process_study(study: StudyScan, output_dir: Path, settings: Settings, denoiser: Denoiser,
@@ -129,6 +130,7 @@ def process_study(study: StudyScan, output_dir: Path, settings: Settings, denois
                     shutil.rmtree(partial, ignore_errors=True)
                 continue
             outcome.series.append(series_outcome)
+            outcome.failures.extend(series_outcome.dropped)
             all_scores.extend(scores)
         if not outcome.series:
             reasons = "; ".join(str(InputError(f.path, f.reason)) for f in outcome.failures[-3:])

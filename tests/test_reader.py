@@ -88,6 +88,8 @@ def test_duplicate_position_keeps_higher_acquisition_number(tmp_path):
     series = load_series(_only_series(scan(tmp_path)))
     assert series.hu[:, 0, 0].tolist() == [20 - 1024, 30 - 1024]
     assert any("duplicate position" in w for w in series.warnings)
+    (dropped,) = series.dropped
+    assert dropped.path.endswith("f0") and dropped.reason.startswith("duplicate position 0.0 mm")
 
 
 def test_lone_odd_sized_image_in_a_series_is_skipped_with_its_name(tmp_path, series_writer):
