@@ -36,7 +36,8 @@ TISSUE_HU: dict[str, float] = {
     "cortex": 1300.0,
 }
 OUTSIDE_FOV_HU = -1024.0
-REGIONS = ("chest", "abdomen")
+REGIONS = ("chest", "abdomen")  # what the shipped model was trained on
+ALL_REGIONS = ("chest", "abdomen", "head", "neck", "pelvis")
 
 
 @dataclass
@@ -66,8 +67,8 @@ class Phantom:
     blobs: list[_Blob] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
-        if self.region not in REGIONS:
-            raise ValueError(f"region must be one of {REGIONS}, got {self.region!r}")
+        if self.region not in ALL_REGIONS:
+            raise ValueError(f"region must be one of {ALL_REGIONS}, got {self.region!r}")
         rng = np.random.default_rng(self.seed)
         self.body_a = rng.uniform(140, 185)  # half width (mm)
         self.body_b = rng.uniform(95, 130)  # half depth (mm)
@@ -77,10 +78,9 @@ class Phantom:
         self.shape_phase = rng.uniform(0, 2 * math.pi, size=3)
         self.shape_amp = rng.uniform(0.0, 0.04, size=3)
         self._texture_seed = int(rng.integers(0, 2**31))
-        if self.region == "chest":
-            self._build_chest(rng)
-        else:
-            self._build_abdomen(rng)
+        builders = {"chest": self._build_chest, "abdomen": self._build_abdomen, "head": self._build_head,
+                    "neck": self._build_neck, "pelvis": self._build_pelvis}
+        builders[self.region](rng)
 
     # -- anatomy -----------------------------------------------------------------------------
     def _spine(self, rng: np.random.Generator, inner_b: float) -> None:
@@ -192,6 +192,72 @@ class Phantom:
                                     rng.uniform(0.8, 2.0), rng.uniform(0.8, 2.0), 0, H["calcification"] + rng.uniform(-200, 400)))
         self._spine(rng, ib)
         self._ribs(rng, ia + self.muscle_mm * 0.5, ib + self.muscle_mm * 0.5, 2)
+
+    def _build_head(self, rng: np.random.Generator) -> None:
+        """Scalp, skull (outer and inner tables with diploe), brain with grey/white matter,
+        ventricles, falx, and orbits/sinuses in the lower slices (z < 0)."""
+        H = TISSUE_HU
+        self.body_a, self.body_b = rng.uniform(66, 78), rng.uniform(85, 100)
+        self.body_cy, self.fat_mm, self.muscle_mm = rng.uniform(-10, 0), rng.uniform(2, 4), rng.uniform(1, 2)
+        ia, ib = self.body_a - 5, self.body_b - 5
+        skull = rng.uniform(5, 8)
+        self.blobs.append(_Blob(0, self.body_cy, ia, ib, 0, H["marrow"] + 100, ring_hu=H["cortex"] + 300,
+                                ring_mm=1.5, texture=80))  # skull with diploe
+        self.blobs.append(_Blob(0, self.body_cy, ia - skull, ib - skull, 0, 1500.0))  # inner table
+        brain_a, brain_b = ia - skull - 1.5, ib - skull - 1.5
+        self.blobs.append(_Blob(0, self.body_cy, brain_a, brain_b, 0, 38.0, texture=4))  # grey matter
+        self.blobs.append(_Blob(0, self.body_cy, brain_a * 0.78, brain_b * 0.8, 0, 27.0, texture=3))  # white
+        for side in (-1, 1):  # lateral ventricles
+            self.blobs.append(_Blob(side * rng.uniform(6, 10), self.body_cy - rng.uniform(0, 10), rng.uniform(3, 6),
+                                    rng.uniform(14, 22), side * 0.15, 8.0, z_extent=(-10, 60)))
+            gy = self.body_cy - brain_b + 13
+            self.blobs.append(_Blob(side * brain_a * 0.45, gy, 11, 11, 0, 12.0,
+                                    ring_hu=50, ring_mm=1.5, z_extent=(-80, -35)))  # globe
+            self.blobs.append(_Blob(side * brain_a * 0.45, gy - 8, 4, 2, 0, 90.0, z_extent=(-70, -45)))  # lens
+            self.blobs.append(_Blob(side * brain_a * 0.35, self.body_cy - brain_b * 0.55, 12, 14, 0, H["air"],
+                                    ring_hu=H["cortex"], ring_mm=1.0, z_extent=(-120, -60)))  # maxillary sinus
+        self.blobs.append(_Blob(0, self.body_cy, 0.8, brain_b * 0.85, 0, 60.0, z_extent=(-30, 80)))  # falx
+        for _ in range(int(rng.integers(0, 3))):  # calcifications (pineal, plexus)
+            self.blobs.append(_Blob(rng.uniform(-8, 8), self.body_cy + rng.uniform(0, 20), 1.2, 1.2, 0,
+                                    H["calcification"]))
+
+    def _build_neck(self, rng: np.random.Generator) -> None:
+        """Cervical vertebra, trachea, thyroid, carotids and jugulars, muscles, fat planes."""
+        H = TISSUE_HU
+        self.body_a, self.body_b = rng.uniform(55, 70), rng.uniform(50, 62)
+        self.body_cy, self.fat_mm, self.muscle_mm = rng.uniform(-5, 5), rng.uniform(3, 10), rng.uniform(4, 8)
+        ia, ib = self.body_a - self.fat_mm - self.muscle_mm, self.body_b - self.fat_mm - self.muscle_mm
+        self.blobs.append(_Blob(0, self.body_cy, ia, ib, 0, H["muscle"], texture=8))
+        vy = self.body_cy + ib * 0.35
+        self.blobs.append(_Blob(0, vy, 9, 8, 0, H["marrow"], ring_hu=H["cortex"], ring_mm=1.5, texture=60))
+        self.blobs.append(_Blob(0, vy + 14, 6, 6, 0, 15.0, ring_hu=H["cortex"], ring_mm=2.0))
+        ty = self.body_cy - ib * 0.45
+        self.blobs.append(_Blob(0, ty, 9, 8, 0, H["air"], ring_hu=H["soft"] + 60, ring_mm=2.0))  # trachea
+        for side in (-1, 1):
+            self.blobs.append(_Blob(side * 15, ty + 3, 8, 12, side * 0.5, 110.0, z_extent=(-60, 20)))  # thyroid
+            self.blobs.append(_Blob(side * 25, ty + 12, 3.5, 3.5, 0, H["contrast"] + rng.uniform(-60, 60)))  # carotid
+            self.blobs.append(_Blob(side * 32, ty + 14, 5, 4, 0, H["contrast"] - 100))  # jugular
+            self.blobs.append(_Blob(side * ia * 0.55, self.body_cy + ib * 0.1, 8, 20, side * 0.4, H["fat"]))
+
+    def _build_pelvis(self, rng: np.random.Generator) -> None:
+        """Iliac bones or femoral heads, sacrum, bladder, rectum, gluteal muscles."""
+        H = TISSUE_HU
+        ia = self.body_a - self.fat_mm - self.muscle_mm
+        ib = self.body_b - self.fat_mm - self.muscle_mm
+        self.blobs.append(_Blob(0, self.body_cy, ia, ib, 0, H["muscle"], texture=8))
+        self.blobs.append(_Blob(0, self.body_cy - ib * 0.1, ia * 0.55, ib * 0.55, 0, H["fat"] + 10, texture=10))
+        self.blobs.append(_Blob(0, self.body_cy - ib * 0.35, rng.uniform(25, 45), rng.uniform(20, 35), 0,
+                                H["fluid"], ring_hu=H["soft"], ring_mm=2.0))  # bladder
+        self.blobs.append(_Blob(0, self.body_cy + ib * 0.3, 12, 10, 0, float(rng.choice([H["air"], 20.0])),
+                                ring_hu=H["soft"] + 10, ring_mm=3.0))  # rectum
+        self.blobs.append(_Blob(0, self.body_cy + ib * 0.7, 30, 12, 0, H["marrow"], ring_hu=H["cortex"],
+                                ring_mm=2.0, texture=70, z_extent=(0, 200)))  # sacrum
+        for side in (-1, 1):
+            self.blobs.append(_Blob(side * ia * 0.62, self.body_cy + ib * 0.2, 40, 9, side * 0.9, H["marrow"],
+                                    ring_hu=H["cortex"], ring_mm=2.0, texture=70, z_extent=(0, 200)))  # ilium
+            self.blobs.append(_Blob(side * ia * 0.6, self.body_cy, 23, 23, 0, H["marrow"] - 50,
+                                    ring_hu=H["cortex"], ring_mm=2.5, texture=80, z_extent=(-200, 0)))  # femoral head
+            self.blobs.append(_Blob(side * ia * 0.55, self.body_cy + ib * 0.25, 3, 3, 0, H["contrast"] - 50))  # iliac a.
 
     # -- rendering ---------------------------------------------------------------------------
     def slice_hu(self, z_mm: float, size: int = 512, pixel_spacing: float = 0.78125) -> np.ndarray:
