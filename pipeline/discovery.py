@@ -12,6 +12,7 @@ import logging
 import math
 import os
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,15 +202,20 @@ def split_stacks(study_uid: str, series_uid: str, files: list[FileRef], rules: S
     return [SeriesRef(study_uid, series_uid, group, k, len(kept)) for k, group in enumerate(kept)]
 
 
+def _walk(root: Path) -> Iterator[Path]:
+    """Files under ``root`` in a stable order; hidden files and folders (temporaries) are left out."""
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        yield from (Path(folder) / f for f in sorted(files) if not f.startswith("."))
+
+
 def scan(root: Path | str, rules: SelectionRules | None = None) -> ScanResult:
     """Walk ``root`` (a folder of any depth, or a single file) and group CT stacks by study and series."""
     rules = rules or SelectionRules()
     root = Path(root)
     if not root.exists():
         raise InputError(root, "no such file or folder")
-    paths = [root] if root.is_file() else sorted(
-        Path(d) / f for d, dirs, files in os.walk(root) for f in files if not f.startswith(".")
-    )
+    paths = [root] if root.is_file() else list(_walk(root))
     result = ScanResult()
     series_files: dict[tuple[str, str], list[FileRef]] = defaultdict(list)
     series_errors: dict[tuple[str, str], Skipped] = {}
