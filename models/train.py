@@ -64,6 +64,9 @@ class TrainConfig:
     # "synthetic" (phantoms) or a folder of a site's own CT studies: its slices are the clean
     # references, synthetic noise is added to them (validation stays on synthetic slices)
     source: str = "synthetic"
+    # start a new run from these weights (e.g. the shipped ones, to continue training in a later
+    # session without its optimizer state); ignored when the run folder has a checkpoint
+    init_weights: str = ""
 
     @property
     def window(self) -> Window:
@@ -191,6 +194,14 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: in
     model = build_model(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step, elapsed = 0, 0.0
+    if cfg.init_weights and not ckpt.exists():
+        from .store import load_model
+
+        start = load_model(cfg.init_weights)
+        if start.model.config != model.config:
+            raise ValueError(f"{cfg.init_weights}: architecture {start.model.config} differs from {model.config}")
+        model.load_state_dict(start.model.state_dict())
+        log.info("initialised from %s (sha256 %s)", cfg.init_weights, start.sha256[:16])
     if ckpt.exists():
         meta = load_checkpoint(ckpt, model, opt)
         step, elapsed = int(meta["step"]), float(meta["elapsed_s"])

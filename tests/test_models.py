@@ -108,3 +108,25 @@ def test_training_from_a_site_archive_uses_its_slices_and_plots_curves(tmp_path)
     train(cfg, tmp_path, progress=False)
     png = (tmp_path / "loss_curve.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_a_new_run_can_start_from_existing_weights(tmp_path):
+    from models.store import load_model
+
+    first = TrainConfig(steps=6, checkpoint_every=6, val_every=1000, **TINY)
+    train(first, tmp_path / "a", progress=False)
+    from models.export import export
+
+    export(first, tmp_path / "a", tmp_path / "a.safetensors")
+    cont = TrainConfig(steps=1, checkpoint_every=1, val_every=1000, init_weights=str(tmp_path / "a.safetensors"),
+                       **dict(TINY, lr=1e-12))
+    train(cont, tmp_path / "b", progress=False)
+    start = load_model(tmp_path / "a.safetensors").model.state_dict()
+    from safetensors.torch import load_file
+
+    after = {k[6:]: v for k, v in load_file(str(tmp_path / "b" / "checkpoint.safetensors")).items() if k.startswith("model.")}
+    for k in start:  # one step at a negligible learning rate: still the initial weights
+        torch.testing.assert_close(after[k], start[k], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="architecture"):
+        train(TrainConfig(steps=1, init_weights=str(tmp_path / "a.safetensors"), **dict(TINY, width=8)),
+              tmp_path / "c", progress=False)
