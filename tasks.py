@@ -1,12 +1,14 @@
 """Luigi entry points: a thin layer over ``pipeline/`` and ``models/``.
 
     luigi --module tasks DenoiseStudy --study-dir STUDY_DIR --output-dir OUT [--local-scheduler]
+    luigi --module tasks DenoiseArchive --archive-dir ARCHIVE --output-dir OUT [--workers N]
     luigi --module tasks TrainModel --run-dir runs/NAME [--steps N] [--local-scheduler]
 
 Every default lives in ``luigi.cfg`` (sections ``[denoise]`` and ``[qa_filters]``).
 """
 from __future__ import annotations
 
+import datetime
 import logging
 from functools import cached_property
 from pathlib import Path
@@ -23,10 +25,12 @@ from pipeline.filters import FilterParams
 from pipeline.reader import ScanResult, scan
 from pipeline.selection import SelectionRules
 from pipeline.settings import Settings
-from pipeline.study import process_scan, study_output_folder
+from pipeline.archive import study_folders, write_archive_report
+from pipeline.study import process_scan, recorded_attempt, study_output_folder, study_status
 from pipeline.window import Window
 
 INSTALL_ROOT = Path(models.__file__).resolve().parent.parent
+RUN_STARTED = datetime.datetime.now().isoformat(timespec="seconds")  # this luigi process's run
 
 
 class denoise(luigi.Config):  # noqa: N801 - section name in luigi.cfg
@@ -106,10 +110,17 @@ class DenoiseStudy(luigi.Task):
     """Denoise every CT series of a study folder into ``<output_dir>/<StudyInstanceUID>/``.
 
     A folder holding several studies gives one output folder per study (all must exist for the
-    task to be complete)."""
+    task to be complete); ``study_uid`` restricts the task to one of them. With
+    ``record_failures`` a study whose series all fail is recorded (status ``failed``, retried on
+    the next run) instead of failing the task; DenoiseArchive uses this to report every failure."""
 
     study_dir = luigi.Parameter(description="folder with the study's DICOM files (searched recursively)")
     output_dir = luigi.Parameter(description="where <StudyInstanceUID>/ output folders are created")
+    study_uid = luigi.Parameter(default="", description="only this study of the folder (default: all)")
+    record_failures = luigi.BoolParameter(default=False, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
+    # which run this is: a failure recorded by the same run counts as done, one of an earlier run
+    # is retried (not part of the task's identity, so hosts sharing a scheduler agree on it)
+    attempt = luigi.Parameter(default=RUN_STARTED, significant=False)
 
     @cached_property
     def _scan(self) -> ScanResult:
@@ -117,15 +128,68 @@ class DenoiseStudy(luigi.Task):
 
     def output(self) -> dict[str, luigi.LocalTarget]:
         return {uid: luigi.LocalTarget(str(study_output_folder(Path(self.output_dir), uid)))
-                for uid in self._scan.studies}
+                for uid in self._scan.studies if not self.study_uid or uid == self.study_uid}
+
+    def complete(self) -> bool:
+        """All output folders exist and none records a failed attempt of an earlier run."""
+        targets = self.output()
+        return bool(targets) and all(
+            t.exists() and (study_status(Path(t.path)) != "failed" or recorded_attempt(Path(t.path)) == self.attempt)
+            for t in targets.values())
 
     def run(self) -> None:
         _log_to_stderr()
         settings = settings_from_config()
-        if not self._scan.studies:
-            raise InputError(self.study_dir, f"no CT image series found ({len(self._scan.skipped)} files skipped)")
+        if not self.output():
+            raise InputError(self.study_dir, f"no CT image series found{' for study ' + self.study_uid if self.study_uid else ''}"
+                                             f" ({len(self._scan.skipped)} files skipped)")
         denoiser = Denoiser(load_model(settings.model_path), settings.device, settings.batch_size, settings.amp)
-        process_scan(self._scan, Path(self.output_dir), settings, denoiser)
+        process_scan(self._scan, Path(self.output_dir), settings, denoiser, self.record_failures,
+                     self.study_uid or None, attempt=self.attempt)
+
+
+class ArchiveFailures(RuntimeError):
+    """Some inputs of a nightly run could not be processed (listed in failures.csv)."""
+
+
+class DenoiseArchive(luigi.Task):
+    """Nightly run over an archive folder: one DenoiseStudy per study found, then ``summary.csv``
+    and ``failures.csv`` in ``output_dir``. Any failure (a broken file, a failed series or study)
+    fails this task after the reports are written, so ``luigi`` exits non-zero ([retcode] in
+    luigi.cfg) and cron notices; the next run retries failed studies and rewrites the reports."""
+
+    archive_dir = luigi.Parameter(description="archive folder (any depth, any number of studies)")
+    output_dir = luigi.Parameter(description="where study folders and the archive reports go")
+
+    @cached_property
+    def _scan(self) -> ScanResult:
+        return scan(Path(self.archive_dir), selection_from_config())
+
+    def _study_dirs(self) -> dict[str, Path]:
+        return study_folders({uid: [f.path for ref in st.series.values() for f in ref.files]
+                              for uid, st in self._scan.studies.items()})
+
+    def requires(self) -> list[DenoiseStudy]:
+        return [DenoiseStudy(study_dir=str(folder), output_dir=self.output_dir, study_uid=uid, record_failures=True)
+                for uid, folder in sorted(self._study_dirs().items())]
+
+    def output(self) -> dict[str, luigi.LocalTarget]:
+        out = Path(self.output_dir)
+        return {"summary": luigi.LocalTarget(str(out / "summary.csv")),
+                "failures": luigi.LocalTarget(str(out / "failures.csv"))}
+
+    def complete(self) -> bool:
+        """Reports exist and list no failure (a run with failures is redone next time)."""
+        failures = Path(self.output()["failures"].path)
+        return (all(t.exists() for t in self.output().values()) and failures.read_text().count("\n") <= 1
+                and all(r.complete() for r in self.requires()))
+
+    def run(self) -> None:
+        _log_to_stderr()
+        unattributed = [s for s in self._scan.skipped if not s.study_uid]
+        failures = write_archive_report(Path(self.output_dir), self._scan.studies, unattributed)
+        if failures:
+            raise ArchiveFailures(f"{failures} failure(s) in {self.archive_dir}: see {self.output()['failures'].path}")
 
 
 class TrainModel(luigi.Task):

@@ -44,10 +44,14 @@ class FileRef:
 
 @dataclass
 class Skipped:
+    """A file left out, and why. ``status``: ``skipped`` (not selected: not DICOM, localizer, ...),
+    ``failed`` (broken input: its series could not be denoised) or ``dropped`` (a duplicate)."""
+
     path: str
     reason: str
     series_uid: str = ""
     study_uid: str = ""  # empty when the file has none (not DICOM, unreadable)
+    status: str = "skipped"
 
 
 @dataclass
@@ -181,7 +185,8 @@ def split_stacks(study_uid: str, series_uid: str, files: list[FileRef], rules: S
         broken = ("ImageOrientationPatient missing or not 6 finite numbers" if main[0].orientation and not f.orientation
                   else "PixelSpacing missing or not 2 finite numbers" if main[0].spacing and not f.spacing else None)
         if broken:
-            error = Skipped(str(f.path), f"{broken} while the rest of the series has it", series_uid, study_uid)
+            error = Skipped(str(f.path), f"{broken} while the rest of the series has it", series_uid, study_uid,
+                            "failed")
             return [SeriesRef(study_uid, series_uid, files, error=error)]
     kept: list[list[FileRef]] = []
     for group in ordered:
@@ -223,7 +228,8 @@ def scan(root: Path | str, rules: SelectionRules | None = None) -> ScanResult:
         try:
             ds = read_dicom(path)
         except InputError as exc:
-            result.skipped.append(Skipped(str(path), exc.reason))
+            not_dicom = exc.reason.startswith("not a DICOM file")
+            result.skipped.append(Skipped(str(path), exc.reason, status="skipped" if not_dicom else "failed"))
             continue
         try:  # pydicom converts values lazily: a malformed element surfaces here
             study_uid, series_uid = str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", ""))
@@ -239,11 +245,12 @@ def scan(root: Path | str, rules: SelectionRules | None = None) -> ScanResult:
                 continue
             ref, error = file_ref(path, ds), file_error(path, ds)
         except Exception as exc:
-            result.skipped.append(Skipped(str(path), f"malformed DICOM header ({type(exc).__name__}: {exc})"))
+            result.skipped.append(Skipped(str(path), f"malformed DICOM header ({type(exc).__name__}: {exc})",
+                                          status="failed"))
             continue
         series_files[(study_uid, series_uid)].append(ref)
         if error and (study_uid, series_uid) not in series_errors:
-            series_errors[(study_uid, series_uid)] = Skipped(str(path), error, series_uid, study_uid)
+            series_errors[(study_uid, series_uid)] = Skipped(str(path), error, series_uid, study_uid, "failed")
     for (study_uid, series_uid), files in series_files.items():
         error = series_errors.get((study_uid, series_uid))
         refs = ([SeriesRef(study_uid, series_uid, files, error=error)] if error

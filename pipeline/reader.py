@@ -222,6 +222,7 @@ def load_series(ref: SeriesRef) -> Series:
     for w in warnings:
         log.warning("series %s: %s", ref.series_uid, w)
     left_out = [Skipped(str(d.path), f"duplicate position {d.position} mm: an instance with a higher "
-                        "AcquisitionNumber/InstanceNumber was kept", ref.series_uid, ref.study_uid) for d in dropped]
+                        "AcquisitionNumber/InstanceNumber was kept", ref.series_uid, ref.study_uid, "dropped")
+                for d in dropped]
     return Series(ref.study_uid, ref.series_uid, [s.header for s in kept], [s.path for s in kept],
                   np.stack([s.hu for s in kept]), warnings, [s.frame for s in kept], left_out)

@@ -13,9 +13,11 @@ A folder that holds several studies gives one such output folder per study.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +40,7 @@ log = logging.getLogger(__name__)
 QA_HEADER = ["study_uid", "series_uid", "derived_series_uid", "method", "slices", "mean_psnr_db",
              "min_psnr_db", "mean_ssim", "seconds", "window_low_hu", "window_high_hu", "noise", "sigma"]
 SLICE_HEADER = ["study_uid", "series_uid", "sop_instance_uid", "frame", "slice_index", "method", "psnr_db", "ssim"]
-SKIPPED_HEADER = ["path", "series_uid", "reason"]
+SKIPPED_HEADER = ["path", "series_uid", "status", "reason"]
 
 
 @dataclass
@@ -55,7 +57,32 @@ class StudyOutcome:
     study_uid: str
     folder: Path
     series: list[SeriesOutcome] = field(default_factory=list)
-    failures: list[Skipped] = field(default_factory=list)
+    failures: list[Skipped] = field(default_factory=list)  # everything left out (see Skipped.status)
+    seconds: float = 0.0
+
+    @property
+    def status(self) -> str:
+        """``ok``; ``partial`` when some input failed; ``failed`` when no series was denoised."""
+        if not self.series:
+            return "failed"
+        return "partial" if any(f.status == "failed" for f in self.failures) else "ok"
+
+
+def _provenance_field(folder: Path, key: str, default: str) -> str | None:
+    try:
+        return str(json.loads((folder / "provenance.json").read_text()).get(key, default))
+    except (OSError, ValueError):
+        return None
+
+
+def study_status(folder: Path) -> str | None:
+    """Status recorded in a study output folder's provenance.json (None when there is none)."""
+    return _provenance_field(folder, "status", "ok")
+
+
+def recorded_attempt(folder: Path) -> str | None:
+    """The run (``attempt``) that wrote a study output folder."""
+    return _provenance_field(folder, "attempt", "")
 
 
 def study_output_folder(output_dir: Path, study_uid: str) -> Path:
@@ -107,14 +134,19 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
 
 
 def process_study(study: StudyScan, output_dir: Path, settings: Settings, denoiser: Denoiser,
-                  skipped: Iterable[Skipped] = ()) -> StudyOutcome:
+                  skipped: Iterable[Skipped] = (), record_failure: bool = False, attempt: str = "") -> StudyOutcome:
     """Denoise every series of ``study`` and write its QA reports into ``<output_dir>/<StudyUID>``.
 
     A series that fails (unreadable file, inconsistent geometry, ...) is logged with file and reason,
-    listed in ``skipped.csv`` and left out; the other series go on. If no series succeeds the study
-    raises :class:`InputError` and nothing is written.
+    listed in ``skipped.csv`` (status ``failed``) and left out; the other series go on. If no series
+    succeeds, the study raises :class:`InputError` and nothing is written; with ``record_failure``
+    the folder is written with its reports only and ``status: failed`` in provenance.json (the
+    nightly archive run reports it, and reprocesses it next time).
     """
     final = study_output_folder(output_dir, study.study_uid)
+    if final.exists() and study_status(final) == "failed":
+        shutil.rmtree(final)  # a failed attempt is retried
+    started = time.perf_counter()
     outcome = StudyOutcome(study.study_uid, final, failures=list(skipped))
     info = derivation_info(settings, denoiser)
     all_scores: list[SliceScore] = []
@@ -125,22 +157,25 @@ def process_study(study: StudyScan, output_dir: Path, settings: Settings, denois
                 series_outcome, scores = _process_series(ref, tmp, settings, denoiser, info)
             except InputError as exc:
                 log.error("series %s not denoised: %s", ref.key, exc)
-                outcome.failures.append(Skipped(exc.path, exc.reason, ref.series_uid, ref.study_uid))
+                outcome.failures.append(Skipped(exc.path, exc.reason, ref.series_uid, ref.study_uid, "failed"))
                 for partial in set(tmp.iterdir()) - before:  # nothing written for a failed series
                     shutil.rmtree(partial, ignore_errors=True)
                 continue
             outcome.series.append(series_outcome)
             outcome.failures.extend(series_outcome.dropped)
             all_scores.extend(scores)
-        if not outcome.series:
+        if not outcome.series and not record_failure:
             reasons = "; ".join(str(InputError(f.path, f.reason)) for f in outcome.failures[-3:])
             raise InputError(study.study_uid, f"no series of the study could be denoised ({reasons})")
         _write_reports(tmp, outcome, all_scores, settings)
+        outcome.seconds = time.perf_counter() - started
         write_json(tmp / "provenance.json", provenance(
-            settings, denoiser.loaded, str(denoiser.device), study_uid=study.study_uid,
+            settings, denoiser.loaded, str(denoiser.device), study_uid=study.study_uid, status=outcome.status,
+            attempt=attempt, seconds=round(outcome.seconds, 3),
             series=[{"source_series_uid": s.source_series_uid, "derived_series_uid": s.derived_series_uid,
                      "slices": s.slices} for s in outcome.series],
-            failures=[{"path": f.path, "series_uid": f.series_uid, "reason": f.reason} for f in outcome.failures]))
+            left_out=[{"path": f.path, "series_uid": f.series_uid, "status": f.status, "reason": f.reason}
+                      for f in outcome.failures]))
     return outcome
 
 
@@ -155,25 +190,32 @@ def _write_reports(folder: Path, outcome: StudyOutcome, scores: list[SliceScore]
         [outcome.study_uid, r.series_uid, *(r.sop_uid.split("/") + [""])[:2], r.index, r.method, _fmt(r.psnr),
          _fmt(r.ssim, 5)]
         for r in scores))
-    write_csv(folder / "skipped.csv", SKIPPED_HEADER, ([f.path, f.series_uid, f.reason] for f in outcome.failures))
+    write_csv(folder / "skipped.csv", SKIPPED_HEADER,
+              ([f.path, f.series_uid, f.status, f.reason] for f in outcome.failures))
 
 
-def process_scan(scan_result: ScanResult, output_dir: Path, settings: Settings, denoiser: Denoiser) -> list[StudyOutcome]:
-    """Process every study found by :func:`pipeline.reader.scan` whose output folder does not exist yet.
+def process_scan(scan_result: ScanResult, output_dir: Path, settings: Settings, denoiser: Denoiser,
+                 record_failures: bool = False, only: str | None = None, attempt: str = "") -> list[StudyOutcome]:
+    """Process every study found by :func:`pipeline.reader.scan` (or only the study ``only``)
+    whose output folder does not exist yet or records a failed attempt.
 
-    A study that fails is logged and re-raised after the others have been processed."""
+    A study that fails is logged and re-raised after the others have been processed (with
+    ``record_failures``, see :func:`process_study`, it is recorded instead)."""
     trained = denoiser.loaded.card.get("window_hu")
     if trained and list(map(float, trained)) != [settings.window.low, settings.window.high]:
         log.warning("window %s differs from the model's training window %s HU: results may degrade",
                     settings.window, trained)
     outcomes, errors = [], []
     for uid, study in scan_result.studies.items():
-        if study_output_folder(output_dir, uid).exists():
+        if only and uid != only:
+            continue
+        folder = study_output_folder(output_dir, uid)
+        if folder.exists() and study_status(folder) != "failed":
             log.info("study %s: output exists, skipped", uid)
             continue
         mine = [s for s in scan_result.skipped if s.study_uid in ("", uid)]
         try:
-            outcomes.append(process_study(study, output_dir, settings, denoiser, mine))
+            outcomes.append(process_study(study, output_dir, settings, denoiser, mine, record_failures, attempt))
         except InputError as exc:
             log.error("study %s failed: %s", uid, exc)
             errors.append(exc)

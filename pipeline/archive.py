@@ -1,0 +1,78 @@
+"""The archive-level report of a nightly run: one summary row per study and every failure.
+
+``summary.csv``: study_uid, status (ok / partial / failed / missing), series_denoised, series_failed,
+slices, files_skipped, autoencoder_psnr_db, best_filter, best_filter_psnr_db, seconds.
+``failures.csv``: study_uid, series_uid, path, reason (inputs that could not be processed).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+from .atomic import write_csv
+from .discovery import Skipped
+from .study import study_output_folder
+
+SUMMARY_HEADER = ["study_uid", "status", "series_denoised", "series_failed", "slices", "files_skipped",
+                  "autoencoder_psnr_db", "best_filter", "best_filter_psnr_db", "seconds"]
+FAILURES_HEADER = ["study_uid", "series_uid", "path", "reason"]
+FILTERS = ("gaussian", "average", "median", "bilateral")
+
+
+def study_folders(study_paths: dict[str, list[Path]]) -> dict[str, Path]:
+    """Study UID -> the deepest folder holding all of its files (what its DenoiseStudy scans)."""
+    return {uid: Path(os.path.commonpath([str(p.parent) for p in paths])) for uid, paths in study_paths.items()}
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _weighted_psnr(rows: list[dict[str, str]], method: str) -> float | None:
+    picked = [(float(r["mean_psnr_db"]), int(r["slices"])) for r in rows if r["method"] == method]
+    total = sum(n for _, n in picked)
+    return sum(p * n for p, n in picked) / total if total else None
+
+
+def write_archive_report(output_dir: Path, study_uids: Iterable[str], unattributed: Iterable[Skipped]) -> int:
+    """Write ``summary.csv`` and ``failures.csv`` in ``output_dir``; returns the number of failures
+    (failed inputs, failed or missing studies)."""
+    summary, failures = [], []
+    for s in unattributed:
+        if s.status == "failed":
+            failures.append(["", s.series_uid, s.path, s.reason])
+    for uid in sorted(study_uids):
+        folder = study_output_folder(output_dir, uid)
+        prov_path = folder / "provenance.json"
+        if not prov_path.exists():
+            summary.append([uid, "missing", 0, 0, 0, 0, "", "", "", ""])
+            failures.append([uid, "", "", "no output: the study task did not complete"])
+            continue
+        prov = json.loads(prov_path.read_text())
+        left_out = _rows(folder / "skipped.csv")
+        failed = [r for r in left_out if r.get("status") == "failed"]
+        failures.extend([uid, r["series_uid"], r["path"], r["reason"]] for r in failed)
+        if prov.get("status") == "failed" and not failed:
+            failures.append([uid, "", "", "no series of the study could be denoised"])
+        qa = _rows(folder / "qa_report.csv")
+        model = _weighted_psnr(qa, "autoencoder")
+        filters = {m: v for m in FILTERS if (v := _weighted_psnr(qa, m)) is not None}
+        best = max(filters, key=filters.get) if filters else ""
+        failed_series = defaultdict(int)
+        for r in failed:
+            failed_series[r["series_uid"]] += 1
+        summary.append([uid, prov.get("status", "ok"), len(prov.get("series", [])), len(failed_series),
+                        sum(int(s["slices"]) for s in prov.get("series", [])),
+                        sum(1 for r in left_out if r.get("status") == "skipped"),
+                        f"{model:.3f}" if model is not None else "", best,
+                        f"{filters[best]:.3f}" if best else "", prov.get("seconds", "")])
+    write_csv(output_dir / "summary.csv", SUMMARY_HEADER, summary)
+    write_csv(output_dir / "failures.csv", FAILURES_HEADER, failures)
+    return len(failures)

@@ -1,0 +1,72 @@
+"""The nightly archive run: every study processed, summary and failures reported, exit codes."""
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, write_series
+
+RNG = np.random.default_rng(5)
+
+
+def _vol(n):
+    return RNG.integers(900, 1200, (n, 32, 32)).astype(np.uint16)
+
+
+def _luigi(archive, out):
+    return subprocess.run(
+        [sys.executable, "-m", "luigi", "--module", "tasks", "DenoiseArchive", "--archive-dir", str(archive),
+         "--output-dir", str(out), "--local-scheduler", "--workers", "2", "--denoise-progress", "false"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def _csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture
+def archive(tmp_path):
+    root = tmp_path / "archive"
+    write_series(root / "patA" / "study1" / "se1", _vol(3), study="A", series="1")
+    write_series(root / "patA" / "study1" / "se2", _vol(2), study="A", series="2")
+    write_series(root / "patB" / "study2", _vol(4), study="B", series="1")
+    (root / "DIRFILE").write_text("not dicom")
+    return root
+
+
+def test_clean_archive_exits_zero_and_reports_every_study(archive, tmp_path):
+    out = tmp_path / "out"
+    proc = _luigi(archive, out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = {r["study_uid"]: r for r in _csv(out / "summary.csv")}
+    assert len(summary) == 2
+    assert sorted((r["status"], r["series_denoised"], r["slices"]) for r in summary.values()) == \
+        [("ok", "1", "4"), ("ok", "2", "5")]
+    assert all(float(r["autoencoder_psnr_db"]) > 0 and r["best_filter"] for r in summary.values())
+    assert _csv(out / "failures.csv") == []
+    again = _luigi(archive, out)  # everything complete: nothing to do, still success
+    assert again.returncode == 0
+    assert "Did not run any tasks" in again.stderr
+
+
+def test_a_broken_study_is_reported_and_fails_the_run_without_stopping_the_others(archive, tmp_path):
+    bad = write_series(archive / "patC", _vol(2), study="C", series="1")
+    bad[0].write_bytes(bad[0].read_bytes()[:-700])  # truncated pixel data: the only series fails
+    partial = write_series(archive / "patA" / "study1" / "se3", _vol(2), study="A", series="3")
+    partial[1].write_bytes(partial[1].read_bytes()[:-700])
+    out = tmp_path / "out"
+    proc = _luigi(archive, out)
+    assert proc.returncode == 30, proc.stderr[-3000:]  # [retcode] task_failed
+    summary = {r["status"]: r for r in _csv(out / "summary.csv")}
+    assert sorted(summary) == ["failed", "ok", "partial"]
+    assert summary["partial"]["series_denoised"] == "2" and summary["partial"]["series_failed"] == "1"
+    failures = _csv(out / "failures.csv")
+    assert {f["path"] for f in failures} == {str(bad[0]), str(partial[1])}
+    assert all("pixel" in f["reason"] for f in failures)
+    # the good study was denoised in the same run
+    assert summary["ok"]["series_denoised"] == "1"
+    # the next night: still failing inputs, still a non-zero exit, the failed study retried
+    assert _luigi(archive, out).returncode == 30
