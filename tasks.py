@@ -122,6 +122,10 @@ class DenoiseStudy(luigi.Task):
     # is retried (not part of the task's identity, so hosts sharing a scheduler agree on it)
     attempt = luigi.Parameter(default=RUN_STARTED, significant=False)
 
+    # one model at a time per "gpu" unit of [resources] in luigi.cfg (the scheduler enforces it
+    # across every worker attached to it)
+    resources = {"gpu": 1}
+
     @cached_property
     def _scan(self) -> ScanResult:
         return scan(Path(self.study_dir), selection_from_config())
