@@ -70,3 +70,55 @@ def test_a_broken_study_is_reported_and_fails_the_run_without_stopping_the_other
     assert summary["ok"]["series_denoised"] == "1"
     # the next night: still failing inputs, still a non-zero exit, the failed study retried
     assert _luigi(archive, out).returncode == 30
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_workers_on_luigid_denoise_every_series_exactly_once(archive, tmp_path):
+    """Two luigi processes (as two hosts sharing a filesystem) against one real luigid."""
+    import os
+    import signal
+    import time
+    import urllib.request
+
+    for k in range(3):
+        write_series(archive / f"more{k}", _vol(2), study=f"M{k}", series="1")
+    port = _free_port()
+    luigid = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "luigid"), "--address", "127.0.0.1", "--port", str(port),
+         "--state-path", str(tmp_path / "state.pickle"), "--logdir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for _ in range(100):  # wait until the scheduler answers
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/task_list?data={{}}", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        out = tmp_path / "out"
+        cmd = [sys.executable, "-m", "luigi", "--module", "tasks", "DenoiseArchive", "--archive-dir", str(archive),
+               "--output-dir", str(out), "--scheduler-host", "127.0.0.1", "--scheduler-port", str(port),
+               "--workers", "2", "--denoise-progress", "false"]
+        # each "host" has its own lock folder (luigi refuses a second identical command per host)
+        procs = [subprocess.Popen(cmd + ["--lock-pid-dir", str(tmp_path / f"lock{k}")], cwd=REPO,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for k in range(2)]
+        logs = [p.communicate(timeout=600)[0] for p in procs]
+        codes = sorted(p.returncode for p in procs)
+        # a process whose tasks were all taken by the other one ends with Luigi's already_running (10)
+        # or not_run (25) code; nothing failed
+        assert codes[0] == 0 and codes[1] in (0, 10, 25), "\n".join(log[-2000:] for log in logs)
+        assert all("* 1 failed" not in log and "failed:" not in log for log in logs)
+    finally:
+        os.killpg(luigid.pid, signal.SIGTERM)
+        luigid.wait(timeout=30)
+    denoised = "".join(logs).count("slices -> ")  # one log line per series written
+    summary = _csv(out / "summary.csv")
+    assert len(summary) == 5 and {r["status"] for r in summary} == {"ok"}
+    assert denoised == sum(int(r["series_denoised"]) for r in summary) == 6
+    assert not [p for p in out.rglob(".*")]  # no temporaries left behind
