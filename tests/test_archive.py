@@ -122,3 +122,31 @@ def test_two_workers_on_luigid_denoise_every_series_exactly_once(archive, tmp_pa
     assert len(summary) == 5 and {r["status"] for r in summary} == {"ok"}
     assert denoised == sum(int(r["series_denoised"]) for r in summary) == 6
     assert not [p for p in out.rglob(".*")]  # no temporaries left behind
+
+
+def test_sigkill_mid_series_leaves_nothing_at_the_final_path_and_the_rerun_completes(tmp_path):
+    """A real luigi process killed with SIGKILL while it writes a series."""
+    import os
+    import signal
+    import time
+
+    from tests.conftest import SAMPLES
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "luigi", "--module", "tasks", "DenoiseStudy", "--study-dir", str(SAMPLES / "abdomen"),
+           "--output-dir", str(out), "--local-scheduler", "--denoise-progress", "false", "--denoise-batch-size", "2"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(out.glob(".*.tmp-*/*/*.dcm")):
+        time.sleep(0.05)  # wait until derived images are being written into the temporary folder
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    leftovers = list(out.glob(".*.tmp-*"))
+    assert leftovers, "the run was not caught while writing"
+    assert [p for p in out.iterdir() if not p.name.startswith(".")] == []  # nothing at a final path
+    rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    (study,) = [p for p in out.iterdir() if not p.name.startswith(".")]
+    (series,) = [p for p in study.iterdir() if p.is_dir()]
+    assert len(list(series.glob("*.dcm"))) == 16 and (study / "qa_report.csv").exists()
+    assert not list(out.glob(".*.tmp-*"))  # the killed run's temporary folder was cleaned up
