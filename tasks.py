@@ -4,7 +4,7 @@
     luigi --module tasks DenoiseArchive --archive-dir ARCHIVE --output-dir OUT [--workers N]
     luigi --module tasks TrainModel --run-dir runs/NAME [--steps N] [--local-scheduler]
 
-Every default lives in ``luigi.cfg`` (sections ``[denoise]`` and ``[qa_filters]``).
+Every default lives in ``luigi.cfg`` (sections ``[denoise]``, ``[selection]``, ``[qa_filters]``).
 """
 from __future__ import annotations
 
@@ -19,13 +19,13 @@ import models
 from models.export import export
 from models.store import load_model
 from models.train import TrainConfig, train
+from pipeline.archive import study_folders, write_archive_report
 from pipeline.denoise import Denoiser
 from pipeline.errors import InputError
 from pipeline.filters import FilterParams
 from pipeline.reader import ScanResult, scan
 from pipeline.selection import SelectionRules
 from pipeline.settings import Settings
-from pipeline.archive import study_folders, write_archive_report
 from pipeline.study import process_scan, recorded_attempt, study_output_folder, study_status
 from pipeline.window import Window
 
