@@ -41,7 +41,7 @@ class Settings:
         if not 0 <= self.qa_sigma <= 1:
             raise ConfigError(f"qa_sigma must be in [0, 1] (fraction of the window), got {self.qa_sigma}")
         try:
-            self.noise_model
+            NoiseModel(self.qa_noise, self.qa_sigma, self.qa_lowdose_i0)  # validates the noise settings
         except ValueError as exc:
             raise ConfigError(f"qa noise: {exc}") from None
         if self.batch_size < 1:
