@@ -30,7 +30,7 @@ def low_dose_noise_hu(hu: np.ndarray, pixel_mm: float, i0: float, seed: int, ele
     if i0 <= 0 or pixel_mm <= 0:
         raise ValueError("i0 and pixel_mm must be positive")
     yy, xx = np.ogrid[:n, :n]
-    inside = (yy - (n - 1) / 2) ** 2 + (xx - (n - 1) / 2) ** 2 <= ((n - 1) / 2) ** 2
+    inside = (yy - (n - 1) / 2) ** 2 + (xx - (n - 1) / 2) ** 2 <= (n / 2 - 2) ** 2  # inside radon's circle
     mu = np.where(inside, np.clip(MU_WATER_PER_MM * (1.0 + hu.astype(np.float64) / 1000.0), 0, None), 0.0) * pixel_mm
     theta = np.linspace(0.0, 180.0, views or n, endpoint=False)
     proj = radon(mu, theta, circle=True)
