@@ -77,6 +77,16 @@ def write_series(folder: Path, volume: np.ndarray, names: Sequence[str] | None =
     return paths
 
 
+def sitk_series(folder: Path):
+    """The single DICOM series in ``folder`` as a SimpleITK image (GDCM's file sorting)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    (sid,) = reader.GetGDCMSeriesIDs(str(folder))
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), sid))
+    return reader.Execute()
+
+
 @pytest.fixture
 def series_writer() -> Callable[..., list[Path]]:
     return write_series

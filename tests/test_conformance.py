@@ -12,7 +12,7 @@ from pipeline.denoise import Denoiser
 from pipeline.discovery import scan
 from pipeline.settings import Settings
 from pipeline.study import process_scan
-from tests.conftest import SAMPLES, ct_dataset
+from tests.conftest import SAMPLES, ct_dataset, sitk_series
 
 
 def _tool(name):
@@ -28,12 +28,6 @@ def _errors(path):
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error")]
     return {re.sub(r"\"[^\"]*\"|\d+", "#", ln) for ln in lines}  # values and numbers vary
 
-
-def _sitk(folder):
-    r = sitk.ImageSeriesReader()
-    (sid,) = r.GetGDCMSeriesIDs(str(folder))
-    r.SetFileNames(r.GetGDCMSeriesFileNames(str(folder), sid))
-    return r.Execute()
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +61,7 @@ def test_dcentvfy_finds_the_output_series_consistent(abdomen_out):
 
 def test_simpleitk_geometry_and_padding_of_the_signed_sample(abdomen_out):
     (series,) = abdomen_out.series
-    src, out = _sitk(SAMPLES / "abdomen"), _sitk(abdomen_out.folder / series.derived_series_uid)
+    src, out = sitk_series(SAMPLES / "abdomen"), sitk_series(abdomen_out.folder / series.derived_series_uid)
     assert out.GetSize() == src.GetSize()
     np.testing.assert_allclose(out.GetSpacing(), src.GetSpacing(), atol=1e-6)
     np.testing.assert_allclose(out.GetOrigin(), src.GetOrigin(), atol=1e-4)

@@ -12,7 +12,7 @@ from luigi.execution_summary import LuigiStatusCode
 
 import tasks
 from pipeline.qa import METHODS
-from tests.conftest import REPO, SAMPLES
+from tests.conftest import REPO, SAMPLES, sitk_series
 
 FILTERS = ("gaussian", "average", "median", "bilateral")
 
@@ -20,12 +20,6 @@ FILTERS = ("gaussian", "average", "median", "bilateral")
 def _build(task):
     return luigi.build([task], local_scheduler=True, detailed_summary=True, log_level="WARNING")
 
-
-def _sitk(folder):
-    r = sitk.ImageSeriesReader()
-    (sid,) = r.GetGDCMSeriesIDs(str(folder))
-    r.SetFileNames(r.GetGDCMSeriesFileNames(str(folder), sid))
-    return r.Execute()
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +60,10 @@ def test_denoise_study_writes_series_reports_and_provenance(chest_run):
 def test_derived_series_geometry_matches_the_source_in_simpleitk(chest_run):
     task, out, _ = chest_run
     (target,) = task.output().values()
-    sources = {str(_sitk(SAMPLES / "chest" / d).GetOrigin()): _sitk(SAMPLES / "chest" / d) for d in ("SE1", "SE2")}
+    sources = {str(sitk_series(SAMPLES / "chest" / d).GetOrigin()): sitk_series(SAMPLES / "chest" / d) for d in ("SE1", "SE2")}
     src = next(iter(sources.values()))
     for d in [p for p in os.scandir(target.path) if p.is_dir()]:
-        img = _sitk(d.path)
+        img = sitk_series(d.path)
         assert img.GetSize() == src.GetSize() == (512, 512, 16)
         np.testing.assert_allclose(img.GetSpacing(), src.GetSpacing(), atol=1e-6)
         np.testing.assert_allclose(img.GetOrigin(), src.GetOrigin(), atol=1e-4)

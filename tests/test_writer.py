@@ -8,16 +8,10 @@ import SimpleITK as sitk
 from pipeline.reader import DERIVED_MARKER, load_series, scan
 from pipeline.uids import is_valid_uid
 from pipeline.writer import DerivedSeriesInfo, hu_to_stored, stored_range, write_series
-from tests.conftest import ct_dataset
+from tests.conftest import ct_dataset, sitk_series
 
 INFO = DerivedSeriesInfo(f"{DERIVED_MARKER} test: denoised by model X 1.0", "fingerprint-1")
 
-
-def _sitk_series(folder):
-    reader = sitk.ImageSeriesReader()
-    (sid,) = reader.GetGDCMSeriesIDs(str(folder))
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), sid))
-    return reader.Execute()
 
 
 @pytest.fixture
@@ -89,7 +83,7 @@ def test_stored_values_are_clipped_to_bits_stored():
 
 def test_pydicom_and_simpleitk_read_back_the_same_geometry(source, tmp_path):
     out, derived = _write(source, tmp_path, source.hu)
-    src_img, out_img = _sitk_series(tmp_path / "src"), _sitk_series(out)
+    src_img, out_img = sitk_series(tmp_path / "src"), sitk_series(out)
     assert out_img.GetSize() == src_img.GetSize() == (20, 24, 5)
     np.testing.assert_allclose(out_img.GetSpacing(), src_img.GetSpacing(), atol=1e-6)
     np.testing.assert_allclose(out_img.GetOrigin(), src_img.GetOrigin(), atol=1e-4)
