@@ -29,7 +29,7 @@ from pipeline.reader import load_series, scan  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.study import derivation_info, process_study  # noqa: E402
 from pipeline.window import hu_to_unit  # noqa: E402
-from pipeline.writer import hu_to_stored, write_series  # noqa: E402
+from pipeline.writer import stack_to_stored, write_series  # noqa: E402
 
 
 def main() -> None:
@@ -76,7 +76,7 @@ def main() -> None:
     info = derivation_info(settings, denoiser)
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        stored = [hu_to_stored(o, d, source_stored=hu_to_stored(s, d)) for o, s, d in zip(out, series.hu, series.datasets)]
+        stored = stack_to_stored(out, series.hu, series.datasets)
         write_series(series.datasets, stored, Path(tmp), info, [f"{i:05d}.dcm" for i in range(n)])
         timings["write derived series"] = time.perf_counter() - t
         t = time.perf_counter()

@@ -127,7 +127,8 @@ def functional_group(ds: Dataset, sequence: str, frame: int | None = None) -> Da
     return None
 
 
-def _numbers(value: object, n: int) -> tuple[float, ...]:
+def finite_numbers(value: object, n: int) -> tuple[float, ...]:
+    """``value`` as ``n`` finite floats, or () when it is missing, malformed or of another length."""
     try:
         out = tuple(float(v) for v in value)  # type: ignore[union-attr]
     except (TypeError, ValueError):
@@ -148,7 +149,7 @@ def file_ref(path: Path, ds: Dataset) -> FileRef:
     except (TypeError, ValueError):
         frames = 1
     return FileRef(path, str(ds.SOPInstanceUID), int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0),
-                   tuple(round(v, 4) for v in _numbers(spacing, 2)), tuple(round(v, 3) for v in _numbers(iop, 6)),
+                   tuple(round(v, 4) for v in finite_numbers(spacing, 2)), tuple(round(v, 3) for v in finite_numbers(iop, 6)),
                    frames)
 
 

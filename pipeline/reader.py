@@ -15,7 +15,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from .codecs import missing_decoder_reason
-from .discovery import ScanResult, SeriesRef, Skipped, StudyScan, read_dicom, scan
+from .discovery import ScanResult, SeriesRef, Skipped, StudyScan, finite_numbers, read_dicom, scan
 from .enhanced import frame_header, is_enhanced
 from .errors import InputError
 from .geometry import position_along, same_orientation, slice_normal
@@ -152,8 +152,8 @@ def _order(slices: list[_Slice], warnings: list[str], dropped: list[_Slice]) -> 
     if not all(have):
         bad = slices[have.index(False)]
         raise InputError(bad.path, "ImagePositionPatient or ImageOrientationPatient missing while the rest of the series has them")
-    orientations = Counter(tuple(round(float(v), 3) for v in s.header.ImageOrientationPatient)
-                           for s in slices if _finite(s.header.ImageOrientationPatient, 6))
+    orientations = Counter(tuple(round(v, 3) for v in iop)
+                           for s in slices if (iop := finite_numbers(s.header.ImageOrientationPatient, 6)))
     if not orientations:
         raise InputError(slices[0].path, "ImageOrientationPatient is not 6 finite numbers")
     main = orientations.most_common(1)[0][0]
@@ -182,14 +182,6 @@ def _order(slices: list[_Slice], warnings: list[str], dropped: list[_Slice]) -> 
             if step > 1.5 * typical:
                 warnings.append(f"gap of {step:g} mm before {_name(s)} (typical {typical:g} mm): a slice may be missing")
     return kept
-
-
-def _finite(values: object, n: int) -> bool:
-    try:
-        v = [float(x) for x in values]  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        return False
-    return len(v) == n and all(math.isfinite(x) for x in v)
 
 
 def _name(s: _Slice) -> str:

@@ -33,7 +33,7 @@ from .qa import MethodSummary, SliceScore, qa_series
 from .reader import DERIVED_MARKER, ScanResult, SeriesRef, Skipped, StudyScan, load_series
 from .settings import Settings
 from .uids import path_safe_uid
-from .writer import DerivedSeriesInfo, derived_series_uid, derived_sop_uid, hu_to_stored, source_key, write_series
+from .writer import DerivedSeriesInfo, derived_series_uid, derived_sop_uid, source_key, stack_to_stored, write_series
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,7 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
     with tqdm(total=len(series), desc=f"denoise {ref.series_uid[-16:]}", unit="slice",
               disable=not settings.progress, leave=False) as bar:
         out_hu = denoiser.denoise_hu(series.hu, settings.window, on_batch=bar.update)
-    stored = [hu_to_stored(out, ds, source_stored=hu_to_stored(src, ds))
-              for out, src, ds in zip(out_hu, series.hu, series.datasets)]
+    stored = stack_to_stored(out_hu, series.hu, series.datasets)
     keys = [source_key(ds, frame) for ds, frame in zip(series.datasets, series.frames)]
     names = [settings.file_name.format(series_uid=derived_uid, source_series_uid=ref.series_uid, series_number=number,
                                        sop_uid=derived_sop_uid(key, info), index=i + 1)

@@ -68,6 +68,13 @@ def hu_to_stored(hu: np.ndarray, ds: Dataset, source_stored: np.ndarray | None =
     return out
 
 
+def stack_to_stored(out_hu: np.ndarray, source_hu: np.ndarray, datasets: Sequence[Dataset]) -> list[np.ndarray]:
+    """Stored values of each denoised slice through its source's rescale tags; pixels that held
+    the source's PixelPaddingValue keep it (the source's stored values are recovered from its HU)."""
+    return [hu_to_stored(out, ds, source_stored=hu_to_stored(src, ds))
+            for out, src, ds in zip(out_hu, source_hu, datasets, strict=True)]
+
+
 def derived_series_uid(source_series_uid: str, info: DerivedSeriesInfo) -> str:
     return derived_uid(source_series_uid, info.fingerprint, "series")
 

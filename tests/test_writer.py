@@ -7,7 +7,7 @@ import SimpleITK as sitk
 
 from pipeline.reader import DERIVED_MARKER, load_series, scan
 from pipeline.uids import is_valid_uid
-from pipeline.writer import DerivedSeriesInfo, hu_to_stored, stored_range, write_series
+from pipeline.writer import DerivedSeriesInfo, hu_to_stored, stack_to_stored, stored_range, write_series
 from tests.conftest import ct_dataset, sitk_series
 
 INFO = DerivedSeriesInfo(f"{DERIVED_MARKER} test: denoised by model X 1.0", "fingerprint-1")
@@ -29,7 +29,7 @@ def source(tmp_path, series_writer):
 def _write(series, tmp_path, hu):
     out = tmp_path / "out"
     out.mkdir(parents=True)
-    stored = [hu_to_stored(h, ds, source_stored=hu_to_stored(src, ds)) for h, src, ds in zip(hu, series.hu, series.datasets)]
+    stored = stack_to_stored(hu, series.hu, series.datasets)
     names = [f"{i:03d}.dcm" for i in range(len(series))]
     write_series(series.datasets, stored, out, INFO, names, now=dt.datetime(2026, 11, 24, 1, 2, 3))
     return out, [pydicom.dcmread(out / n) for n in names]
