@@ -2,7 +2,7 @@
 
     luigi --module tasks DenoiseStudy --study-dir STUDY_DIR --output-dir OUT [--local-scheduler]
     luigi --module tasks DenoiseArchive --archive-dir ARCHIVE --output-dir OUT [--workers N]
-    luigi --module tasks TrainModel --run-dir runs/NAME [--steps N] [--local-scheduler]
+    luigi --module tasks TrainModel --run-dir runs/NAME [--config models/configs/ct_denoiser.json] [--local-scheduler]
 
 Every default lives in ``luigi.cfg`` (sections ``[denoise]``, ``[selection]``, ``[qa_filters]``).
 """
@@ -18,7 +18,7 @@ import luigi
 import models
 from models.export import export
 from models.store import load_model
-from models.train import TrainConfig, train
+from models.train import load_config, train
 from pipeline.archive import study_folders, write_archive_report
 from pipeline.denoise import Denoiser
 from pipeline.errors import InputError
@@ -198,27 +198,32 @@ class DenoiseArchive(luigi.Task):
 
 class TrainModel(luigi.Task):
     """Train the denoiser (resuming from the run folder's checkpoint) on synthetic phantoms or on a
-    site's own CT folder (its slices as clean references, synthetic noise added), and write
+    site's own CT folder (its slices as references, synthetic noise added), and write
     ``<run_dir>/ct_denoiser.safetensors`` with its model card, ``train_log.csv`` and
-    ``loss_curve.png``. Point ``[denoise] model_path`` at the weights to use them."""
+    ``loss_curve.png``. Settings come from ``--config`` (a JSON file of training settings; the
+    shipped model's is ``models/configs/ct_denoiser.json``), or the defaults; the other parameters
+    override single settings. Point ``[denoise] model_path`` at the weights to use them."""
 
     run_dir = luigi.Parameter(description="run folder: checkpoint, train_log.csv, config.json, weights")
-    steps = luigi.IntParameter(default=TrainConfig.steps)
-    seed = luigi.IntParameter(default=TrainConfig.seed)
-    batch_size = luigi.IntParameter(default=TrainConfig.batch_size)
-    patch = luigi.IntParameter(default=TrainConfig.patch)
-    width = luigi.IntParameter(default=TrainConfig.width)
-    levels = luigi.IntParameter(default=TrainConfig.levels)
-    pool_size = luigi.IntParameter(default=TrainConfig.pool_size)
-    source = luigi.Parameter(default="synthetic",
-                             description="synthetic phantoms, or a folder of the site's own CT studies")
+    config = luigi.OptionalPathParameter(default=None, description="JSON file of training settings")
+    steps = luigi.OptionalIntParameter(default=None)
+    seed = luigi.OptionalIntParameter(default=None)
+    batch_size = luigi.OptionalIntParameter(default=None)
+    patch = luigi.OptionalIntParameter(default=None)
+    width = luigi.OptionalIntParameter(default=None)
+    levels = luigi.OptionalIntParameter(default=None)
+    pool_size = luigi.OptionalIntParameter(default=None)
+    source = luigi.OptionalParameter(default=None,
+                                     description="synthetic phantoms, or a folder of the site's own CT studies")
+    init_weights = luigi.OptionalParameter(default=None, description="start from these weights")
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(Path(self.run_dir) / "ct_denoiser.safetensors"))
 
     def run(self) -> None:
         _log_to_stderr()
-        cfg = TrainConfig(steps=self.steps, seed=self.seed, batch_size=self.batch_size, patch=self.patch,
-                          width=self.width, levels=self.levels, pool_size=self.pool_size, source=self.source)
+        cfg = load_config(self.config, steps=self.steps, seed=self.seed, batch_size=self.batch_size,
+                          patch=self.patch, width=self.width, levels=self.levels, pool_size=self.pool_size,
+                          source=self.source, init_weights=self.init_weights)
         train(cfg, Path(self.run_dir))
         export(cfg, Path(self.run_dir), Path(self.output().path))

@@ -3,10 +3,13 @@
     python bench/quality.py [--slices 3] [--sigmas 0.02 0.05 0.07 0.10] [--lowdose-i0 2e4] [--no-bm3d]
 
 Data: held-out synthetic 512x512 slices (seeds 960 000 + i, never used for training or for the
-filter sweep) and pydicom's real CT_small.dcm. Noise: Gaussian with sigma (fraction of the window
+filter sweep; all five regions, tissue texture and the scan's own noise kept in the reference, as in
+a real scan) and pydicom's real CT_small.dcm (one 128x128 slice with its own noise; ``--slices``
+noise realizations). Noise: Gaussian with sigma (fraction of the window
 [-1000, 1000] HU), and the low-dose CT model (Poisson photon noise on projections + FBP). Each
-classical filter uses its best-PSNR setting for that noise level, chosen on separate tuning slices
-(seeds 950 000 + i); BM3D is given the true noise sigma. Prints mean PSNR (dB) / SSIM per method
+classical filter uses its best-PSNR setting for that noise level and data set, chosen on separate
+tuning slices (seeds 950 000 + i) for the synthetic data and, generously, on CT_small itself with
+other noise seeds for CT_small; BM3D is given the true noise sigma. Prints mean PSNR (dB) / SSIM per method
 and CPU seconds per 512x512 slice.
 """
 from __future__ import annotations
@@ -27,11 +30,17 @@ from pipeline.denoise import Denoiser  # noqa: E402
 from pipeline.lowdose import low_dose_noise_hu  # noqa: E402
 from pipeline.metrics import psnr, ssim  # noqa: E402
 from pipeline.noise import add_gaussian_noise  # noqa: E402
+from pipeline.phantom import ALL_REGIONS  # noqa: E402
 from pipeline.reader import load_series, scan  # noqa: E402
 from pipeline.window import Window, hu_to_unit, unit_to_hu  # noqa: E402
 
 EVAL_SEED_BASE = 960_000
 W = Window()
+
+
+def synthetic_reference(seed: int) -> np.ndarray:
+    """A held-out synthetic slice in [0, 1] that looks like a real reference (texture, own noise)."""
+    return clean_slice(seed, W, ALL_REGIONS, native_noise_max_hu=30.0, texture_max_hu=20.0)
 
 
 def _ct_small() -> np.ndarray:
@@ -71,8 +80,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     denoiser = Denoiser(load_model(args.weights), "cpu", batch_size=4)
-    refs = [clean_slice(EVAL_SEED_BASE + i, W) for i in range(args.slices)]
-    tune_refs = [clean_slice(SWEEP_SEED_BASE + i, W) for i in range(args.tune_slices)]
+    refs = [synthetic_reference(EVAL_SEED_BASE + i) for i in range(args.slices)]
+    tune_refs = [synthetic_reference(SWEEP_SEED_BASE + i) for i in range(args.tune_slices)]
     small = _ct_small()
     levels = [f"{s:g}" for s in args.sigmas] + [f"lowdose@{i0:g}" for i0 in args.lowdose_i0]
     seconds: dict[str, list[float]] = {}
@@ -85,7 +94,8 @@ def main() -> None:
             seconds.setdefault(name, []).append(time.process_time() - t)
         return y
 
-    print(f"# window {W}; {args.slices} synthetic 512x512 slices + CT_small.dcm (128x128); PSNR dB / SSIM")
+    print(f"# window {W}; {args.slices} synthetic 512x512 slices + CT_small.dcm (128x128) x {args.slices} noise "
+          f"seeds; model {denoiser.loaded.name} {denoiser.loaded.card.get('version', '')}; PSNR dB / SSIM")
     header = ["noise", "data", "noisy", "autoencoder", "gaussian", "average", "median", "bilateral", "nlm"]
     if not args.no_bm3d:
         import bm3d
@@ -94,9 +104,9 @@ def main() -> None:
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for level in levels:
-        best = _tune(level, tune_refs)
-        tuned.append(f"{level}: " + ", ".join(f"{n} {best[n][0]}" for n in best))
-        for data_name, data in (("synthetic", refs), ("CT_small", [small])):
+        for data_name, data, tune_data in (("synthetic", refs, tune_refs), ("CT_small", [small] * args.slices, [small])):
+            best = _tune(level, tune_data)
+            tuned.append(f"{level} {data_name}: " + ", ".join(f"{n} {best[n][0]}" for n in best))
             scores: dict[str, list[tuple[float, float]]] = {}
             for i, ref in enumerate(data):
                 noisy, sigma = _noisy(ref, level, EVAL_SEED_BASE + i)
@@ -114,7 +124,7 @@ def main() -> None:
     print("\n| method | CPU s per 512x512 slice |\n|---|---|")
     for name, vals in seconds.items():
         print(f"| {name} | {np.mean(vals):.3f} |")
-    print("\n# best-PSNR filter parameters per noise level (tuning slices 950 000 + i):")
+    print("\n# best-PSNR filter parameters per noise level and data (tuning noise seeds 950 000 + i):")
     for line in tuned:
         print("#   " + line)
 

@@ -21,6 +21,7 @@ from .train import VAL_SEED_BASE, TrainConfig, build_model, validation_set
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "ct-denoise-unet"
+MODEL_VERSION = "2.0.0"
 
 
 @torch.inference_mode()
@@ -45,11 +46,52 @@ def measure(model: torch.nn.Module, cfg: TrainConfig, sigmas: tuple[float, ...] 
     return table
 
 
-def export(cfg: TrainConfig, run_dir: Path, weights: Path, version: str = "1.0.0") -> dict[str, Any]:
+def describe_training(cfg: TrainConfig) -> dict[str, str]:
+    """The model card's words for what ``cfg`` trains on: data, targets and noise."""
+    if cfg.source == "synthetic":
+        extras = ["random geometry", "PSF blur"]
+        if cfg.texture_max_hu > 0:
+            extras.append(f"tissue texture of std up to {cfg.texture_max_hu:g} HU")
+        if cfg.native_noise_max_hu > 0:
+            extras.append(f"the scan's own correlated noise of std up to {cfg.native_noise_max_hu:g} HU")
+        data = (f"synthetic anatomical CT slices from pipeline/phantom.py ({cfg.regions.replace(',', ', ')} phantoms; "
+                + ", ".join(extras) + "), seeds >= 1 000 000; no real patient data")
+    else:
+        data = f"CT slices of the site folder {Path(cfg.source).name!r} as references"
+    if cfg.native_noise_max_hu > 0:
+        kept = ("phantoms carrying their own acquired noise, as every real reference does, so the model removes "
+                "what was added and keeps the scan's own grain")
+    else:
+        kept = "noise-free phantoms" if cfg.source == "synthetic" else "the site's slices"
+    noise = f"Gaussian, sigma uniform in [{cfg.sigma_min}, {cfg.sigma_max}] of the window (blind)"
+    if cfg.lowdose_fraction > 0:
+        noise += (f"; for {cfg.lowdose_fraction:.0%} of the patches instead low-dose CT noise (Poisson photon noise on "
+                  "simulated projections, FBP; std uniform in the same range + 0.005)")
+    return {"data": data, "noise": noise,
+            "targets": f"the reference without the added noise ({kept}); input = clip(reference + noise, 0, 1)"}
+
+
+def export(cfg: TrainConfig, run_dir: Path, weights: Path, version: str = MODEL_VERSION,
+           command: str | None = None) -> dict[str, Any]:
     model = build_model(cfg)
     opt = torch.optim.Adam(model.parameters())
     meta = load_checkpoint(run_dir / "checkpoint.safetensors", model, opt)
     log_rows = list(csv.DictReader(open(run_dir / "train_log.csv")))
+    training: dict[str, Any] = describe_training(cfg)
+    training.update({
+        "steps": int(meta["step"]), "batch_size": cfg.batch_size, "patch": cfg.patch,
+        "loss": "MSE", "optimizer": f"Adam, lr {cfg.lr} cosine to {cfg.lr_min}, {min(200, cfg.steps // 10)} warm-up steps",
+        "seed": cfg.seed, "cpu_seconds": round(float(meta["elapsed_s"]), 1),
+        "final_logged_loss": float(log_rows[-1]["loss"]) if log_rows else None,
+        "config": dataclasses.asdict(cfg),
+        "command": command or f"python -m models.train --run-dir {run_dir.name} --steps {cfg.steps} --threads 2",
+    })
+    if cfg.init_weights:
+        from .store import load_model
+
+        start = load_model(cfg.init_weights)
+        training["initialised_from"] = {"weights": cfg.init_weights, "sha256": start.sha256,
+                                        "version": start.card.get("version")}
     card = {
         "name": MODEL_NAME,
         "version": version,
@@ -58,22 +100,10 @@ def export(cfg: TrainConfig, run_dir: Path, weights: Path, version: str = "1.0.0
                                         "transposed-convolution upsampling, additive skips, predicts the noise"},
         "input": "(batch, 1, H, W) float32, HU normalized through the window and clipped to [0, 1]",
         "window_hu": [cfg.window_low, cfg.window_high],
-        "training": {
-            "data": ("synthetic anatomical CT slices from pipeline/phantom.py (chest and abdomen phantoms, "
-                     "random geometry, PSF blur), seeds >= 1 000 000; no real patient data")
-            if cfg.source == "synthetic" else f"CT slices of the site folder {Path(cfg.source).name!r} as clean references",
-            "targets": "clean (noise-free) slices; input = clip(clean + sigma * N(0, 1), 0, 1)",
-            "noise": f"Gaussian, sigma uniform in [{cfg.sigma_min}, {cfg.sigma_max}] of the window (blind)",
-            "steps": int(meta["step"]), "batch_size": cfg.batch_size, "patch": cfg.patch,
-            "loss": "MSE", "optimizer": f"Adam, lr {cfg.lr} cosine to {cfg.lr_min}, {min(200, cfg.steps // 10)} warm-up steps",
-            "seed": cfg.seed, "cpu_seconds": round(float(meta["elapsed_s"]), 1),
-            "final_logged_loss": float(log_rows[-1]["loss"]) if log_rows else None,
-            "config": dataclasses.asdict(cfg),
-            "command": f"python -m models.train --run-dir {run_dir.name} --steps {cfg.steps} --threads 2",
-        },
+        "training": training,
         "evaluation": {
-            "data": f"{cfg.val_slices} held-out synthetic 512x512 slices (seeds 900 000 + i), "
-                    "noise seeded 900 000 + i, PSNR data range 1 in the window",
+            "data": f"{cfg.val_slices} held-out synthetic 512x512 slices (seeds 900 000 + i, drawn like the training "
+                    "references), noise seeded 900 000 + i, PSNR data range 1 in the window",
             "filters": dataclasses.asdict(FilterParams()),
             "by_sigma": measure(model, cfg),
         },

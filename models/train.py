@@ -5,9 +5,10 @@ Seeds are split so that training never sees an evaluation image:
   * the validation slices here use seeds 900 000 + i;
   * training phantoms use seeds from 1 000 000 upwards.
 
-Run it with ``python -m models.train --run-dir runs/ct_denoiser --steps 20000`` (resumes from the
-run folder's checkpoint when there is one), then ``python -m models.train --run-dir ... --export
-models/weights/ct_denoiser.safetensors`` to write the weights and the model card.
+The shipped weights come from ``python -m models.train --config models/configs/ct_denoiser.json
+--run-dir runs/ct_denoiser --threads 2`` (resumes from the run folder's checkpoint when there is
+one), then the same with ``--export models/weights/ct_denoiser.safetensors``, which writes the
+weights and the model card; ``luigi --module tasks TrainModel --config ...`` does both.
 """
 from __future__ import annotations
 
@@ -17,19 +18,22 @@ import dataclasses
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from pipeline.lowdose import low_dose_noise_hu
 from pipeline.metrics import psnr
 from pipeline.noise import add_gaussian_noise
 from pipeline.phantom import REGIONS, Phantom, acquire
-from pipeline.window import Window, hu_to_unit
+from pipeline.window import Window, hu_to_unit, unit_to_hu
 
 from .autoencoder import DenoisingAutoencoder, count_parameters
 from .store import load_checkpoint, save_checkpoint
@@ -67,24 +71,53 @@ class TrainConfig:
     # start a new run from these weights (e.g. the shipped ones, to continue training in a later
     # session without its optimizer state); ignored when the run folder has a checkpoint
     init_weights: str = ""
+    # training references like real scans (0 = the clean phantoms of the first model):
+    regions: str = "chest,abdomen"  # phantom regions, comma-separated (pipeline.phantom.ALL_REGIONS)
+    native_noise_max_hu: float = 0.0  # the reference keeps acquired noise: std uniform in [0, max] HU
+    texture_max_hu: float = 0.0  # tissue heterogeneity: std uniform in [0, max] HU, 1.5-4 px grain
+    # share of patches whose added noise is low-dose CT noise (Poisson on projections + FBP, its
+    # std uniform in [sigma_min, sigma_max] + 0.005) instead of white Gaussian noise
+    lowdose_fraction: float = 0.0
 
     @property
     def window(self) -> Window:
         return Window(self.window_low, self.window_high)
 
 
-def clean_slice(seed: int, window: Window) -> np.ndarray:
-    """One clean training/validation slice in [0, 1]: random region, position, pixel size and PSF."""
+def clean_slice(seed: int, window: Window, regions: tuple[str, ...] = REGIONS, native_noise_max_hu: float = 0.0,
+                texture_max_hu: float = 0.0) -> np.ndarray:
+    """One training/validation reference slice (512, 512) in [0, 1]: random region, position,
+    pixel size and PSF. With the defaults it is noise-free; ``texture_max_hu`` adds tissue
+    heterogeneity (a smooth random field inside the body) and ``native_noise_max_hu`` the slightly
+    correlated quantum noise every real reference carries, each with a random std up to the max."""
     rng = np.random.default_rng(seed)
-    region = REGIONS[int(rng.integers(len(REGIONS)))]
+    region = regions[int(rng.integers(len(regions)))]
     phantom = Phantom(seed, region)
     hu = phantom.slice_hu(float(rng.uniform(-150, 150)), 512, float(rng.uniform(0.6, 0.95)))
-    hu = acquire(hu, rng, psf_sigma_px=float(rng.uniform(0.4, 1.3)), noise_hu=0.0)
+    psf = float(rng.uniform(0.4, 1.3))
+    if texture_max_hu > 0:
+        grain = _field(rng, hu.shape[0], float(rng.uniform(1.5, 4.0)))
+        hu = hu + np.where(hu > -950, float(rng.uniform(0, texture_max_hu)) * grain, 0).astype(np.float32)
+    native = float(rng.uniform(0, native_noise_max_hu)) if native_noise_max_hu > 0 else 0.0
+    hu = acquire(hu, rng, psf_sigma_px=psf, noise_hu=0.0)
+    if native > 0:
+        hu = hu + native * _field(rng, hu.shape[0], float(rng.uniform(0.4, 1.2)))
     return hu_to_unit(hu, window, clip=True)
 
 
+def _field(rng: np.random.Generator, size: int, grain_px: float) -> np.ndarray:
+    """Zero-mean, unit-std white noise blurred with a Gaussian of ``grain_px`` pixels, (size, size)."""
+    f = cv2.GaussianBlur(rng.standard_normal((size, size), dtype=np.float32), (0, 0), grain_px)
+    return f / max(float(f.std()), 1e-6)
+
+
+def reference_slice(seed: int, cfg: TrainConfig) -> np.ndarray:
+    """A reference slice drawn the way ``cfg`` draws its training data."""
+    return clean_slice(seed, cfg.window, tuple(cfg.regions.split(",")), cfg.native_noise_max_hu, cfg.texture_max_hu)
+
+
 def validation_set(cfg: TrainConfig) -> list[np.ndarray]:
-    return [clean_slice(VAL_SEED_BASE + i, cfg.window) for i in range(cfg.val_slices)]
+    return [reference_slice(VAL_SEED_BASE + i, cfg) for i in range(cfg.val_slices)]
 
 
 @torch.inference_mode()
@@ -139,7 +172,7 @@ class PatchStream:
             return
         if gen != self._generation:
             base = TRAIN_SEED_BASE + (self.cfg.seed * 1000 + gen) * self.cfg.pool_size
-            self._pool = [clean_slice(base + i, self.cfg.window) for i in range(self.cfg.pool_size)]
+            self._pool = [reference_slice(base + i, self.cfg) for i in range(self.cfg.pool_size)]
             self._generation = gen
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,6 +180,7 @@ class PatchStream:
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, step])
         clean = np.empty((cfg.batch_size, 1, cfg.patch, cfg.patch), np.float32)
+        lowdose = np.zeros_like(clean)
         for b in range(cfg.batch_size):
             for _ in range(10):  # mostly skip patches of empty air
                 img = self._pool[int(rng.integers(len(self._pool)))]
@@ -154,13 +188,28 @@ class PatchStream:
                 crop = img[r:r + cfg.patch, c:c + cfg.patch]
                 if crop.std() > 0.01 or rng.random() < 0.1:
                     break
-            crop = np.rot90(crop, int(rng.integers(4)))
-            if rng.random() < 0.5:
+            k, flip = int(rng.integers(4)), rng.random() < 0.5
+            crop = np.rot90(crop, k)
+            if flip:
                 crop = crop[:, ::-1]
             clean[b, 0] = crop
+            if cfg.lowdose_fraction > 0 and rng.random() < cfg.lowdose_fraction:
+                level = rng.uniform(cfg.sigma_min, cfg.sigma_max) + 0.005
+                noise = np.rot90(_lowdose_patch(img, r, c, cfg, int(rng.integers(2**31))), k)
+                lowdose[b, 0] = level * (noise[:, ::-1] if flip else noise)
         sigma = rng.uniform(cfg.sigma_min, cfg.sigma_max, size=(cfg.batch_size, 1, 1, 1)).astype(np.float32)
-        noisy = np.clip(clean + sigma * rng.standard_normal(clean.shape, dtype=np.float32), 0, 1)
+        sigma[np.abs(lowdose).max(axis=(1, 2, 3)) > 0] = 0.0
+        noisy = np.clip(clean + lowdose + sigma * rng.standard_normal(clean.shape, dtype=np.float32), 0, 1)
         return torch.from_numpy(noisy), torch.from_numpy(clean)
+
+
+def _lowdose_patch(img: np.ndarray, r: int, c: int, cfg: TrainConfig, seed: int) -> np.ndarray:
+    """Unit-std low-dose CT noise for the patch of ``img`` at (r, c): simulated on a margin around
+    it (the reconstruction circle of the simulation covers the whole patch), normalized to std 1."""
+    m = int(math.ceil(cfg.patch * 0.25)) + 2
+    big = np.pad(img, m, mode="reflect")[r:r + cfg.patch + 2 * m, c:c + cfg.patch + 2 * m]
+    noise = low_dose_noise_hu(unit_to_hu(big, cfg.window), 0.75, 1e5, seed)[m:m + cfg.patch, m:m + cfg.patch]
+    return noise / max(float(noise.std()), 1e-6)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -279,23 +328,42 @@ def plot_curves(log_csv: Path, png: Path) -> None:
     plt.close(fig)
 
 
+def load_config(path: Path | str | None = None, **overrides: Any) -> TrainConfig:
+    """A :class:`TrainConfig` from a JSON file of its fields (``None``: the defaults), with
+    ``overrides`` (fields whose value is not ``None``) applied on top. Unknown fields are an error."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values: dict[str, Any] = {}
+    if path:
+        values = json.loads(Path(path).read_text())
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ValueError(f"{path}: unknown training settings {unknown}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**values)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run-dir", type=Path, required=True)
+    p.add_argument("--config", type=Path, default=None,
+                   help="JSON file of training settings (e.g. models/configs/ct_denoiser.json); flags override it")
     p.add_argument("--export", type=Path, help="write weights + model card from the run's checkpoint")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
     for f in dataclasses.fields(TrainConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None,
+                       help=f"default {f.default!r}")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    cfg = load_config(args.config, **{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     if args.export:
         from .export import export
 
-        export(cfg, args.run_dir, args.export)
+        given = list(sys.argv[1:] if argv is None else argv)
+        at = given.index("--export")
+        export(cfg, args.run_dir, args.export, command=" ".join(["python -m models.train", *given[:at], *given[at + 2:]]))
         return
     last = train(cfg, args.run_dir, max_seconds=args.max_minutes * 60 if args.max_minutes else None)
     log.info("finished: %s (%d parameters)", last, count_parameters(build_model(cfg)))

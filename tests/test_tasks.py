@@ -109,3 +109,20 @@ def test_train_model_task_writes_loadable_weights_and_card(tmp_path):
     loaded = load_model(task.output().path)
     assert loaded.card["training"]["steps"] == 4 and loaded.model.config["width"] == 4
     assert set(loaded.card["evaluation"]["by_sigma"]) == {"0.02", "0.05", "0.07", "0.1"}
+
+
+def test_train_model_task_takes_its_settings_from_a_config_file(tmp_path):
+    import json
+
+    from models.store import load_model
+
+    cfg = {"steps": 3, "batch_size": 2, "patch": 32, "width": 4, "levels": 1, "convs_per_level": 1,
+           "pool_size": 2, "val_slices": 1, "regions": "head,neck", "native_noise_max_hu": 20.0,
+           "lowdose_fraction": 0.5}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    task = tasks.TrainModel(run_dir=str(tmp_path / "run"), config=str(tmp_path / "cfg.json"), seed=4)
+    assert _build(task).status == LuigiStatusCode.SUCCESS
+    card = load_model(task.output().path).card
+    assert {k: card["training"]["config"][k] for k in cfg} == cfg and card["training"]["config"]["seed"] == 4
+    assert "head, neck phantoms" in card["training"]["data"] and "20 HU" in card["training"]["data"]
+    assert "low-dose CT noise" in card["training"]["noise"]

@@ -1,0 +1,92 @@
+"""Training data of the denoiser: references that look like scans, and the noise added to them."""
+import json
+
+import numpy as np
+import pytest
+
+from models.train import PatchStream, TrainConfig, clean_slice, load_config, reference_slice
+from pipeline.phantom import ALL_REGIONS
+from pipeline.window import Window
+
+W = Window()
+TINY_POOL = dict(batch_size=32, patch=48, pool_size=3, pool_refresh=1000)
+
+
+def _hu(unit: np.ndarray) -> np.ndarray:
+    return unit.astype(np.float64) * W.width + W.low
+
+
+def test_realistic_references_carry_their_own_noise_at_a_drawn_level():
+    levels = []
+    for seed in range(200, 216):
+        plain = _hu(clean_slice(seed, W, ALL_REGIONS))
+        noisy = _hu(clean_slice(seed, W, ALL_REGIONS, native_noise_max_hu=30.0))
+        body = (plain > -900) & (plain < 900)  # away from the window's clipping edges
+        levels.append(float((noisy - plain)[body].std()))
+    assert max(levels) <= 30.5 and min(levels) < 10 < 20 < max(levels)  # std uniform in [0, 30] HU
+    assert float(np.mean(levels)) == pytest.approx(15.0, abs=5.0)
+    np.testing.assert_array_equal(reference_slice(5, TrainConfig(native_noise_max_hu=30.0)),
+                                  reference_slice(5, TrainConfig(native_noise_max_hu=30.0)))  # seeded
+
+
+def test_texture_adds_heterogeneity_inside_the_body_only():
+    plain = _hu(clean_slice(77, W))
+    textured = _hu(clean_slice(77, W, texture_max_hu=40.0))
+    changed = np.abs(textured - plain) > 1.0
+    assert changed.mean() > 0.02
+    assert changed[plain < -995].mean() < 0.01  # air stays air (but for the PSF-blurred body edge)
+
+
+def test_regions_setting_draws_only_the_listed_regions():
+    def lung_fraction(region: str, seed: int) -> float:
+        hu = _hu(reference_slice(seed, TrainConfig(regions=region)))
+        return float(((hu > -900) & (hu < -700)).mean())
+
+    assert all(lung_fraction("chest", s) > 0.04 for s in range(3))
+    assert all(lung_fraction("head,neck", s) < 0.02 for s in range(3))
+
+
+def _lag1_correlation(noise: np.ndarray) -> float:
+    a, b = noise[:, :, :, 1:].ravel(), noise[:, :, :, :-1].ravel()
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def test_gaussian_training_noise_is_white_with_the_drawn_sigma():
+    stream = PatchStream(TrainConfig(sigma_min=0.05, sigma_max=0.05, **TINY_POOL))
+    noisy, clean = stream.batch(0)
+    inside = (clean > 0.2) & (clean < 0.8)  # no clipping at the window's edges
+    noise = (noisy - clean).numpy()
+    assert float(noise[inside.numpy()].std()) == pytest.approx(0.05, rel=0.05)
+    assert abs(_lag1_correlation(noise)) < 0.1
+
+
+def test_low_dose_training_noise_is_correlated_with_the_drawn_level():
+    cfg = TrainConfig(sigma_min=0.04, sigma_max=0.04, lowdose_fraction=1.0, **TINY_POOL)
+    noisy, clean = PatchStream(cfg).batch(0)
+    noise = (noisy - clean).numpy()
+    inside = ((clean > 0.2) & (clean < 0.8)).numpy()
+    assert float(noise[inside].std()) == pytest.approx(0.045, rel=0.15)  # level + 0.005, std 1 per patch
+    assert abs(_lag1_correlation(noise) - _lag1_correlation(np.random.default_rng(0).standard_normal(noise.shape))) > 0.1
+    again, _ = PatchStream(cfg).batch(0)
+    np.testing.assert_array_equal(noisy.numpy(), again.numpy())  # a batch depends on (seed, step) only
+
+
+def test_low_dose_share_follows_the_setting():
+    cfg = TrainConfig(sigma_min=0.03, sigma_max=0.1, lowdose_fraction=0.25, **dict(TINY_POOL, batch_size=64))
+    noisy, clean = PatchStream(cfg).batch(3)
+    noise = (noisy - clean).numpy()
+    # neighbouring pixels of FBP noise correlate (about 0.15 here), those of white noise do not
+    corr = np.array([np.corrcoef(n[0, :, 1:].ravel(), n[0, :, :-1].ravel())[0, 1] for n in noise])
+    assert 0.1 < float((corr > 0.09).mean()) < 0.45
+
+
+def test_config_file_with_overrides_and_unknown_settings(tmp_path):
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"steps": 77, "regions": "head,neck", "native_noise_max_hu": 12.0}))
+    cfg = load_config(path, steps=None, seed=9)
+    assert (cfg.steps, cfg.regions, cfg.native_noise_max_hu, cfg.seed) == (77, "head,neck", 12.0, 9)
+    assert load_config(path, steps=5).steps == 5
+    assert load_config().steps == TrainConfig().steps
+    path.write_text(json.dumps({"stepz": 1}))
+    with pytest.raises(ValueError, match="unknown training settings.*stepz"):
+        load_config(path)
