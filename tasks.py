@@ -50,6 +50,10 @@ class denoise(luigi.Config):  # noqa: N801 - section name in luigi.cfg
     series_description_suffix = luigi.Parameter(default="DENOISED")
     series_number_offset = luigi.IntParameter(default=1000)
     progress = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
+    qa_every = luigi.IntParameter(default=8, description="QA scores every k-th slice of a series (0: no QA)")
+    io_workers = luigi.IntParameter(default=2, description="threads decoding/writing DICOM beside the model")
+    chunk_slices = luigi.IntParameter(default=32, description="slices per streamed chunk")
+    prefetch_chunks = luigi.IntParameter(default=2, description="chunks read ahead / waiting to be written")
 
 
 class qa_filters(luigi.Config):  # noqa: N801
@@ -103,7 +107,8 @@ def settings_from_config() -> Settings:
         selection=selection_from_config(),
         series_folder=c.series_folder, file_name=c.file_name,
         series_description_suffix=" " + c.series_description_suffix.strip(),
-        series_number_offset=c.series_number_offset, progress=c.progress)
+        series_number_offset=c.series_number_offset, progress=c.progress, qa_every=c.qa_every,
+        io_workers=c.io_workers, chunk_slices=c.chunk_slices, prefetch_chunks=c.prefetch_chunks)
 
 
 class DenoiseStudy(luigi.Task):

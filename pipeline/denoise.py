@@ -57,6 +57,8 @@ class Denoiser:
         out = np.empty_like(images, dtype=np.float32)
         for start in range(0, len(images), self.batch_size):
             chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + self.batch_size], dtype=np.float32))
+            if self.device.type == "cuda":
+                chunk = chunk.pin_memory()  # page-locked: the copy below overlaps with queued GPU work
             x = chunk[:, None].to(self.device, non_blocking=True)
             with self._autocast():
                 y = self.model(x)

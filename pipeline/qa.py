@@ -45,15 +45,16 @@ class MethodSummary:
 
 
 def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray, window: Window, noise: NoiseModel | float,
-              model_fn: Callable[[np.ndarray], np.ndarray], filters: FilterParams, pixel_mm: float = 0.75
-              ) -> tuple[list[MethodSummary], list[SliceScore]]:
+              model_fn: Callable[[np.ndarray], np.ndarray], filters: FilterParams, pixel_mm: float = 0.75,
+              indices: Sequence[int] | None = None) -> tuple[list[MethodSummary], list[SliceScore]]:
     """Score every method on every slice of ``hu`` ((N, H, W) float32 HU).
 
     ``noise`` is a :class:`NoiseModel` or a Gaussian sigma; ``pixel_mm`` (the pixel spacing) scales
     the low-dose model. ``slice_ids`` name each slice (its SOPInstanceUID, ``uid/n`` for frame n of a multi-frame
     image) and seed its noise. ``model_fn`` maps (N, H, W) float32 in [0, 1] to the model's output
-    (batched by the caller).
+    (batched by the caller). ``indices`` are the slices' positions in their stack (default 0..N-1).
     """
+    positions = list(range(len(hu))) if indices is None else list(indices)
     noise = noise if isinstance(noise, NoiseModel) else NoiseModel("gaussian", float(noise))
     reference = hu_to_unit(hu, window, clip=True)
     noisy = np.stack([noise.noisy(ref, h, window.width, pixel_mm, seed_from_uid(uid))
@@ -67,7 +68,7 @@ def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray, window:
         result = np.clip(funcs[method](noisy), 0.0, 1.0)
         seconds = time.perf_counter() - t0
         rows = [SliceScore(series_uid, uid, i, method, psnr(ref, res), ssim(ref, res))
-                for i, (uid, ref, res) in enumerate(zip(slice_ids, reference, result))]
+                for i, uid, ref, res in zip(positions, slice_ids, reference, result, strict=True)]
         scores.extend(rows)
         ps = [r.psnr for r in rows]
         summaries.append(MethodSummary(series_uid, method, len(rows), _mean(ps), min(ps),

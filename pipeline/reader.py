@@ -23,7 +23,8 @@ from .selection import DERIVED_MARKER
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DERIVED_MARKER", "ScanResult", "Series", "SeriesRef", "Skipped", "StudyScan", "load_series", "scan", "to_hu"]
+__all__ = ["DERIVED_MARKER", "ScanResult", "Series", "SeriesPlan", "SeriesRef", "Skipped", "StudyScan", "load_series",
+           "plan_series", "scan", "to_hu"]
 
 
 @dataclass
@@ -115,32 +116,48 @@ def _spacing(ds: Dataset) -> tuple[float, ...]:
 
 @dataclass
 class _Slice:
-    header: Dataset  # classic CT header (per frame for enhanced sources)
+    header: Dataset  # classic CT header (per frame for enhanced sources), without pixel data
     path: Path
     frame: int | None  # 0-based frame of an enhanced source, None for single-frame images
-    hu: np.ndarray
+    shape: tuple[int, int]
     position: float = 0.0
 
 
-def _read_slices(path: Path) -> list[_Slice]:
-    ds = read_dicom(path, headers_only=False)
+def _matrix(ds: Dataset, path: Path) -> tuple[int, int]:
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except (AttributeError, TypeError, ValueError):
+        raise InputError(path, "Rows/Columns missing or not numbers") from None
+    if rows < 1 or cols < 1:
+        raise InputError(path, f"matrix {rows}x{cols} is empty")
+    return rows, cols
+
+
+def _read_headers(path: Path) -> list[_Slice]:
+    """The slices of one file, from its header alone (pixel data is decoded later, in chunks)."""
+    ds = read_dicom(path, headers_only=True)
     try:
         for _ in ds.iterall():  # convert every element now, so a malformed one is blamed on this file
             pass
-        stored = decode_stored(ds, path)
+        shape = _matrix(ds, path)
         if is_enhanced(ds):
-            out = []
-            for k in range(stored.shape[0]):
-                header = frame_header(ds, k, path)
-                out.append(_Slice(header, path, k, stored_to_hu(stored[k], header, path)))
-        else:
-            out = [_Slice(ds, path, None, stored_to_hu(stored[0], ds, path))]
-        if "PixelData" in ds:
-            del ds.PixelData  # headers are kept for writing; the pixels live in ``hu``
-        return out
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            return [_Slice(frame_header(ds, k, path), path, k, shape) for k in range(frames)]
+        return [_Slice(ds, path, None, shape)]
     except InputError:
         raise
     except Exception as exc:  # a malformed element met while reading values
+        raise InputError(path, f"malformed DICOM ({type(exc).__name__}: {exc})") from None
+
+
+def _decode_file(path: Path) -> np.ndarray:
+    """Stored values of every frame of ``path``: (frames, rows, columns)."""
+    ds = read_dicom(path, headers_only=False)
+    try:
+        return decode_stored(ds, path)
+    except InputError:
+        raise
+    except Exception as exc:
         raise InputError(path, f"malformed DICOM ({type(exc).__name__}: {exc})") from None
 
 
@@ -188,8 +205,44 @@ def _name(s: _Slice) -> str:
     return s.path.name if s.frame is None else f"{s.path.name} frame {s.frame + 1}"
 
 
-def load_series(ref: SeriesRef) -> Series:
-    """Read a stack and order it by ImagePositionPatient projected on the slice normal.
+@dataclass
+class SeriesPlan:
+    """An ordered stack whose headers are read and checked but whose pixels are not decoded yet:
+    :meth:`read` decodes any run of slices, so a long series streams through in chunks."""
+
+    study_uid: str
+    series_uid: str
+    datasets: list[Dataset]
+    paths: list[Path]
+    frames: list[int | None]
+    shape: tuple[int, int]
+    warnings: list[str] = field(default_factory=list)
+    dropped: list[Skipped] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.datasets)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Slices ``start:stop`` in HU, (n, rows, columns) float32. A multi-frame file is decoded
+        once for consecutive frames of it."""
+        out = np.empty((stop - start, *self.shape), np.float32)
+        cached: tuple[Path, np.ndarray] | None = None
+        for i in range(start, stop):
+            path, frame = self.paths[i], self.frames[i]
+            if cached is None or cached[0] != path:
+                cached = (path, _decode_file(path))
+            stored = cached[1][frame or 0] if cached[1].shape[0] > (frame or 0) else None
+            if stored is None:
+                raise InputError(path, f"frame {(frame or 0) + 1} missing from the pixel data")
+            if stored.shape != self.shape:
+                raise InputError(path, f"pixel data of {stored.shape[0]}x{stored.shape[1]} does not match the "
+                                       f"series' {self.shape[0]}x{self.shape[1]}")
+            out[i - start] = stored_to_hu(stored, self.datasets[i], path)
+        return out
+
+
+def plan_series(ref: SeriesRef) -> SeriesPlan:
+    """Read the headers of a stack and order it by ImagePositionPatient projected on the slice normal.
 
     Enhanced CT files contribute one slice per frame, with each frame's own geometry and rescale.
     Falls back to InstanceNumber (with a warning) when no slice has position and orientation; a
@@ -199,13 +252,13 @@ def load_series(ref: SeriesRef) -> Series:
     """
     if ref.error:
         raise InputError(ref.error.path, ref.error.reason)
-    slices = [s for f in ref.files for s in _read_slices(f.path)]
+    slices = [s for f in ref.files for s in _read_headers(f.path)]
     # the most common matrix and spacing define the series; a file that differs is named
-    matrix = Counter(s.hu.shape for s in slices).most_common(1)[0][0]
+    matrix = Counter(s.shape for s in slices).most_common(1)[0][0]
     spacing = Counter(_spacing(s.header) for s in slices).most_common(1)[0][0]
     for s in slices:
-        if s.hu.shape != matrix:
-            raise InputError(s.path, f"matrix {s.hu.shape[0]}x{s.hu.shape[1]} differs from {matrix[0]}x{matrix[1]} in the same series")
+        if s.shape != matrix:
+            raise InputError(s.path, f"matrix {s.shape[0]}x{s.shape[1]} differs from {matrix[0]}x{matrix[1]} in the same series")
         if _spacing(s.header) != spacing:
             raise InputError(s.path, f"PixelSpacing {list(_spacing(s.header))} differs from {list(spacing)} in the same series")
     warnings: list[str] = []
@@ -216,5 +269,13 @@ def load_series(ref: SeriesRef) -> Series:
     left_out = [Skipped(str(d.path), f"duplicate position {d.position} mm: an instance with a higher "
                         "AcquisitionNumber/InstanceNumber was kept", ref.series_uid, ref.study_uid, "dropped")
                 for d in dropped]
-    return Series(ref.study_uid, ref.series_uid, [s.header for s in kept], [s.path for s in kept],
-                  np.stack([s.hu for s in kept]), warnings, [s.frame for s in kept], left_out)
+    return SeriesPlan(ref.study_uid, ref.series_uid, [s.header for s in kept], [s.path for s in kept],
+                      [s.frame for s in kept], matrix, warnings, left_out)
+
+
+def load_series(ref: SeriesRef) -> Series:
+    """:func:`plan_series` and every slice decoded: the whole stack in memory (short series, tests,
+    training; the pipeline streams with :meth:`SeriesPlan.read`)."""
+    plan = plan_series(ref)
+    return Series(plan.study_uid, plan.series_uid, plan.datasets, plan.paths, plan.read(0, len(plan)),
+                  plan.warnings, plan.frames, plan.dropped)

@@ -36,6 +36,10 @@ class Settings:
     series_description_suffix: str = " DENOISED"
     series_number_offset: int = 1000
     progress: bool = True
+    qa_every: int = 8  # QA scores every k-th slice of a series (0: no QA)
+    io_workers: int = 2  # threads that decode and write DICOM while the model runs
+    chunk_slices: int = 32  # slices per streamed chunk (memory: a few chunks per series)
+    prefetch_chunks: int = 2  # chunks decoded ahead of the model and waiting to be written
 
     def __post_init__(self) -> None:
         if not 0 <= self.qa_sigma <= 1:
@@ -46,6 +50,11 @@ class Settings:
             raise ConfigError(f"qa noise: {exc}") from None
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.qa_every < 0:
+            raise ConfigError(f"qa_every must be >= 0 (0: no QA), got {self.qa_every}")
+        for name in ("io_workers", "chunk_slices", "prefetch_chunks"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name, (allowed, unique) in _TEMPLATE_FIELDS.items():
             tmpl = getattr(self, name)
             used = set(re.findall(r"{(\w*)", tmpl))

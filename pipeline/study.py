@@ -4,8 +4,8 @@ Output layout (``<output_dir>/<StudyInstanceUID>/``, renamed into place only whe
 
     <derived SeriesInstanceUID>/00001_<SOPInstanceUID>.dcm ...   one folder per derived series
     <derived SeriesInstanceUID>/provenance.json
-    qa_report.csv      one row per source series x method
-    qa_slices.csv      one row per slice x method
+    qa_report.csv      one row per source series x method (on the sampled slices, see qa_sample)
+    qa_slices.csv      one row per sampled slice x method
     skipped.csv        files and series that were not denoised, with the reason
     provenance.json
 
@@ -13,15 +13,19 @@ A folder that holds several studies gives one such output folder per study.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import math
 import shutil
 import time
+from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from . import __version__
@@ -30,7 +34,7 @@ from .denoise import Denoiser
 from .errors import InputError
 from .provenance import provenance
 from .qa import MethodSummary, SliceScore, qa_series
-from .reader import DERIVED_MARKER, ScanResult, SeriesRef, Skipped, StudyScan, load_series
+from .reader import DERIVED_MARKER, ScanResult, SeriesRef, Skipped, StudyScan, plan_series
 from .settings import Settings
 from .uids import path_safe_uid
 from .writer import DerivedSeriesInfo, derived_series_uid, derived_sop_uid, source_key, stack_to_stored, write_series
@@ -102,34 +106,71 @@ def _fmt(x: float, nd: int = 4) -> str:
     return "inf" if math.isinf(x) else f"{x:.{nd}f}"
 
 
+def qa_sample(n: int, every: int) -> list[int]:
+    """Stack positions the QA report scores: every ``every``-th slice, each centred in its run of
+    ``every`` slices; the middle slice of a series shorter than that; none when ``every`` is 0."""
+    if every <= 0 or n == 0:
+        return []
+    return list(range(every // 2, n, every)) if n >= every else [n // 2]
+
+
+def _cancel(futures: Iterable[Future]) -> None:
+    for f in futures:
+        f.cancel()
+
+
 def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Denoiser,
                     info: DerivedSeriesInfo) -> tuple[SeriesOutcome, list[SliceScore]]:
-    if ref.error:
-        raise InputError(ref.error.path, ref.error.reason)
-    series = load_series(ref)
+    """Stream one series through the model in chunks of slices: while the model works on a chunk,
+    an I/O thread pool decodes the next ones and writes the previous ones, so memory stays bounded
+    by a few chunks whatever the length of the series."""
+    plan = plan_series(ref)
     derived_uid = derived_series_uid(ref.key, info)
-    number = int(series.datasets[0].get("SeriesNumber", 0) or 0) + settings.series_number_offset
+    number = int(plan.datasets[0].get("SeriesNumber", 0) or 0) + settings.series_number_offset
     folder = tmp / settings.series_folder.format(series_uid=derived_uid, source_series_uid=ref.series_uid,
                                                  series_number=number)
     folder.mkdir()
-    with tqdm(total=len(series), desc=f"denoise {ref.series_uid[-16:]}", unit="slice",
-              disable=not settings.progress, leave=False) as bar:
-        out_hu = denoiser.denoise_hu(series.hu, settings.window, on_batch=bar.update)
-    stored = stack_to_stored(out_hu, series.hu, series.datasets)
-    keys = [source_key(ds, frame) for ds, frame in zip(series.datasets, series.frames)]
+    keys = [source_key(ds, frame) for ds, frame in zip(plan.datasets, plan.frames)]
     names = [settings.file_name.format(series_uid=derived_uid, source_series_uid=ref.series_uid, series_number=number,
                                        sop_uid=derived_sop_uid(key, info), index=i + 1)
              for i, key in enumerate(keys)]
-    write_series(series.datasets, stored, folder, info, names, derived_uid, frames=series.frames)
-    pixel_mm = float((series.datasets[0].get("PixelSpacing") or [0.75])[0])
-    summaries, scores = qa_series(ref.series_uid, keys, series.hu, settings.window, settings.noise_model,
-                                  denoiser.denoise_unit, settings.filters, pixel_mm)
+    n, step = len(plan), settings.chunk_slices
+    bounds = [(a, min(a + step, n)) for a in range(0, n, step)]
+    sample = qa_sample(n, settings.qa_every)
+    qa_hu: dict[int, np.ndarray] = {}
+    now = dt.datetime.now()  # one content date/time for the whole series
+    with ThreadPoolExecutor(settings.io_workers, thread_name_prefix="dicom-io") as pool, \
+            tqdm(total=n, desc=f"denoise {ref.series_uid[-16:]}", unit="slice", disable=not settings.progress,
+                 leave=False) as bar:
+        reads = deque(pool.submit(plan.read, a, b) for a, b in bounds[:settings.prefetch_chunks])
+        writes: deque[Future] = deque()
+        try:
+            for k, (a, b) in enumerate(bounds):
+                hu = reads.popleft().result()
+                if k + settings.prefetch_chunks < len(bounds):
+                    reads.append(pool.submit(plan.read, *bounds[k + settings.prefetch_chunks]))
+                out_hu = denoiser.denoise_hu(hu, settings.window, on_batch=bar.update)
+                stored = stack_to_stored(out_hu, hu, plan.datasets[a:b])
+                writes.append(pool.submit(write_series, plan.datasets[a:b], stored, folder, info, names[a:b],
+                                          derived_uid, now, plan.frames[a:b]))
+                qa_hu.update({i: hu[i - a].copy() for i in sample if a <= i < b})  # not views of the chunk
+                while len(writes) > settings.prefetch_chunks:  # bound the chunks waiting to be written
+                    writes.popleft().result()
+            for w in writes:
+                w.result()
+        except BaseException:
+            _cancel([*reads, *writes])
+            raise
+    pixel_mm = float((plan.datasets[0].get("PixelSpacing") or [0.75])[0])
+    summaries, scores = ([], []) if not sample else qa_series(
+        ref.series_uid, [keys[i] for i in sample], np.stack([qa_hu[i] for i in sample]), settings.window,
+        settings.noise_model, denoiser.denoise_unit, settings.filters, pixel_mm, indices=sample)
     write_json(folder / "provenance.json", provenance(
         settings, denoiser.loaded, str(denoiser.device), study_uid=ref.study_uid,
-        source_series_uid=ref.series_uid, derived_series_uid=derived_uid, slices=len(series),
-        source_images=keys, warnings=series.warnings))
-    log.info("series %s: %d slices -> %s", ref.series_uid, len(series), derived_uid)
-    return SeriesOutcome(ref.series_uid, derived_uid, len(series), summaries, series.dropped), scores
+        source_series_uid=ref.series_uid, derived_series_uid=derived_uid, slices=n,
+        qa_slices=sample, source_images=keys, warnings=plan.warnings))
+    log.info("series %s: %d slices -> %s", ref.series_uid, n, derived_uid)
+    return SeriesOutcome(ref.series_uid, derived_uid, n, summaries, plan.dropped), scores
 
 
 def process_study(study: StudyScan, output_dir: Path, settings: Settings, denoiser: Denoiser,

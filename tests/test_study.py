@@ -14,7 +14,7 @@ from pipeline.settings import Settings
 from pipeline.study import QA_HEADER, SLICE_HEADER, process_scan, study_output_folder
 from pipeline.uids import is_valid_uid
 
-SETTINGS = Settings(progress=False, batch_size=2)
+SETTINGS = Settings(progress=False, batch_size=2, qa_every=1)
 
 
 def _csv(path):
@@ -105,3 +105,53 @@ def test_low_dose_qa_is_labelled_in_the_report(study, tmp_path, tiny_model):
     (outcome,) = process_scan(scan(study), tmp_path / "out", settings, Denoiser(tiny_model, "cpu"))
     rows = _csv(outcome.folder / "qa_report.csv")
     assert {(r["noise"], r["sigma"]) for r in rows} == {("lowdose I0=50000", "")}
+
+
+def test_streamed_chunks_give_the_same_series_as_one_pass(tmp_path, series_writer, tiny_model):
+    from pipeline.reader import load_series
+    from pipeline.study import qa_sample
+
+    rng = np.random.default_rng(5)
+    volume = rng.integers(0, 2000, (11, 24, 24)).astype(np.uint16)
+    names = [f"IM{k}" for k in (7, 2, 9, 0, 4, 1, 10, 3, 8, 5, 6)]  # file order says nothing
+    series_writer(tmp_path / "in", volume, names=names)
+    denoiser = Denoiser(tiny_model, "cpu", batch_size=3)
+    streamed = Settings(progress=False, chunk_slices=4, prefetch_chunks=1, io_workers=2, qa_every=3)
+    (outcome,) = process_scan(scan(tmp_path / "in"), tmp_path / "out", streamed, denoiser)
+    (series,) = outcome.series
+    files = sorted((outcome.folder / series.derived_series_uid).glob("*.dcm"))
+    assert len(files) == 11
+    out = np.stack([pydicom.dcmread(f).pixel_array for f in files])
+    ref = load_series(next(iter(scan(tmp_path / "in").studies.values())).series.popitem()[1])
+    from pipeline.writer import stack_to_stored
+
+    expected = np.stack(stack_to_stored(denoiser.denoise_hu(ref.hu, streamed.window), ref.hu, ref.datasets))
+    np.testing.assert_array_equal(out, expected)
+    assert qa_sample(11, 3) == [1, 4, 7, 10]
+    rows = _csv(outcome.folder / "qa_slices.csv")
+    assert sorted({int(r["slice_index"]) for r in rows}) == [1, 4, 7, 10]
+    assert {int(r["slices"]) for r in _csv(outcome.folder / "qa_report.csv")} == {4}
+    assert json.loads((outcome.folder / series.derived_series_uid / "provenance.json").read_text())["qa_slices"] == \
+        [1, 4, 7, 10]
+
+
+def test_qa_sample_and_qa_off(tmp_path, series_writer, tiny_model):
+    from pipeline.study import qa_sample
+
+    assert qa_sample(1, 8) == [0] and qa_sample(5, 8) == [2] and qa_sample(20, 8) == [4, 12] and qa_sample(9, 0) == []
+    series_writer(tmp_path / "in", np.zeros((3, 16, 16), np.uint16))
+    (outcome,) = process_scan(scan(tmp_path / "in"), tmp_path / "out", Settings(progress=False, qa_every=0),
+                              Denoiser(tiny_model, "cpu"))
+    assert outcome.series[0].slices == 3 and _csv(outcome.folder / "qa_report.csv") == []
+
+
+def test_a_file_broken_late_in_a_streamed_series_leaves_nothing_of_it(tmp_path, series_writer, tiny_model):
+    paths = series_writer(tmp_path / "in" / "a", np.ones((9, 16, 16), np.uint16), series="s1")
+    series_writer(tmp_path / "in" / "b", np.ones((2, 16, 16), np.uint16), series="s2")
+    paths[7].write_bytes(paths[7].read_bytes()[:-200])  # the third chunk of 3 slices fails to decode
+    settings = Settings(progress=False, chunk_slices=3, prefetch_chunks=1)
+    (outcome,) = process_scan(scan(tmp_path / "in"), tmp_path / "out", settings, Denoiser(tiny_model, "cpu"))
+    assert [s.slices for s in outcome.series] == [2]
+    (failed,) = [r for r in _csv(outcome.folder / "skipped.csv") if r["status"] == "failed"]
+    assert failed["path"] == str(paths[7]) and "pixel data" in failed["reason"]
+    assert len([p for p in outcome.folder.iterdir() if p.is_dir()]) == 1  # the first chunks were removed too
