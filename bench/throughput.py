@@ -1,95 +1,120 @@
-"""Throughput of each stage on one sample series.
+"""Throughput of the streamed pipeline against its floors, on a generated long series.
 
-    python bench/throughput.py [--series sample_dicoms/chest/SE1] [--device auto] [--batch-size 8]
+    python bench/throughput.py [--slices 300] [--device auto] [--batch-size 8] [--io-workers 2]
+                               [--model-slices 64] [--workdir DIR]
 
-Prints seconds per slice for reading (discovery + decode + HU), model inference, the QA filters
-(four classical filters with their PSNR/SSIM), the QA model pass, writing the derived series, and
-the end-to-end rate of ``process_study`` (all of the above, QA included) in slices/s.
+Generates one 512x512 series of ``--slices`` slices (uncompressed, 1 mm apart) and measures, in
+slices/s:
+
+* I/O floor: read + decode + write the same files with pydicom alone, nothing else (one thread,
+  and ``--io-workers`` threads: the pipeline's own I/O pool size);
+* model alone: batched inference on slices already in memory (``--model-slices`` of them);
+* full DenoiseStudy without QA (``qa_every = 0``) and with QA at the default sample (``qa_every``
+  of luigi.cfg, 8): discovery, header planning, streamed decoding, model, conversion, writing,
+  provenance, reports.
+
+and prints full / (I/O floor + model alone) as time per slice (targets on a 2-core CPU: <= 1.15
+without QA; QA adds <= 25 %).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.store import load_model  # noqa: E402
 from pipeline.denoise import Denoiser  # noqa: E402
-from pipeline.filters import FilterParams, classical_filters  # noqa: E402
-from pipeline.metrics import psnr, ssim  # noqa: E402
-from pipeline.noise import add_gaussian_noise, seed_from_uid  # noqa: E402
-from pipeline.reader import load_series, scan  # noqa: E402
+from pipeline.reader import scan  # noqa: E402
+from pipeline.samples import generate, long_study  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-from pipeline.study import derivation_info, process_study  # noqa: E402
-from pipeline.window import hu_to_unit  # noqa: E402
-from pipeline.writer import stack_to_stored, write_series  # noqa: E402
+from pipeline.study import process_study  # noqa: E402
 
 
-def main() -> None:
-    root = Path(__file__).resolve().parents[1]
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--series", type=Path, default=root / "sample_dicoms" / "chest" / "SE1")
+def io_floor(files: list[Path], out: Path, workers: int) -> float:
+    """Seconds to read, decode and write ``files`` with pydicom alone."""
+    out.mkdir(parents=True, exist_ok=True)
+
+    def one(path: Path) -> None:
+        ds = pydicom.dcmread(path)
+        ds.PixelData = ds.pixel_array.tobytes()  # decode, and write the values back
+        ds.save_as(out / path.name, enforce_file_format=True)
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, files))
+    return time.perf_counter() - t
+
+
+def model_alone(denoiser: Denoiser, n: int) -> float:
+    """Seconds per slice of batched inference on 512x512 slices already in memory."""
+    x = np.random.default_rng(0).random((n, 512, 512), dtype=np.float32)
+    denoiser.denoise_unit(x[: denoiser.batch_size])  # warm-up (allocations, CUDA context, autotuning)
+    if denoiser.device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    denoiser.denoise_unit(x)
+    if denoiser.device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t) / n
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--slices", type=int, default=300)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-size", type=int, default=8)
-    args = ap.parse_args()
-    settings = Settings(progress=False, batch_size=args.batch_size, device=args.device)
-    denoiser = Denoiser(load_model(), args.device, args.batch_size)
-    timings: dict[str, float] = {}
-
-    t = time.perf_counter()
-    result = scan(args.series)
-    (study,) = result.studies.values()
-    (ref,) = study.series.values()
-    series = load_series(ref)
-    timings["read (scan + decode + HU)"] = time.perf_counter() - t
-    n = len(series)
-
-    denoiser.denoise_hu(series.hu[:1], settings.window)  # warm-up (allocations, CUDA context)
-    if denoiser.device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    out = denoiser.denoise_hu(series.hu, settings.window)
-    if denoiser.device.type == "cuda":
-        torch.cuda.synchronize()
-    timings["model inference"] = time.perf_counter() - t
-
-    ref_unit = hu_to_unit(series.hu, settings.window, clip=True)
-    noisy = [add_gaussian_noise(r, settings.qa_sigma, seed_from_uid(str(d.SOPInstanceUID)))
-             for r, d in zip(ref_unit, series.datasets)]
-    t = time.perf_counter()
-    for f in classical_filters(FilterParams()).values():
-        for r, x in zip(ref_unit, noisy):
-            y = f(x)
-            psnr(r, y), ssim(r, y)
-    timings["QA: 4 filters + PSNR/SSIM"] = time.perf_counter() - t
-    t = time.perf_counter()
-    denoiser.denoise_unit(np.stack(noisy))
-    timings["QA: model on noisy copies"] = time.perf_counter() - t
-
-    info = derivation_info(settings, denoiser)
-    with tempfile.TemporaryDirectory() as tmp:
+    ap.add_argument("--io-workers", type=int, default=2)
+    ap.add_argument("--model-slices", type=int, default=64)
+    ap.add_argument("--qa-every", type=int, default=Settings.qa_every)
+    ap.add_argument("--weights", type=Path, default=None)
+    ap.add_argument("--workdir", type=Path, default=None, help="where the series is generated (default: a temp dir)")
+    args = ap.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="ct-denoise-bench-", dir=args.workdir))
+    try:
         t = time.perf_counter()
-        stored = stack_to_stored(out, series.hu, series.datasets)
-        write_series(series.datasets, stored, Path(tmp), info, [f"{i:05d}.dcm" for i in range(n)])
-        timings["write derived series"] = time.perf_counter() - t
-        t = time.perf_counter()
-        process_study(study, Path(tmp) / "e2e", settings, denoiser)
-        e2e = time.perf_counter() - t
-
-    print(f"# {n} slices {series.hu.shape[1]}x{series.hu.shape[2]} from {args.series.name}; device {denoiser.device}; "
-          f"batch {args.batch_size}; torch {torch.__version__}; {os.cpu_count()} CPUs; {platform.machine()}")
-    print(f"| {'stage':<28} | {'s/slice':>8} | {'slices/s':>8} |")
-    print(f"|{'-' * 30}|{'-' * 10}|{'-' * 10}|")
-    for name, sec in timings.items():
-        print(f"| {name:<28} | {sec / n:8.3f} | {n / sec:8.2f} |")
-    print(f"| {'end-to-end (with QA)':<28} | {e2e / n:8.3f} | {n / e2e:8.2f} |")
+        files = generate(work / "in", (long_study(args.slices),))
+        gen_s = time.perf_counter() - t
+        denoiser = Denoiser(load_model(args.weights), args.device, args.batch_size)
+        per_slice: dict[str, float] = {}
+        per_slice["I/O floor, 1 thread"] = io_floor(files, work / "io1", 1) / len(files)
+        per_slice[f"I/O floor, {args.io_workers} threads"] = io_floor(files, work / "io", args.io_workers) / len(files)
+        per_slice["model alone"] = model_alone(denoiser, min(args.model_slices, len(files)))
+        for label, every in (("full DenoiseStudy, no QA", 0), (f"full DenoiseStudy, QA every {args.qa_every}",
+                                                                args.qa_every)):
+            settings = Settings(progress=False, batch_size=args.batch_size, device=args.device,
+                                io_workers=args.io_workers, qa_every=every)
+            (study,) = scan(work / "in").studies.values()
+            t = time.perf_counter()
+            process_study(study, work / f"out{every}", settings, denoiser)
+            per_slice[label] = (time.perf_counter() - t) / len(files)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    floor = per_slice[f"I/O floor, {args.io_workers} threads"]
+    model = per_slice["model alone"]
+    full, full_qa = per_slice["full DenoiseStudy, no QA"], per_slice[f"full DenoiseStudy, QA every {args.qa_every}"]
+    print(f"# {len(files)} slices 512x512 (generated in {gen_s:.0f} s); device {denoiser.device}; batch "
+          f"{args.batch_size}; {args.io_workers} I/O workers; torch {torch.__version__} ({torch.get_num_threads()} "
+          f"threads); {os.cpu_count()} CPUs; {platform.machine()}")
+    print("| stage | s/slice | slices/s |\n|---|---|---|")
+    for name, sec in per_slice.items():
+        print(f"| {name} | {sec:.4f} | {1 / sec:.2f} |")
+    ratios = {"full / (I/O floor + model alone)": full / (floor + model),
+              "full with QA / full without QA": full_qa / full,
+              "full / I/O floor": full / floor}
+    for name, value in ratios.items():
+        print(f"| {name} | {value:.3f} | |")
+    return {**per_slice, **ratios}
 
 
 if __name__ == "__main__":

@@ -138,11 +138,20 @@ def _base_dataset(study: StudySpec, series: SeriesSpec) -> Dataset:
     return ds
 
 
-def generate(out_dir: Path | str) -> list[Path]:
-    """Write every sample study under ``out_dir`` (existing study folders are replaced)."""
+def long_study(slices: int, key: str = "long", seed: int = 30001) -> StudySpec:
+    """An abdomen study of one series of ``slices`` 512x512 slices 1 mm apart (uncompressed), for
+    throughput and memory benchmarks."""
+    return StudySpec(key, "abdomen", seed, "PHANTOM^LONG^SYNTHETIC", "FAKE-0003", "CT ABDOMEN LONG SYNTHETIC",
+                     slices, 1.0, -slices / 2, 0.78125, True, ExplicitVRLittleEndian, None,
+                     (SeriesSpec("", 2, "ABDOMEN 1.0 STANDARD", "STANDARD", 0.9, 12.0, "IM"),))
+
+
+def generate(out_dir: Path | str, studies: tuple[StudySpec, ...] = STUDIES) -> list[Path]:
+    """Write every sample study (default: those of ``sample_dicoms/``) under ``out_dir``
+    (existing study folders are replaced)."""
     out_dir = Path(out_dir)
     written = []
-    for study in STUDIES:
+    for study in studies:
         study_dir = out_dir / study.key
         if study_dir.exists():
             shutil.rmtree(study_dir)
