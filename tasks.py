@@ -20,6 +20,7 @@ from models.export import export
 from models.store import load_model
 from models.train import load_config, train
 from pipeline.archive import study_folders, write_archive_report
+from pipeline.dashboard import write_dashboard
 from pipeline.denoise import Denoiser
 from pipeline.errors import InputError
 from pipeline.filters import FilterParams
@@ -51,6 +52,7 @@ class denoise(luigi.Config):  # noqa: N801 - section name in luigi.cfg
     series_number_offset = luigi.IntParameter(default=1000)
     progress = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
     qa_every = luigi.IntParameter(default=8, description="QA scores every k-th slice of a series (0: no QA)")
+    qa_panels = luigi.IntParameter(default=3, description="QA panel images per series (0: none)")
     io_workers = luigi.IntParameter(default=2, description="threads decoding/writing DICOM beside the model")
     chunk_slices = luigi.IntParameter(default=32, description="slices per streamed chunk")
     prefetch_chunks = luigi.IntParameter(default=2, description="chunks read ahead / waiting to be written")
@@ -107,7 +109,7 @@ def settings_from_config() -> Settings:
         selection=selection_from_config(),
         series_folder=c.series_folder, file_name=c.file_name,
         series_description_suffix=" " + c.series_description_suffix.strip(),
-        series_number_offset=c.series_number_offset, progress=c.progress, qa_every=c.qa_every,
+        series_number_offset=c.series_number_offset, progress=c.progress, qa_every=c.qa_every, qa_panels=c.qa_panels,
         io_workers=c.io_workers, chunk_slices=c.chunk_slices, prefetch_chunks=c.prefetch_chunks)
 
 
@@ -162,8 +164,8 @@ class ArchiveFailures(RuntimeError):
 
 
 class DenoiseArchive(luigi.Task):
-    """Nightly run over an archive folder: one DenoiseStudy per study found, then ``summary.csv``
-    and ``failures.csv`` in ``output_dir``. Any failure (a broken file, a failed series or study)
+    """Nightly run over an archive folder: one DenoiseStudy per study found, then ``summary.csv``,
+    ``failures.csv`` and the QA dashboard ``index.html`` (with ``qa_gain.png``) in ``output_dir``. Any failure (a broken file, a failed series or study)
     fails this task after the reports are written, so ``luigi`` exits non-zero ([retcode] in
     luigi.cfg) and cron notices; the next run retries failed studies and rewrites the reports."""
 
@@ -185,7 +187,8 @@ class DenoiseArchive(luigi.Task):
     def output(self) -> dict[str, luigi.LocalTarget]:
         out = Path(self.output_dir)
         return {"summary": luigi.LocalTarget(str(out / "summary.csv")),
-                "failures": luigi.LocalTarget(str(out / "failures.csv"))}
+                "failures": luigi.LocalTarget(str(out / "failures.csv")),
+                "dashboard": luigi.LocalTarget(str(out / "index.html"))}
 
     def complete(self) -> bool:
         """Reports exist and list no failure (a run with failures is redone next time)."""
@@ -197,6 +200,7 @@ class DenoiseArchive(luigi.Task):
         _log_to_stderr()
         unattributed = [s for s in self._scan.skipped if not s.study_uid]
         failures = write_archive_report(Path(self.output_dir), self._scan.studies, unattributed)
+        write_dashboard(Path(self.output_dir))
         if failures:
             raise ArchiveFailures(f"{failures} failure(s) in {self.archive_dir}: see {self.output()['failures'].path}")
 

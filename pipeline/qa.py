@@ -46,13 +46,16 @@ class MethodSummary:
 
 def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray, window: Window, noise: NoiseModel | float,
               model_fn: Callable[[np.ndarray], np.ndarray], filters: FilterParams, pixel_mm: float = 0.75,
-              indices: Sequence[int] | None = None) -> tuple[list[MethodSummary], list[SliceScore]]:
+              indices: Sequence[int] | None = None, kept: dict[int, dict[str, np.ndarray]] | None = None
+              ) -> tuple[list[MethodSummary], list[SliceScore]]:
     """Score every method on every slice of ``hu`` ((N, H, W) float32 HU).
 
     ``noise`` is a :class:`NoiseModel` or a Gaussian sigma; ``pixel_mm`` (the pixel spacing) scales
     the low-dose model. ``slice_ids`` name each slice (its SOPInstanceUID, ``uid/n`` for frame n of a multi-frame
     image) and seed its noise. ``model_fn`` maps (N, H, W) float32 in [0, 1] to the model's output
     (batched by the caller). ``indices`` are the slices' positions in their stack (default 0..N-1).
+    ``kept``: positions (its keys) whose images to keep: each gets method -> (H, W) result in
+    [0, 1] (``noisy`` is the noisy copy), for the QA panels.
     """
     positions = list(range(len(hu))) if indices is None else list(indices)
     noise = noise if isinstance(noise, NoiseModel) else NoiseModel("gaussian", float(noise))
@@ -67,6 +70,9 @@ def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray, window:
         t0 = time.perf_counter()
         result = np.clip(funcs[method](noisy), 0.0, 1.0)
         seconds = time.perf_counter() - t0
+        for i, pos in enumerate(positions):
+            if kept is not None and pos in kept:
+                kept[pos][method] = result[i]
         rows = [SliceScore(series_uid, uid, i, method, psnr(ref, res), ssim(ref, res))
                 for i, uid, ref, res in zip(positions, slice_ids, reference, result, strict=True)]
         scores.extend(rows)

@@ -37,6 +37,7 @@ class Settings:
     series_number_offset: int = 1000
     progress: bool = True
     qa_every: int = 8  # QA scores every k-th slice of a series (0: no QA)
+    qa_panels: int = 3  # QA panel images per series, at the quartiles of the sampled slices (0: none)
     io_workers: int = 2  # threads that decode and write DICOM while the model runs
     chunk_slices: int = 32  # slices per streamed chunk (memory: a few chunks per series)
     prefetch_chunks: int = 2  # chunks decoded ahead of the model and waiting to be written
@@ -50,6 +51,8 @@ class Settings:
             raise ConfigError(f"qa noise: {exc}") from None
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.qa_panels < 0:
+            raise ConfigError(f"qa_panels must be >= 0 (0: no panels), got {self.qa_panels}")
         if self.qa_every < 0:
             raise ConfigError(f"qa_every must be >= 0 (0: no QA), got {self.qa_every}")
         for name in ("io_workers", "chunk_slices", "prefetch_chunks"):

@@ -6,6 +6,8 @@ Output layout (``<output_dir>/<StudyInstanceUID>/``, renamed into place only whe
     <derived SeriesInstanceUID>/provenance.json
     qa_report.csv      one row per source series x method (on the sampled slices, see qa_sample)
     qa_slices.csv      one row per sampled slice x method
+    qa_<derived SeriesInstanceUID>_slice<NNNN>.png   QA panels of representative sampled slices
+    qa_<derived SeriesInstanceUID>_psnr.png          PSNR per sampled slice along the stack
     skipped.csv        files and series that were not denoised, with the reason
     provenance.json
 
@@ -32,6 +34,7 @@ from . import __version__
 from .atomic import atomic_directory, write_csv, write_json
 from .denoise import Denoiser
 from .errors import InputError
+from .panels import PanelSlice, panel_slices, write_series_panels
 from .provenance import provenance
 from .qa import MethodSummary, SliceScore, qa_series
 from .reader import DERIVED_MARKER, ScanResult, SeriesRef, Skipped, StudyScan, plan_series
@@ -138,6 +141,8 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
     bounds = [(a, min(a + step, n)) for a in range(0, n, step)]
     sample = qa_sample(n, settings.qa_every)
     qa_hu: dict[int, np.ndarray] = {}
+    picks = [sample[i] for i in panel_slices(len(sample), settings.qa_panels)] if sample and settings.qa_panels else []
+    picked_out: dict[int, np.ndarray] = {}
     now = dt.datetime.now()  # one content date/time for the whole series
     with ThreadPoolExecutor(settings.io_workers, thread_name_prefix="dicom-io") as pool, \
             tqdm(total=n, desc=f"denoise {ref.series_uid[-16:]}", unit="slice", disable=not settings.progress,
@@ -154,6 +159,7 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
                 writes.append(pool.submit(write_series, plan.datasets[a:b], stored, folder, info, names[a:b],
                                           derived_uid, now, plan.frames[a:b]))
                 qa_hu.update({i: hu[i - a].copy() for i in sample if a <= i < b})  # not views of the chunk
+                picked_out.update({i: out_hu[i - a].copy() for i in picks if a <= i < b})
                 while len(writes) > settings.prefetch_chunks:  # bound the chunks waiting to be written
                     writes.popleft().result()
             for w in writes:
@@ -162,9 +168,14 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
             _cancel([*reads, *writes])
             raise
     pixel_mm = float((plan.datasets[0].get("PixelSpacing") or [0.75])[0])
+    kept: dict[int, dict[str, np.ndarray]] = {i: {} for i in picks}
     summaries, scores = ([], []) if not sample else qa_series(
         ref.series_uid, [keys[i] for i in sample], np.stack([qa_hu[i] for i in sample]), settings.window,
-        settings.noise_model, denoiser.denoise_unit, settings.filters, pixel_mm, indices=sample)
+        settings.noise_model, denoiser.denoise_unit, settings.filters, pixel_mm, indices=sample, kept=kept)
+    if picks:
+        by_slice = {(r.index, r.method): (r.psnr, r.ssim) for r in scores}
+        panels = [PanelSlice(i, qa_hu[i], picked_out[i], kept[i], {m: by_slice[i, m] for m in kept[i]}) for i in picks]
+        write_series_panels(tmp, derived_uid, panels, scores, settings.window)
     write_json(folder / "provenance.json", provenance(
         settings, denoiser.loaded, str(denoiser.device), study_uid=ref.study_uid,
         source_series_uid=ref.series_uid, derived_series_uid=derived_uid, slices=n,

@@ -1,5 +1,6 @@
 """The nightly archive run: every study processed, summary and failures reported, exit codes."""
 import csv
+import re
 import subprocess
 import sys
 
@@ -47,6 +48,11 @@ def test_clean_archive_exits_zero_and_reports_every_study(archive, tmp_path):
         [("ok", "1", "4"), ("ok", "2", "5")]
     assert all(float(r["autoencoder_psnr_db"]) > 0 and r["best_filter"] for r in summary.values())
     assert _csv(out / "failures.csv") == []
+    page = (out / "index.html").read_text()
+    images = re.findall(r'<img src="([^"]+)"', page)
+    panels = sorted(str(p.relative_to(out)) for p in out.glob("*/qa_*.png"))
+    assert len(panels) == 3 * 2 and sorted(set(images) - {"qa_gain.png"}) == panels  # 3 series: panel + psnr plot
+    assert all((out / src).is_file() for src in images) and "http" not in page
     again = _luigi(archive, out)  # everything complete: nothing to do, still success
     assert again.returncode == 0
     assert "Did not run any tasks" in again.stderr

@@ -58,6 +58,10 @@ def test_study_outputs_reports_and_provenance(study, tmp_path, tiny_model, caplo
         assert json.loads((sfolder / "provenance.json").read_text())["source_series_uid"] == s.source_series_uid
         ds = pydicom.dcmread(files[0])
         assert ds.SeriesInstanceUID == s.derived_series_uid and ds.StudyInstanceUID == outcome.study_uid
+    pngs = sorted(p.name for p in folder.glob("qa_*.png"))
+    expected = [f"qa_{s.derived_series_uid}_{part}.png" for s in outcome.series
+                for part in ["psnr"] + [f"slice{i:04d}" for i in range(1, s.slices + 1)]]
+    assert pngs == sorted(expected)  # 3 panels at most: every slice of these short series
     text = caplog.text + (folder / "provenance.json").read_text()
     assert "TEST^PHANTOM" not in text and "FAKE-TEST" not in text  # no patient name or ID
 
