@@ -75,6 +75,8 @@ class TrainConfig:
     regions: str = "chest,abdomen"  # phantom regions, comma-separated (pipeline.phantom.ALL_REGIONS)
     native_noise_max_hu: float = 0.0  # the reference keeps acquired noise: std uniform in [0, max] HU
     texture_max_hu: float = 0.0  # tissue heterogeneity: std uniform in [0, max] HU, 1.5-4 px grain
+    streak_fraction: float = 0.0  # share of references whose own noise is partly streaky
+    psf_min_px: float = 0.4  # sharpest scanner blur (Gaussian sigma, px); the bluntest is 1.3
     # share of patches whose added noise is low-dose CT noise (Poisson on projections + FBP, its
     # std uniform in [sigma_min, sigma_max] + 0.005) instead of white Gaussian noise
     lowdose_fraction: float = 0.0
@@ -85,24 +87,43 @@ class TrainConfig:
 
 
 def clean_slice(seed: int, window: Window, regions: tuple[str, ...] = REGIONS, native_noise_max_hu: float = 0.0,
-                texture_max_hu: float = 0.0) -> np.ndarray:
+                texture_max_hu: float = 0.0, streak_fraction: float = 0.0, psf_min_px: float = 0.4) -> np.ndarray:
     """One training/validation reference slice (512, 512) in [0, 1]: random region, position,
-    pixel size and PSF. With the defaults it is noise-free; ``texture_max_hu`` adds tissue
-    heterogeneity (a smooth random field inside the body) and ``native_noise_max_hu`` the slightly
-    correlated quantum noise every real reference carries, each with a random std up to the max."""
+    pixel size and PSF (Gaussian, sigma uniform in [``psf_min_px``, 1.3] px). With the defaults it
+    is noise-free; ``texture_max_hu`` adds tissue heterogeneity (a smooth random field inside the
+    body) and ``native_noise_max_hu`` the correlated quantum noise every real reference carries,
+    each with a random std up to the max; for ``streak_fraction`` of the slices that noise is
+    partly streaky (elongated along a random direction, as behind bone and across the shoulders)."""
     rng = np.random.default_rng(seed)
     region = regions[int(rng.integers(len(regions)))]
     phantom = Phantom(seed, region)
     hu = phantom.slice_hu(float(rng.uniform(-150, 150)), 512, float(rng.uniform(0.6, 0.95)))
-    psf = float(rng.uniform(0.4, 1.3))
+    psf = float(rng.uniform(psf_min_px, 1.3))
     if texture_max_hu > 0:
         grain = _field(rng, hu.shape[0], float(rng.uniform(1.5, 4.0)))
         hu = hu + np.where(hu > -950, float(rng.uniform(0, texture_max_hu)) * grain, 0).astype(np.float32)
     native = float(rng.uniform(0, native_noise_max_hu)) if native_noise_max_hu > 0 else 0.0
     hu = acquire(hu, rng, psf_sigma_px=psf, noise_hu=0.0)
     if native > 0:
-        hu = hu + native * _field(rng, hu.shape[0], float(rng.uniform(0.4, 1.2)))
+        noise = _field(rng, hu.shape[0], float(rng.uniform(0.4, 1.2)))
+        if streak_fraction > 0 and rng.random() < streak_fraction:
+            t = float(rng.uniform(0, math.pi / 2))  # share of the variance that is streaky
+            noise = math.cos(t) * noise + math.sin(t) * _streaks(rng, hu.shape[0])
+        hu = hu + native * noise
     return hu_to_unit(hu, window, clip=True)
+
+
+def _streaks(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Zero-mean, unit-std white noise blurred with an elongated Gaussian (sigma 2-6 px along a
+    random direction, 0.4-0.8 px across it), (size, size)."""
+    angle, along, across = rng.uniform(0, math.pi), rng.uniform(2.0, 6.0), rng.uniform(0.4, 0.8)
+    r = int(math.ceil(3 * along))
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float32)
+    u = xx * math.cos(angle) + yy * math.sin(angle)
+    v = -xx * math.sin(angle) + yy * math.cos(angle)
+    kernel = np.exp(-0.5 * ((u / along) ** 2 + (v / across) ** 2)).astype(np.float32)
+    f = cv2.filter2D(rng.standard_normal((size, size), dtype=np.float32), -1, kernel, borderType=cv2.BORDER_REFLECT)
+    return f / max(float(f.std()), 1e-6)
 
 
 def _field(rng: np.random.Generator, size: int, grain_px: float) -> np.ndarray:
@@ -113,7 +134,8 @@ def _field(rng: np.random.Generator, size: int, grain_px: float) -> np.ndarray:
 
 def reference_slice(seed: int, cfg: TrainConfig) -> np.ndarray:
     """A reference slice drawn the way ``cfg`` draws its training data."""
-    return clean_slice(seed, cfg.window, tuple(cfg.regions.split(",")), cfg.native_noise_max_hu, cfg.texture_max_hu)
+    return clean_slice(seed, cfg.window, tuple(cfg.regions.split(",")), cfg.native_noise_max_hu, cfg.texture_max_hu,
+                       cfg.streak_fraction, cfg.psf_min_px)
 
 
 def validation_set(cfg: TrainConfig) -> list[np.ndarray]:

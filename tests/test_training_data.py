@@ -90,3 +90,24 @@ def test_config_file_with_overrides_and_unknown_settings(tmp_path):
     path.write_text(json.dumps({"stepz": 1}))
     with pytest.raises(ValueError, match="unknown training settings.*stepz"):
         load_config(path)
+
+
+def _anisotropy(field: np.ndarray, inside: np.ndarray) -> float:
+    """Largest ratio of the variances of pixel differences along perpendicular directions (0 vs 90,
+    45 vs 135 degrees), over pairs of pixels that are both ``inside``: 1 for isotropic noise."""
+    pairs = [(np.s_[:, 1:], np.s_[:, :-1]), (np.s_[1:, :], np.s_[:-1, :]), (np.s_[1:, 1:], np.s_[:-1, :-1]),
+             (np.s_[1:, :-1], np.s_[:-1, 1:])]
+    v = [float((field[a] - field[b])[inside[a] & inside[b]].var()) for a, b in pairs]
+    return max(v[0] / v[1], v[1] / v[0], v[2] / v[3], v[3] / v[2])
+
+
+def test_streaky_native_noise_is_elongated_and_the_default_is_not():
+    def anisotropy(seed: int, streaks: float) -> float:
+        plain = _hu(clean_slice(seed, W, ALL_REGIONS))
+        noisy = _hu(clean_slice(seed, W, ALL_REGIONS, native_noise_max_hu=30.0, streak_fraction=streaks))
+        return _anisotropy(noisy - plain, (plain > -900) & (plain < 900))
+
+    iso = [anisotropy(s, 0.0) for s in range(300, 304)]
+    streaky = [anisotropy(s, 1.0) for s in range(300, 304)]
+    assert max(iso) < 1.3
+    assert max(streaky) > 2.0

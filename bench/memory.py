@@ -1,0 +1,104 @@
+"""Peak memory of DenoiseStudy on a long series: streaming keeps it bounded.
+
+    python bench/memory.py [--slices 1000] [--batch-size 8] [--qa-every 8] [--tiny-model] [--workdir DIR]
+
+Generates one 512x512 series of ``--slices`` slices, then runs the study in a fresh process and
+reports (from /proc/self/status) the peak resident memory after loading the model and denoising one
+batch (the model's own footprint: weights, activations of a batch, torch's allocator) and the peak
+at the end of the study. The difference is what the pipeline adds: the target is <= 2 GB for 1000
+slices (the volume alone is 1 GB in float32).
+
+``--tiny-model`` uses an untrained 8-channel network of the same class instead of the shipped
+weights: the pipeline's memory is the same, and a 1000-slice run takes minutes instead of the
+~15 min of the shipped model on a 2-core CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _peak_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("VmHWM not in /proc/self/status (Linux only)")
+
+
+def child(args: argparse.Namespace) -> None:
+    """Runs in its own process so that the peaks belong to this study alone."""
+    import numpy as np
+
+    from models.autoencoder import DenoisingAutoencoder
+    from models.store import load_model, save_model
+    from pipeline.denoise import Denoiser
+    from pipeline.reader import scan
+    from pipeline.settings import Settings
+    from pipeline.study import process_study
+
+    weights = None
+    if args.tiny_model:
+        weights = Path(args.work) / "tiny.safetensors"
+        save_model(DenoisingAutoencoder(width=8, levels=2, convs_per_level=1), weights,
+                   {"name": "tiny-bench", "version": "0", "window_hu": [-1000, 1000]})
+    denoiser = Denoiser(load_model(weights), args.device, args.batch_size)
+    denoiser.denoise_unit(np.zeros((args.batch_size, 512, 512), np.float32))
+    model_peak = _peak_mib()
+    settings = Settings(progress=False, batch_size=args.batch_size, device=args.device, qa_every=args.qa_every)
+    (study,) = scan(Path(args.work) / "in").studies.values()
+    t = time.perf_counter()
+    outcome = process_study(study, Path(args.work) / "out", settings, denoiser)
+    print(json.dumps({"model_peak_mib": model_peak, "run_peak_mib": _peak_mib(), "seconds": time.perf_counter() - t,
+                      "slices": sum(s.slices for s in outcome.series), "device": str(denoiser.device)}))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--slices", type=int, default=1000)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--qa-every", type=int, default=8)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--tiny-model", action="store_true")
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--work", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child(args)
+        return {}
+    from pipeline.samples import generate, long_study
+
+    work = Path(tempfile.mkdtemp(prefix="ct-denoise-mem-", dir=args.workdir))
+    try:
+        files = generate(work / "in", (long_study(args.slices),))
+        cmd = [sys.executable, __file__, "--child", "--work", str(work), "--batch-size", str(args.batch_size),
+               "--qa-every", str(args.qa_every), "--device", args.device] + (["--tiny-model"] if args.tiny_model else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"bench/memory.py: the study run failed:\n{proc.stderr[-3000:]}")
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    volume_mib = len(files) * 512 * 512 * 4 / 2**20
+    added = result["run_peak_mib"] - result["model_peak_mib"]
+    print(f"# {result['slices']} slices 512x512 ({volume_mib:.0f} MiB as float32); "
+          f"{'tiny untrained model' if args.tiny_model else 'shipped model'} on {result['device']}; batch "
+          f"{args.batch_size}; QA every {args.qa_every}; {result['seconds']:.0f} s")
+    print("| measure | MiB |\n|---|---|")
+    print(f"| peak RSS after loading the model and one batch | {result['model_peak_mib']:.0f} |")
+    print(f"| peak RSS of the whole study | {result['run_peak_mib']:.0f} |")
+    print(f"| added by the pipeline (target <= 2048) | {added:.0f} |")
+    return dict(result, added_mib=added)
+
+
+if __name__ == "__main__":
+    main()
