@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime
 import logging
+import re
+import socket
 from functools import cached_property
 from pathlib import Path
 
@@ -52,6 +54,7 @@ class denoise(luigi.Config):  # noqa: N801 - section name in luigi.cfg
     series_number_offset = luigi.IntParameter(default=1000)
     progress = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
     qa_every = luigi.IntParameter(default=8, description="QA scores every k-th slice of a series (0: no QA)")
+    gpu_resource = luigi.Parameter(default="gpu", description="Luigi resource held while denoising; {host}: per host")
     qa_panels = luigi.IntParameter(default=3, description="QA panel images per series (0: none)")
     io_workers = luigi.IntParameter(default=2, description="threads decoding/writing DICOM beside the model")
     chunk_slices = luigi.IntParameter(default=32, description="slices per streamed chunk")
@@ -97,6 +100,13 @@ def _log_to_stderr() -> None:
             logger.setLevel(logging.INFO)
 
 
+def gpu_resource_name(template: str, host: str | None = None) -> str:
+    """The Luigi resource a DenoiseStudy holds: ``template`` with ``{host}`` replaced by the short
+    host name (letters, digits, '-' and '_' only)."""
+    short = re.sub(r"[^A-Za-z0-9_-]", "_", (host or socket.gethostname()).split(".")[0])
+    return template.replace("{host}", short)
+
+
 def settings_from_config() -> Settings:
     """Build and validate the run settings from luigi.cfg (fails before any file is read)."""
     c, f = denoise(), qa_filters()
@@ -129,9 +139,12 @@ class DenoiseStudy(luigi.Task):
     # is retried (not part of the task's identity, so hosts sharing a scheduler agree on it)
     attempt = luigi.Parameter(default=RUN_STARTED, significant=False)
 
-    # one model at a time per "gpu" unit of [resources] in luigi.cfg (the scheduler enforces it
-    # across every worker attached to it)
-    resources = {"gpu": 1}
+    @property
+    def resources(self) -> dict[str, int]:
+        """One unit of ``[denoise] gpu_resource`` while the model runs. The scheduler enforces the
+        count in *its* ``[resources]`` section across every worker attached to it; ``{host}`` in
+        the name makes it per host (see README, Several machines)."""
+        return {gpu_resource_name(denoise().gpu_resource): 1}
 
     @cached_property
     def _scan(self) -> ScanResult:

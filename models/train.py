@@ -149,7 +149,8 @@ def evaluate(model: torch.nn.Module, clean: list[np.ndarray], sigma: float) -> f
     scores = []
     for i, ref in enumerate(clean):
         noisy = add_gaussian_noise(ref, sigma, seed=VAL_SEED_BASE + i)
-        out = model(torch.from_numpy(noisy)[None, None]).clamp(0, 1)[0, 0].numpy()
+        device = next(model.parameters()).device
+        out = model(torch.from_numpy(noisy)[None, None].to(device)).clamp(0, 1)[0, 0].cpu().numpy()
         scores.append(psnr(ref, out))
     model.train()
     return float(np.mean(scores))
@@ -248,10 +249,12 @@ def build_model(cfg: TrainConfig) -> DenoisingAutoencoder:
 
 
 def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: int | None = None,
-          max_seconds: float | None = None) -> dict[str, Any]:
+          max_seconds: float | None = None, device: str = "cpu") -> dict[str, Any]:
     """Train (or resume) into ``run_dir``: ``checkpoint.safetensors``, ``train_log.csv``,
     ``config.json``. Stops at ``cfg.steps``, or earlier at ``until_step`` or after ``max_seconds``
-    of this call (with a checkpoint, so a later call resumes exactly). Returns the last logged row."""
+    of this call (with a checkpoint, so a later call resumes exactly). Returns the last logged row.
+    ``device``: ``cpu`` or ``cuda[:N]`` (the batches are made on the CPU either way; checkpoints
+    hold CPU tensors, so a run may move between machines)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "config.json"
     ckpt = run_dir / "checkpoint.safetensors"
@@ -262,7 +265,7 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: in
         if {k: old.get(k, defaults[k]) for k in fixed} != fixed:
             raise ValueError(f"{cfg_path}: the run folder was made with another configuration; use a new folder")
     cfg_path.write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-    model = build_model(cfg)
+    model = build_model(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step, elapsed = 0, 0.0
     if cfg.init_weights and not ckpt.exists():
@@ -293,7 +296,7 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: in
         started = time.perf_counter()
         stop_at = min(cfg.steps, until_step or cfg.steps)
         while step < stop_at:
-            noisy, clean = stream.batch(step)
+            noisy, clean = (t.to(device, non_blocking=True) for t in stream.batch(step))
             lr = learning_rate(cfg, step)
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -372,6 +375,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--export", type=Path, help="write weights + model card from the run's checkpoint")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     for f in dataclasses.fields(TrainConfig):
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None,
                        help=f"default {f.default!r}")
@@ -387,7 +391,8 @@ def main(argv: list[str] | None = None) -> None:
         at = given.index("--export")
         export(cfg, args.run_dir, args.export, command=" ".join(["python -m models.train", *given[:at], *given[at + 2:]]))
         return
-    last = train(cfg, args.run_dir, max_seconds=args.max_minutes * 60 if args.max_minutes else None)
+    last = train(cfg, args.run_dir, max_seconds=args.max_minutes * 60 if args.max_minutes else None,
+                 device=args.device)
     log.info("finished: %s (%d parameters)", last, count_parameters(build_model(cfg)))
 
 

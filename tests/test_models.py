@@ -130,3 +130,11 @@ def test_a_new_run_can_start_from_existing_weights(tmp_path):
     with pytest.raises(ValueError, match="architecture"):
         train(TrainConfig(steps=1, init_weights=str(tmp_path / "a.safetensors"), **dict(TINY, width=8)),
               tmp_path / "c", progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_on_cuda_resumes_on_the_cpu(tmp_path):
+    train(TrainConfig(steps=4, checkpoint_every=2, val_every=4, **TINY), tmp_path, progress=False, until_step=2,
+          device="cuda")
+    last = train(TrainConfig(steps=4, checkpoint_every=2, val_every=4, **TINY), tmp_path, progress=False)
+    assert last["step"] == 4 and np.isfinite(last["loss"])

@@ -126,3 +126,11 @@ def test_train_model_task_takes_its_settings_from_a_config_file(tmp_path):
     assert {k: card["training"]["config"][k] for k in cfg} == cfg and card["training"]["config"]["seed"] == 4
     assert "head, neck phantoms" in card["training"]["data"] and "20 HU" in card["training"]["data"]
     assert "low-dose CT noise" in card["training"]["noise"]
+
+
+def test_gpu_resource_is_per_scheduler_or_per_host():
+    assert tasks.gpu_resource_name("gpu", "ct01.example.org") == "gpu"
+    assert tasks.gpu_resource_name("gpu_{host}", "ct01.example.org") == "gpu_ct01"
+    assert tasks.gpu_resource_name("gpu_{host}", "weird host!") == "gpu_weird_host_"
+    task = tasks.DenoiseStudy(study_dir="x", output_dir="y")
+    assert task.resources == {"gpu": 1} and task.process_resources() == {"gpu": 1}
