@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     loaded = load_model(args.weights)
     model = loaded.model.to(device).eval()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"# {loaded.name} {loaded.card.get('version', '')} on {name}, {args.size}x{args.size}, "
+    print(f"# {loaded.name} on {name}, {args.size}x{args.size}, "
           f"torch {torch.__version__}, {args.iters} timed batches per cell")
     print("| dtype | batch | slices/s (on device) | slices/s (+copy) | peak MiB |")
     print("|---|---|---|---|---|")

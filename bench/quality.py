@@ -95,7 +95,7 @@ def main() -> None:
         return y
 
     print(f"# window {W}; {args.slices} synthetic 512x512 slices + CT_small.dcm (128x128) x {args.slices} noise "
-          f"seeds; model {denoiser.loaded.name} {denoiser.loaded.card.get('version', '')}; PSNR dB / SSIM")
+          f"seeds; model {denoiser.loaded.name}; PSNR dB / SSIM")
     header = ["noise", "data", "noisy", "autoencoder", "gaussian", "average", "median", "bilateral", "nlm"]
     if not args.no_bm3d:
         import bm3d

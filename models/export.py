@@ -49,11 +49,12 @@ def measure(model: torch.nn.Module, cfg: TrainConfig, sigmas: tuple[float, ...] 
 def describe_training(cfg: TrainConfig) -> dict[str, str]:
     """The model card's words for what ``cfg`` trains on: data, targets and noise."""
     if cfg.source == "synthetic":
-        extras = ["random geometry", "PSF blur"]
+        extras = ["random geometry", f"Gaussian PSF of {cfg.psf_min_px:g}-1.3 px"]
         if cfg.texture_max_hu > 0:
             extras.append(f"tissue texture of std up to {cfg.texture_max_hu:g} HU")
         if cfg.native_noise_max_hu > 0:
-            extras.append(f"the scan's own correlated noise of std up to {cfg.native_noise_max_hu:g} HU")
+            extras.append(f"the scan's own correlated noise of std up to {cfg.native_noise_max_hu:g} HU"
+                          + (f", partly streaky in {cfg.streak_fraction:.0%} of the slices" if cfg.streak_fraction else ""))
         data = (f"synthetic anatomical CT slices from pipeline/phantom.py ({cfg.regions.replace(',', ', ')} phantoms; "
                 + ", ".join(extras) + "), seeds >= 1 000 000; no real patient data")
     else:

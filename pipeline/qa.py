@@ -21,6 +21,7 @@ from .noise import NoiseModel, seed_from_uid
 from .window import Window, hu_to_unit
 
 METHODS = ("noisy", "autoencoder", "gaussian", "average", "median", "bilateral")
+QA_BLOCK = 16  # slices scored together (one model batch or two)
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,11 @@ class MethodSummary:
     seconds: float
 
 
-def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray, window: Window, noise: NoiseModel | float,
+def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray | Sequence[np.ndarray], window: Window, noise: NoiseModel | float,
               model_fn: Callable[[np.ndarray], np.ndarray], filters: FilterParams, pixel_mm: float = 0.75,
               indices: Sequence[int] | None = None, kept: dict[int, dict[str, np.ndarray]] | None = None
               ) -> tuple[list[MethodSummary], list[SliceScore]]:
-    """Score every method on every slice of ``hu`` ((N, H, W) float32 HU).
+    """Score every method on every slice of ``hu`` ((N, H, W) float32 HU, or N (H, W) slices).
 
     ``noise`` is a :class:`NoiseModel` or a Gaussian sigma; ``pixel_mm`` (the pixel spacing) scales
     the low-dose model. ``slice_ids`` name each slice (its SOPInstanceUID, ``uid/n`` for frame n of a multi-frame
@@ -59,26 +60,32 @@ def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray, window:
     """
     positions = list(range(len(hu))) if indices is None else list(indices)
     noise = noise if isinstance(noise, NoiseModel) else NoiseModel("gaussian", float(noise))
-    reference = hu_to_unit(hu, window, clip=True)
-    noisy = np.stack([noise.noisy(ref, h, window.width, pixel_mm, seed_from_uid(uid))
-                      for ref, h, uid in zip(reference, hu, slice_ids)])
     funcs: dict[str, Callable[[np.ndarray], np.ndarray]] = {"noisy": lambda x: x, "autoencoder": model_fn}
     per_slice = {name: (lambda x, f=f: np.stack([f(im) for im in x])) for name, f in classical_filters(filters).items()}
     funcs.update(per_slice)
+    rows: dict[str, list[SliceScore]] = {m: [] for m in METHODS}
+    seconds = dict.fromkeys(METHODS, 0.0)
+    for b in range(0, len(positions), QA_BLOCK):  # a block at a time: memory does not grow with the series
+        block_hu = np.stack([np.asarray(h, np.float32) for h in hu[b:b + QA_BLOCK]])
+        reference = hu_to_unit(block_hu, window, clip=True)
+        noisy = np.stack([noise.noisy(ref, h, window.width, pixel_mm, seed_from_uid(uid))
+                          for ref, h, uid in zip(reference, block_hu, slice_ids[b:b + QA_BLOCK])])
+        for method in METHODS:
+            t0 = time.perf_counter()
+            result = np.clip(funcs[method](noisy), 0.0, 1.0)
+            seconds[method] += time.perf_counter() - t0
+            for pos, res in zip(positions[b:b + QA_BLOCK], result):
+                if kept is not None and pos in kept:
+                    kept[pos][method] = res.copy()  # not a view that keeps the block alive
+            rows[method].extend(SliceScore(series_uid, uid, pos, method, psnr(ref, res), ssim(ref, res))
+                                for pos, uid, ref, res in zip(positions[b:b + QA_BLOCK], slice_ids[b:b + QA_BLOCK],
+                                                              reference, result, strict=True))
     summaries, scores = [], []
     for method in METHODS:
-        t0 = time.perf_counter()
-        result = np.clip(funcs[method](noisy), 0.0, 1.0)
-        seconds = time.perf_counter() - t0
-        for i, pos in enumerate(positions):
-            if kept is not None and pos in kept:
-                kept[pos][method] = result[i]
-        rows = [SliceScore(series_uid, uid, i, method, psnr(ref, res), ssim(ref, res))
-                for i, uid, ref, res in zip(positions, slice_ids, reference, result, strict=True)]
-        scores.extend(rows)
-        ps = [r.psnr for r in rows]
-        summaries.append(MethodSummary(series_uid, method, len(rows), _mean(ps), min(ps),
-                                       _mean([r.ssim for r in rows]), seconds))
+        scores.extend(rows[method])
+        ps = [r.psnr for r in rows[method]]
+        summaries.append(MethodSummary(series_uid, method, len(ps), _mean(ps), min(ps),
+                                       _mean([r.ssim for r in rows[method]]), seconds[method]))
     return summaries, scores
 
 

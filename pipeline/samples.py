@@ -175,7 +175,7 @@ def generate(out_dir: Path | str, studies: tuple[StudySpec, ...] = STUDIES) -> l
                 ds = _base_dataset(study, series)
                 ds.SOPInstanceUID = _uid(study.key, series.folder, k, "image")
                 ds.InstanceNumber = k + 1
-                ds.ContentTime = ds.AcquisitionTime = f"08{series.number:02d}{k:02d}"
+                ds.ContentTime = ds.AcquisitionTime = f"08{series.number:02d}{k % 60:02d}"  # valid TM for long series
                 ds.InstanceCreationDate, ds.InstanceCreationTime = STUDY_DATE, ds.ContentTime
                 ds.ImagePositionPatient = [f"{-study.pixel_spacing * 255.5:g}", f"{-study.pixel_spacing * 255.5:g}", f"{z:g}"]
                 ds.SliceLocation = f"{z:g}"

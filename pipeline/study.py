@@ -170,7 +170,7 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
     pixel_mm = float((plan.datasets[0].get("PixelSpacing") or [0.75])[0])
     kept: dict[int, dict[str, np.ndarray]] = {i: {} for i in picks}
     summaries, scores = ([], []) if not sample else qa_series(
-        ref.series_uid, [keys[i] for i in sample], np.stack([qa_hu[i] for i in sample]), settings.window,
+        ref.series_uid, [keys[i] for i in sample], [qa_hu[i] for i in sample], settings.window,
         settings.noise_model, denoiser.denoise_unit, settings.filters, pixel_mm, indices=sample, kept=kept)
     if picks:
         by_slice = {(r.index, r.method): (r.psnr, r.ssim) for r in scores}

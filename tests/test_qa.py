@@ -78,3 +78,23 @@ def test_qa_can_use_the_low_dose_noise_model():
     assert noise.label == "lowdose I0=10000"
     with pytest.raises(ValueError, match="gaussian or lowdose"):
         NoiseModel("poisson")
+
+
+def test_qa_in_blocks_scores_each_slice_as_alone_and_keeps_the_panel_images():
+    from pipeline.qa import QA_BLOCK
+
+    n = QA_BLOCK + 4
+    hu = np.concatenate([_phantom_hu(3)] * 7)[:n]
+    uids = [f"7.{k}" for k in range(n)]
+    positions = [10 * k for k in range(n)]
+    kept = {positions[2]: {}, positions[-1]: {}}
+    summaries, scores = qa_series("7", uids, list(hu), Window(), 0.07, lambda x: x * 0.9, FilterParams(),
+                                  indices=positions, kept=kept)
+    assert {s.slices for s in summaries} == {n}
+    alone = {(r.method, r.sop_uid): r.psnr for k in (2, n - 1)
+             for r in qa_series("7", [uids[k]], hu[k:k + 1], Window(), 0.07, lambda x: x * 0.9, FilterParams())[1]}
+    for r in scores:
+        if r.sop_uid in (uids[2], uids[-1]):
+            assert r.psnr == alone[r.method, r.sop_uid]
+    assert sorted(r.index for r in scores if r.method == "median") == positions
+    assert set(kept[positions[-1]]) == set(METHODS) and kept[positions[2]]["noisy"].shape == (96, 96)

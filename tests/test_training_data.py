@@ -111,3 +111,15 @@ def test_streaky_native_noise_is_elongated_and_the_default_is_not():
     streaky = [anisotropy(s, 1.0) for s in range(300, 304)]
     assert max(iso) < 1.3
     assert max(streaky) > 2.0
+
+
+def test_shipped_config_is_the_one_in_the_model_card():
+    import dataclasses
+
+    from models.store import load_model
+    from tests.conftest import REPO
+
+    card = load_model().card
+    shipped = load_config(REPO / "models" / "configs" / "ct_denoiser.json")
+    assert dataclasses.asdict(shipped) == card["training"]["config"]
+    assert "models/configs/ct_denoiser.json" in card["training"]["command"]
