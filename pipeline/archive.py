@@ -1,7 +1,8 @@
 """The archive-level report of a nightly run: one summary row per study and every failure.
 
-``summary.csv``: study_uid, status (ok / partial / failed / missing), series_denoised, series_failed,
-slices, files_skipped, autoencoder_psnr_db, best_filter, best_filter_psnr_db, seconds.
+``summary.csv``: study_uid, status (ok / partial / failed / missing), series_denoised, series_skipped
+(series of which every file was left out by the selection rules: localizers, dose reports, other
+modalities, ...), series_failed, slices, files_skipped, autoencoder_psnr_db, best_filter, best_filter_psnr_db, seconds.
 ``failures.csv``: study_uid, series_uid, path, reason (inputs that could not be processed).
 """
 from __future__ import annotations
@@ -17,7 +18,8 @@ from .atomic import write_csv
 from .discovery import Skipped
 from .study import study_output_folder
 
-SUMMARY_HEADER = ["study_uid", "status", "series_denoised", "series_failed", "slices", "files_skipped",
+SUMMARY_HEADER = ["study_uid", "status", "series_denoised", "series_skipped", "series_failed", "slices",
+                  "files_skipped",
                   "autoencoder_psnr_db", "best_filter", "best_filter_psnr_db", "seconds"]
 FAILURES_HEADER = ["study_uid", "series_uid", "path", "reason"]
 FILTERS = ("gaussian", "average", "median", "bilateral")
@@ -52,7 +54,7 @@ def write_archive_report(output_dir: Path, study_uids: Iterable[str], unattribut
         folder = study_output_folder(output_dir, uid)
         prov_path = folder / "provenance.json"
         if not prov_path.exists():
-            summary.append([uid, "missing", 0, 0, 0, 0, "", "", "", ""])
+            summary.append([uid, "missing", 0, 0, 0, 0, 0, "", "", "", ""])
             failures.append([uid, "", "", "no output: the study task did not complete"])
             continue
         prov = json.loads(prov_path.read_text())
@@ -68,7 +70,11 @@ def write_archive_report(output_dir: Path, study_uids: Iterable[str], unattribut
         failed_series = defaultdict(int)
         for r in failed:
             failed_series[r["series_uid"]] += 1
-        summary.append([uid, prov.get("status", "ok"), len(prov.get("series", [])), len(failed_series),
+        denoised = {s["source_series_uid"] for s in prov.get("series", [])}
+        skipped_series = {r["series_uid"] for r in left_out
+                          if r.get("status") == "skipped" and r["series_uid"] and r["series_uid"] not in denoised}
+        summary.append([uid, prov.get("status", "ok"), len(prov.get("series", [])),
+                        len(skipped_series - set(failed_series)), len(failed_series),
                         sum(int(s["slices"]) for s in prov.get("series", [])),
                         sum(1 for r in left_out if r.get("status") == "skipped"),
                         f"{model:.3f}" if model is not None else "", best,

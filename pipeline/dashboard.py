@@ -22,7 +22,8 @@ GAIN_PLOT = "qa_gain.png"
 INDEX = "index.html"
 DPI = 100
 FONT_PT = 10.0
-SUMMARY_COLUMNS = ["study_uid", "status", "series_denoised", "series_failed", "slices", "files_skipped",
+SUMMARY_COLUMNS = ["study_uid", "status", "series_denoised", "series_skipped", "series_failed", "slices",
+                   "files_skipped",
                    "autoencoder_psnr_db", "best_filter", "best_filter_psnr_db", "seconds"]
 FAILURE_COLUMNS = ["study_uid", "series_uid", "path", "reason"]
 
@@ -185,7 +186,8 @@ def render_page(title: str, summary: list[dict[str, str]], failures: list[dict[s
 <h2>Model against the best classical filter</h2>
 <figure><img src="{_e(GAIN_PLOT)}" alt="PSNR gain per study"></figure>
 <h2>Failures ({len(failures)})</h2>
-<p class="meta">File names only: folder names of an archive may carry patient names (full paths are in failures.csv).</p>
+<p class="meta">File names only: folder names of an archive may carry patient names
+(full paths are in failures.csv).</p>
 {_table("failures", FAILURE_COLUMNS, [dict(r, path=PurePath(r.get("path", "")).name) for r in failures], "no failures")}
 <h2>QA panels per study</h2>
 {sections or '<p class="empty">no studies</p>'}

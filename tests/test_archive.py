@@ -39,13 +39,19 @@ def archive(tmp_path):
 
 
 def test_clean_archive_exits_zero_and_reports_every_study(archive, tmp_path):
+    import pydicom
+
+    for path in write_series(archive / "patA" / "study1" / "mr", _vol(2), study="A", series="9"):
+        ds = pydicom.dcmread(path)
+        ds.Modality = "MR"  # not denoised: a skipped series, not a failure
+        ds.save_as(path)
     out = tmp_path / "out"
     proc = _luigi(archive, out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = {r["study_uid"]: r for r in _csv(out / "summary.csv")}
     assert len(summary) == 2
-    assert sorted((r["status"], r["series_denoised"], r["slices"]) for r in summary.values()) == \
-        [("ok", "1", "4"), ("ok", "2", "5")]
+    assert sorted((r["status"], r["series_denoised"], r["series_skipped"], r["files_skipped"], r["slices"])
+                  for r in summary.values()) == [("ok", "1", "0", "0", "4"), ("ok", "2", "1", "2", "5")]
     assert all(float(r["autoencoder_psnr_db"]) > 0 and r["best_filter"] for r in summary.values())
     assert _csv(out / "failures.csv") == []
     page = (out / "index.html").read_text()
