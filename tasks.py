@@ -178,8 +178,8 @@ class ArchiveFailures(RuntimeError):
 
 class DenoiseArchive(luigi.Task):
     """Nightly run over an archive folder: one DenoiseStudy per study found, then ``summary.csv``,
-    ``failures.csv`` and the QA dashboard ``index.html`` (with ``qa_gain.png``) in ``output_dir``. Any failure (a broken file, a failed series or study)
-    fails this task after the reports are written, so ``luigi`` exits non-zero ([retcode] in
+    ``failures.csv`` and the QA dashboard ``index.html`` (with ``qa_gain.png``) in ``output_dir``.
+    Any failure (a broken file, a failed series or study) fails this task after the reports are written, so ``luigi`` exits non-zero ([retcode] in
     luigi.cfg) and cron notices; the next run retries failed studies and rewrites the reports."""
 
     archive_dir = luigi.Parameter(description="archive folder (any depth, any number of studies)")

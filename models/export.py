@@ -15,7 +15,7 @@ from pipeline.metrics import psnr, ssim
 from pipeline.noise import add_gaussian_noise
 
 from .autoencoder import count_parameters
-from .store import load_checkpoint, save_model
+from .store import load_checkpoint, load_model, save_model
 from .train import VAL_SEED_BASE, TrainConfig, build_model, validation_set
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,8 @@ def describe_training(cfg: TrainConfig) -> dict[str, str]:
         if cfg.texture_max_hu > 0:
             extras.append(f"tissue texture of std up to {cfg.texture_max_hu:g} HU")
         if cfg.native_noise_max_hu > 0:
-            extras.append(f"the scan's own correlated noise of std up to {cfg.native_noise_max_hu:g} HU"
-                          + (f", partly streaky in {cfg.streak_fraction:.0%} of the slices" if cfg.streak_fraction else ""))
+            streaks = f", partly streaky in {cfg.streak_fraction:.0%} of the slices" if cfg.streak_fraction else ""
+            extras.append(f"the scan's own correlated noise of std up to {cfg.native_noise_max_hu:g} HU{streaks}")
         data = (f"synthetic anatomical CT slices from pipeline/phantom.py ({cfg.regions.replace(',', ', ')} phantoms; "
                 + ", ".join(extras) + "), seeds >= 1 000 000; no real patient data")
     else:
@@ -88,8 +88,6 @@ def export(cfg: TrainConfig, run_dir: Path, weights: Path, version: str = MODEL_
         "command": command or f"python -m models.train --run-dir {run_dir.name} --steps {cfg.steps} --threads 2",
     })
     if cfg.init_weights:
-        from .store import load_model
-
         start = load_model(cfg.init_weights)
         training["initialised_from"] = {"weights": cfg.init_weights, "sha256": start.sha256,
                                         "version": start.card.get("version")}

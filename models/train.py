@@ -32,7 +32,7 @@ from tqdm import tqdm
 from pipeline.lowdose import low_dose_noise_hu
 from pipeline.metrics import psnr
 from pipeline.noise import add_gaussian_noise
-from pipeline.phantom import REGIONS, Phantom, acquire
+from pipeline.phantom import REGIONS, Phantom, acquire, smooth_noise
 from pipeline.window import Window, hu_to_unit, unit_to_hu
 
 from .autoencoder import DenoisingAutoencoder, count_parameters
@@ -100,12 +100,12 @@ def clean_slice(seed: int, window: Window, regions: tuple[str, ...] = REGIONS, n
     hu = phantom.slice_hu(float(rng.uniform(-150, 150)), 512, float(rng.uniform(0.6, 0.95)))
     psf = float(rng.uniform(psf_min_px, 1.3))
     if texture_max_hu > 0:
-        grain = _field(rng, hu.shape[0], float(rng.uniform(1.5, 4.0)))
+        grain = smooth_noise(rng, hu.shape[0], float(rng.uniform(1.5, 4.0)))
         hu = hu + np.where(hu > -950, float(rng.uniform(0, texture_max_hu)) * grain, 0).astype(np.float32)
     native = float(rng.uniform(0, native_noise_max_hu)) if native_noise_max_hu > 0 else 0.0
     hu = acquire(hu, rng, psf_sigma_px=psf, noise_hu=0.0)
     if native > 0:
-        noise = _field(rng, hu.shape[0], float(rng.uniform(0.4, 1.2)))
+        noise = smooth_noise(rng, hu.shape[0], float(rng.uniform(0.4, 1.2)))
         if streak_fraction > 0 and rng.random() < streak_fraction:
             t = float(rng.uniform(0, math.pi / 2))  # share of the variance that is streaky
             noise = math.cos(t) * noise + math.sin(t) * _streaks(rng, hu.shape[0])
@@ -123,12 +123,6 @@ def _streaks(rng: np.random.Generator, size: int) -> np.ndarray:
     v = -xx * math.sin(angle) + yy * math.cos(angle)
     kernel = np.exp(-0.5 * ((u / along) ** 2 + (v / across) ** 2)).astype(np.float32)
     f = cv2.filter2D(rng.standard_normal((size, size), dtype=np.float32), -1, kernel, borderType=cv2.BORDER_REFLECT)
-    return f / max(float(f.std()), 1e-6)
-
-
-def _field(rng: np.random.Generator, size: int, grain_px: float) -> np.ndarray:
-    """Zero-mean, unit-std white noise blurred with a Gaussian of ``grain_px`` pixels, (size, size)."""
-    f = cv2.GaussianBlur(rng.standard_normal((size, size), dtype=np.float32), (0, 0), grain_px)
     return f / max(float(f.std()), 1e-6)
 
 
@@ -204,6 +198,7 @@ class PatchStream:
         rng = np.random.default_rng([cfg.seed, step])
         clean = np.empty((cfg.batch_size, 1, cfg.patch, cfg.patch), np.float32)
         lowdose = np.zeros_like(clean)
+        is_lowdose = np.zeros(cfg.batch_size, bool)
         for b in range(cfg.batch_size):
             for _ in range(10):  # mostly skip patches of empty air
                 img = self._pool[int(rng.integers(len(self._pool)))]
@@ -220,8 +215,9 @@ class PatchStream:
                 level = rng.uniform(cfg.sigma_min, cfg.sigma_max) + 0.005
                 noise = np.rot90(_lowdose_patch(img, r, c, cfg, int(rng.integers(2**31))), k)
                 lowdose[b, 0] = level * (noise[:, ::-1] if flip else noise)
+                is_lowdose[b] = True
         sigma = rng.uniform(cfg.sigma_min, cfg.sigma_max, size=(cfg.batch_size, 1, 1, 1)).astype(np.float32)
-        sigma[np.abs(lowdose).max(axis=(1, 2, 3)) > 0] = 0.0
+        sigma[is_lowdose] = 0.0  # those patches get low-dose noise instead
         noisy = np.clip(clean + lowdose + sigma * rng.standard_normal(clean.shape, dtype=np.float32), 0, 1)
         return torch.from_numpy(noisy), torch.from_numpy(clean)
 
@@ -367,6 +363,19 @@ def load_config(path: Path | str | None = None, **overrides: Any) -> TrainConfig
     return TrainConfig(**values)
 
 
+def _command_without_export(argv: list[str]) -> str:
+    """The training command behind an export command line: ``argv`` without its ``--export`` option."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--export="):
+            skip = False
+            continue
+        skip = arg == "--export"
+        if not skip:
+            kept.append(arg)
+    return " ".join(["python -m models.train", *kept])
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run-dir", type=Path, required=True)
@@ -387,9 +396,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.export:
         from .export import export
 
-        given = list(sys.argv[1:] if argv is None else argv)
-        at = given.index("--export")
-        export(cfg, args.run_dir, args.export, command=" ".join(["python -m models.train", *given[:at], *given[at + 2:]]))
+        export(cfg, args.run_dir, args.export, command=_command_without_export(sys.argv[1:] if argv is None else argv))
         return
     last = train(cfg, args.run_dir, max_seconds=args.max_minutes * 60 if args.max_minutes else None,
                  device=args.device)

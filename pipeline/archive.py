@@ -2,7 +2,8 @@
 
 ``summary.csv``: study_uid, status (ok / partial / failed / missing), series_denoised, series_skipped
 (series of which every file was left out by the selection rules: localizers, dose reports, other
-modalities, ...), series_failed, slices, files_skipped, autoencoder_psnr_db, best_filter, best_filter_psnr_db, seconds.
+modalities, ...), series_failed, slices, files_skipped, autoencoder_psnr_db, best_filter,
+best_filter_psnr_db, seconds.
 ``failures.csv``: study_uid, series_uid, path, reason (inputs that could not be processed).
 """
 from __future__ import annotations
@@ -19,8 +20,7 @@ from .discovery import Skipped
 from .study import study_output_folder
 
 SUMMARY_HEADER = ["study_uid", "status", "series_denoised", "series_skipped", "series_failed", "slices",
-                  "files_skipped",
-                  "autoencoder_psnr_db", "best_filter", "best_filter_psnr_db", "seconds"]
+                  "files_skipped", "autoencoder_psnr_db", "best_filter", "best_filter_psnr_db", "seconds"]
 FAILURES_HEADER = ["study_uid", "series_uid", "path", "reason"]
 FILTERS = ("gaussian", "average", "median", "bilateral")
 

@@ -23,8 +23,7 @@ INDEX = "index.html"
 DPI = 100
 FONT_PT = 10.0
 SUMMARY_COLUMNS = ["study_uid", "status", "series_denoised", "series_skipped", "series_failed", "slices",
-                   "files_skipped",
-                   "autoencoder_psnr_db", "best_filter", "best_filter_psnr_db", "seconds"]
+                   "files_skipped", "autoencoder_psnr_db", "best_filter", "best_filter_psnr_db", "seconds"]
 FAILURE_COLUMNS = ["study_uid", "series_uid", "path", "reason"]
 
 

@@ -270,8 +270,8 @@ class Phantom:
         X, Y = np.meshgrid(coords, coords)
         img = np.full((size, size), TISSUE_HU["air"], dtype=np.float32)
         tex_rng = np.random.default_rng((self._texture_seed, int(round(z_mm * 100)) & 0xFFFFFFFF))
-        fine = _smooth_noise(tex_rng, size, 1.2)
-        coarse = _smooth_noise(tex_rng, size, 6.0)
+        fine = smooth_noise(tex_rng, size, 1.2)
+        coarse = smooth_noise(tex_rng, size, 6.0)
 
         zf = 1.0 + 0.05 * math.sin(z_mm / 60.0 + self.shape_phase[0])
         ang = np.arctan2(Y - self.body_cy, X)
@@ -325,7 +325,7 @@ class Phantom:
         img[foam] = -920.0
 
 
-def _smooth_noise(rng: np.random.Generator, size: int, sigma_px: float) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, size: int, sigma_px: float) -> np.ndarray:
     """Zero-mean, unit-std Gaussian-filtered white noise of shape (size, size)."""
     n = rng.standard_normal((size, size), dtype=np.float32)
     n = cv2.GaussianBlur(n, (0, 0), sigma_px)
@@ -341,7 +341,7 @@ def acquire(hu: np.ndarray, rng: np.random.Generator, psf_sigma_px: float = 0.8,
     """
     out = cv2.GaussianBlur(hu.astype(np.float32), (0, 0), psf_sigma_px) if psf_sigma_px > 0 else hu.astype(np.float32)
     if noise_hu > 0:
-        out = out + noise_hu * _smooth_noise(rng, hu.shape[0], 0.6)[: hu.shape[0], : hu.shape[1]]
+        out = out + noise_hu * smooth_noise(rng, hu.shape[0], 0.6)[: hu.shape[0], : hu.shape[1]]
     if fov_radius_px is not None:
         h, w = hu.shape
         yy, xx = np.ogrid[:h, :w]

@@ -45,8 +45,8 @@ class MethodSummary:
     seconds: float
 
 
-def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray | Sequence[np.ndarray], window: Window, noise: NoiseModel | float,
-              model_fn: Callable[[np.ndarray], np.ndarray], filters: FilterParams, pixel_mm: float = 0.75,
+def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray | Sequence[np.ndarray], window: Window,
+              noise: NoiseModel | float, model_fn: Callable[[np.ndarray], np.ndarray], filters: FilterParams, pixel_mm: float = 0.75,
               indices: Sequence[int] | None = None, kept: dict[int, dict[str, np.ndarray]] | None = None
               ) -> tuple[list[MethodSummary], list[SliceScore]]:
     """Score every method on every slice of ``hu`` ((N, H, W) float32 HU, or N (H, W) slices).

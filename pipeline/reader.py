@@ -226,14 +226,14 @@ class SeriesPlan:
         """Slices ``start:stop`` in HU, (n, rows, columns) float32. A multi-frame file is decoded
         once for consecutive frames of it."""
         out = np.empty((stop - start, *self.shape), np.float32)
-        cached: tuple[Path, np.ndarray] | None = None
+        decoded_path, decoded = None, np.empty((0, 0, 0))
         for i in range(start, stop):
-            path, frame = self.paths[i], self.frames[i]
-            if cached is None or cached[0] != path:
-                cached = (path, _decode_file(path))
-            stored = cached[1][frame or 0] if cached[1].shape[0] > (frame or 0) else None
-            if stored is None:
-                raise InputError(path, f"frame {(frame or 0) + 1} missing from the pixel data")
+            path, k = self.paths[i], self.frames[i] or 0
+            if path != decoded_path:
+                decoded_path, decoded = path, _decode_file(path)
+            if k >= decoded.shape[0]:
+                raise InputError(path, f"frame {k + 1} missing from the pixel data")
+            stored = decoded[k]
             if stored.shape != self.shape:
                 raise InputError(path, f"pixel data of {stored.shape[0]}x{stored.shape[1]} does not match the "
                                        f"series' {self.shape[0]}x{self.shape[1]}")

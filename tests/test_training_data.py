@@ -88,6 +88,11 @@ def test_config_file_with_overrides_and_unknown_settings(tmp_path):
     assert (cfg.steps, cfg.regions, cfg.native_noise_max_hu, cfg.seed) == (77, "head,neck", 12.0, 9)
     assert load_config(path, steps=5).steps == 5
     assert load_config().steps == TrainConfig().steps
+    from models.train import _command_without_export
+
+    for export in (["--export", "w.safetensors"], ["--export=w.safetensors"]):  # the card's training command
+        assert _command_without_export(["--config", "c.json", *export, "--run-dir", "r"]) == \
+            "python -m models.train --config c.json --run-dir r"
     path.write_text(json.dumps({"stepz": 1}))
     with pytest.raises(ValueError, match="unknown training settings.*stepz"):
         load_config(path)
