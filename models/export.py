@@ -81,7 +81,8 @@ def export(cfg: TrainConfig, run_dir: Path, weights: Path, version: str = MODEL_
     training: dict[str, Any] = describe_training(cfg)
     training.update({
         "steps": int(meta["step"]), "batch_size": cfg.batch_size, "patch": cfg.patch,
-        "loss": "MSE", "optimizer": f"Adam, lr {cfg.lr} cosine to {cfg.lr_min}, {min(200, cfg.steps // 10)} warm-up steps",
+        "loss": {"mse": "MSE", "log_mse": "mean over patches of log(MSE + 1e-6) (the mean patch PSNR)"}[cfg.loss],
+        "optimizer": f"Adam, lr {cfg.lr} cosine to {cfg.lr_min}, {min(200, cfg.steps // 10)} warm-up steps",
         "seed": cfg.seed, "cpu_seconds": round(float(meta["elapsed_s"]), 1),
         "final_logged_loss": float(log_rows[-1]["loss"]) if log_rows else None,
         "config": dataclasses.asdict(cfg),

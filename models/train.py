@@ -80,6 +80,9 @@ class TrainConfig:
     # share of patches whose added noise is low-dose CT noise (Poisson on projections + FBP, its
     # std uniform in [sigma_min, sigma_max] + 0.005) instead of white Gaussian noise
     lowdose_fraction: float = 0.0
+    # "mse": mean squared error over the batch (high-noise patches dominate it); "log_mse": mean
+    # over patches of log(MSE + 1e-6), i.e. the mean patch PSNR, which weighs every noise level alike
+    loss: str = "mse"
 
     @property
     def window(self) -> Window:
@@ -239,6 +242,19 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
 
 
+LOG_MSE_EPS = 1e-6
+
+
+def objective(cfg: TrainConfig, per_patch_mse: torch.Tensor) -> torch.Tensor:
+    """The training objective from the per-patch MSE: their mean (``loss`` "mse") or the mean of
+    log(MSE + 1e-6) ("log_mse": the mean patch PSNR up to sign and scale)."""
+    if cfg.loss == "mse":
+        return per_patch_mse.mean()
+    if cfg.loss == "log_mse":
+        return torch.log(per_patch_mse + LOG_MSE_EPS).mean()
+    raise ValueError(f"unknown loss {cfg.loss!r}: use 'mse' or 'log_mse'")
+
+
 def build_model(cfg: TrainConfig) -> DenoisingAutoencoder:
     torch.manual_seed(cfg.seed)
     return DenoisingAutoencoder(cfg.width, cfg.levels, cfg.convs_per_level)
@@ -296,11 +312,11 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: in
             lr = learning_rate(cfg, step)
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss = torch.nn.functional.mse_loss(model(noisy), clean)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            per_patch = ((model(noisy) - clean) ** 2).mean(dim=(1, 2, 3))
+            objective(cfg, per_patch).backward()
             opt.step()
-            loss_acc += loss.item()
+            opt.zero_grad(set_to_none=True)
+            loss_acc += per_patch.mean().item()  # logged as plain MSE whatever the objective
             n_acc += 1
             step += 1
             bar.update(1)

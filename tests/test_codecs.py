@@ -1,10 +1,12 @@
 """Every transfer syntax the archive may hold decodes to the same HU (exactly when lossless)."""
 import shutil
 import subprocess
+from pathlib import Path
 
 import imagecodecs
 import numpy as np
 import pydicom
+import pydicom.data
 import pytest
 from pydicom import uid
 from pydicom.encaps import encapsulate
@@ -119,3 +121,16 @@ def test_missing_decoder_names_the_package(tmp_path, monkeypatch):
     assert "pip install pylibjpeg-openjpeg" in missing_decoder_reason(uid.JPEG2000Lossless)
     with pytest.raises(InputError, match=r"img: no decoder installed for JPEG 2000 .* pip install pylibjpeg-openjpeg"):
         load_series(next(iter(next(iter(scan(tmp_path).studies.values())).series.values())))
+
+
+def test_real_scanner_jpeg2000_slice_reads_as_plausible_hu():
+    """pydicom's J2K_pixelrep_mismatch.dcm: a real head slice (Canon/Toshiba, 512x512, lossless
+    JPEG 2000) whose codestream signedness disagrees with PixelRepresentation; read wrongly, the
+    negative values would wrap to huge positive ones."""
+    path = Path(pydicom.data.__file__).parent / "test_files" / "J2K_pixelrep_mismatch.dcm"
+    (study,) = scan(path).studies.values()
+    hu = load_series(next(iter(study.series.values()))).hu[0]
+    assert hu.shape == (512, 512)
+    assert 20 <= np.median(hu[300:360, 220:300]) <= 50  # brain
+    assert np.median(hu[:20, :20]) == -2000  # the scanner's padding outside the field of view
+    assert 0.01 < (hu > 700).mean() < 0.1 and hu.max() < 3000  # skull, no wrapped values

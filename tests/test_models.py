@@ -6,7 +6,7 @@ import torch
 
 from models.autoencoder import DenoisingAutoencoder, count_parameters
 from models.store import SHIPPED_WEIGHTS, ModelLoadError, card_path, load_model, save_model
-from models.train import TrainConfig, train
+from models.train import LOG_MSE_EPS, TrainConfig, objective, train
 
 
 def test_autoencoder_is_fully_convolutional_and_residual():
@@ -52,13 +52,27 @@ TINY = dict(batch_size=4, patch=32, width=4, levels=1, convs_per_level=1, pool_s
             val_slices=1, lr=3e-3)
 
 
-def test_tiny_training_lowers_the_loss(tmp_path):
-    cfg = TrainConfig(steps=60, checkpoint_every=20, val_every=60, **TINY)
+@pytest.mark.parametrize(("loss", "drop"), [("mse", 0.8), ("log_mse", 0.9)])
+def test_tiny_training_lowers_the_loss(tmp_path, loss, drop):
+    cfg = TrainConfig(steps=60, checkpoint_every=20, val_every=60, loss=loss, **TINY)
     train(cfg, tmp_path, progress=False)
     rows = (tmp_path / "train_log.csv").read_text().splitlines()[1:]
     losses = [float(r.split(",")[1]) for r in rows]
-    assert len(losses) == 3 and losses[0] > losses[1] > losses[2] and losses[2] < 0.8 * losses[0]
+    assert len(losses) == 3 and losses[0] > losses[1] > losses[2] and losses[2] < drop * losses[0]  # logged: plain MSE
     assert float(rows[-1].split(",")[2]) > 20  # validation PSNR (dB) was measured
+
+
+def test_log_mse_objective_weighs_every_patch_alike():
+    per_patch = torch.tensor([1e-2, 1e-4])  # a high-noise and a low-noise patch
+    assert objective(TrainConfig(), per_patch).item() == pytest.approx(0.00505)
+    log_mse = objective(TrainConfig(loss="log_mse"), per_patch)
+    assert log_mse.item() == pytest.approx((np.log(1e-2 + LOG_MSE_EPS) + np.log(1e-4 + LOG_MSE_EPS)) / 2)
+    # halving either patch's error lowers the objective by the same amount (the PSNR gain is equal)
+    gains = [log_mse.item() - objective(TrainConfig(loss="log_mse"), per_patch * torch.tensor(f)).item()
+             for f in ([0.5, 1.0], [1.0, 0.5])]
+    assert gains[0] == pytest.approx(gains[1], rel=0.02)
+    with pytest.raises(ValueError, match="unknown loss 'l1'"):
+        objective(TrainConfig(loss="l1"), per_patch)
 
 
 def test_checkpoint_resumes_to_the_same_state(tmp_path):
