@@ -1,8 +1,10 @@
 """bench/quality.py: its real test slices and the margins it reports against the targets."""
+import json
+
 import numpy as np
 import pytest
 
-from bench.quality import REAL_SLICES, _noisy, margins, real_slice
+from bench.quality import REAL_SLICES, _noisy, margins, real_slice, record_real_ct
 
 
 def test_margins_against_bm3d_seed_filters_and_the_best_classical_method():
@@ -28,3 +30,17 @@ def test_low_dose_noise_follows_the_slice_pixel_size():
     assert sigmas[1] > 1.5 * sigmas[0]
     noisy, sigma = _noisy(ref, "0.05", 1, mm)
     assert sigma == 0.05 and abs(float((noisy - ref)[200:300, 200:300].std()) - 0.05) < 0.005
+
+
+def test_real_slice_figures_are_recorded_in_the_model_card(tmp_path):
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"name": "m", "evaluation": {"by_sigma": {"0.07": {}}}}))
+    means = {("0.07", "synthetic"): {"autoencoder": 40.0}, ("0.07", "CT_small"): {"autoencoder": 34.691},
+             ("lowdose@20000", "head512"): {"autoencoder": 41.0, "bm3d": 35.0}}
+    record_real_ct(card, means, slices=3)
+    written = json.loads(card.read_text())
+    assert written["evaluation"]["by_sigma"] == {"0.07": {}}  # the rest of the card is kept
+    real = written["evaluation"]["real_ct"]
+    assert real["psnr_db"] == {"CT_small": {"0.07": {"autoencoder": 34.69}},
+                               "head512": {"lowdose_i0_20000": {"autoencoder": 41.0, "bm3d": 35.0}}}
+    assert "x 3 noise seeds" in real["data"] and "J2K_pixelrep_mismatch.dcm" in real["data"]
