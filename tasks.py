@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import logging
 import re
+import shlex
 import socket
 from functools import cached_property
 from pathlib import Path
@@ -248,4 +249,9 @@ class TrainModel(luigi.Task):
                           patch=self.patch, width=self.width, levels=self.levels, pool_size=self.pool_size,
                           source=self.source, init_weights=self.init_weights)
         train(cfg, Path(self.run_dir))
-        export(cfg, Path(self.run_dir), Path(self.output().path))
+        export(cfg, Path(self.run_dir), Path(self.output().path), command=self.command())
+
+    def command(self) -> str:
+        """The command line that runs this task (recorded in the model card)."""
+        given = [f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in self.param_kwargs.items() if v is not None]
+        return " ".join(["luigi --module tasks TrainModel", *given, "--local-scheduler"])

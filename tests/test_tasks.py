@@ -126,6 +126,8 @@ def test_train_model_task_takes_its_settings_from_a_config_file(tmp_path):
     assert {k: card["training"]["config"][k] for k in cfg} == cfg and card["training"]["config"]["seed"] == 4
     assert "head, neck phantoms" in card["training"]["data"] and "20 HU" in card["training"]["data"]
     assert "low-dose CT noise" in card["training"]["noise"]
+    assert card["training"]["command"] == (f"luigi --module tasks TrainModel --run-dir {tmp_path / 'run'} "
+                                           f"--config {tmp_path / 'cfg.json'} --seed 4 --local-scheduler")
 
 
 def test_gpu_resource_is_per_scheduler_or_per_host():
