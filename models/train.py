@@ -76,6 +76,7 @@ class TrainConfig:
     native_noise_max_hu: float = 0.0  # the reference keeps acquired noise: std uniform in [0, max] HU
     texture_max_hu: float = 0.0  # tissue heterogeneity: std uniform in [0, max] HU, 1.5-4 px grain
     streak_fraction: float = 0.0  # share of references whose own noise is partly streaky
+    streak_length_max_px: float = 6.0  # streak length (Gaussian sigma along it) uniform in [2, max] px
     psf_min_px: float = 0.4  # sharpest scanner blur (Gaussian sigma, px); the bluntest is 1.3
     # share of patches whose added noise is low-dose CT noise (Poisson on projections + FBP, its
     # std uniform in [sigma_min, sigma_max] + 0.005) instead of white Gaussian noise
@@ -90,13 +91,15 @@ class TrainConfig:
 
 
 def clean_slice(seed: int, window: Window, regions: tuple[str, ...] = REGIONS, native_noise_max_hu: float = 0.0,
-                texture_max_hu: float = 0.0, streak_fraction: float = 0.0, psf_min_px: float = 0.4) -> np.ndarray:
+                texture_max_hu: float = 0.0, streak_fraction: float = 0.0, psf_min_px: float = 0.4,
+                streak_length_max_px: float = 6.0) -> np.ndarray:
     """One training/validation reference slice (512, 512) in [0, 1]: random region, position,
     pixel size and PSF (Gaussian, sigma uniform in [``psf_min_px``, 1.3] px). With the defaults it
     is noise-free; ``texture_max_hu`` adds tissue heterogeneity (a smooth random field inside the
     body) and ``native_noise_max_hu`` the correlated quantum noise every real reference carries,
     each with a random std up to the max; for ``streak_fraction`` of the slices that noise is
-    partly streaky (elongated along a random direction, as behind bone and across the shoulders)."""
+    partly streaky (elongated along a random direction, as behind bone and across the shoulders; the
+    streaks' length, a Gaussian sigma, is uniform in [2, ``streak_length_max_px``] px)."""
     rng = np.random.default_rng(seed)
     region = regions[int(rng.integers(len(regions)))]
     phantom = Phantom(seed, region)
@@ -111,15 +114,15 @@ def clean_slice(seed: int, window: Window, regions: tuple[str, ...] = REGIONS, n
         noise = smooth_noise(rng, hu.shape[0], float(rng.uniform(0.4, 1.2)))
         if streak_fraction > 0 and rng.random() < streak_fraction:
             t = float(rng.uniform(0, math.pi / 2))  # share of the variance that is streaky
-            noise = math.cos(t) * noise + math.sin(t) * _streaks(rng, hu.shape[0])
+            noise = math.cos(t) * noise + math.sin(t) * _streaks(rng, hu.shape[0], streak_length_max_px)
         hu = hu + native * noise
     return hu_to_unit(hu, window, clip=True)
 
 
-def _streaks(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Zero-mean, unit-std white noise blurred with an elongated Gaussian (sigma 2-6 px along a
-    random direction, 0.4-0.8 px across it), (size, size)."""
-    angle, along, across = rng.uniform(0, math.pi), rng.uniform(2.0, 6.0), rng.uniform(0.4, 0.8)
+def _streaks(rng: np.random.Generator, size: int, along_max: float = 6.0) -> np.ndarray:
+    """Zero-mean, unit-std white noise blurred with an elongated Gaussian (sigma 2-``along_max`` px
+    along a random direction, 0.4-0.8 px across it), (size, size)."""
+    angle, along, across = rng.uniform(0, math.pi), rng.uniform(2.0, along_max), rng.uniform(0.4, 0.8)
     r = int(math.ceil(3 * along))
     yy, xx = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float32)
     u = xx * math.cos(angle) + yy * math.sin(angle)
@@ -132,7 +135,7 @@ def _streaks(rng: np.random.Generator, size: int) -> np.ndarray:
 def reference_slice(seed: int, cfg: TrainConfig) -> np.ndarray:
     """A reference slice drawn the way ``cfg`` draws its training data."""
     return clean_slice(seed, cfg.window, tuple(cfg.regions.split(",")), cfg.native_noise_max_hu, cfg.texture_max_hu,
-                       cfg.streak_fraction, cfg.psf_min_px)
+                       cfg.streak_fraction, cfg.psf_min_px, cfg.streak_length_max_px)
 
 
 def validation_set(cfg: TrainConfig) -> list[np.ndarray]:

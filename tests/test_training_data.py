@@ -129,3 +129,21 @@ def test_shipped_config_is_the_one_in_the_model_card():
     shipped = load_config(REPO / "models" / "configs" / "ct_denoiser.json")
     assert dataclasses.asdict(shipped) == card["training"]["config"]
     assert "models/configs/ct_denoiser.json" in card["training"]["command"]
+
+
+def test_streak_length_setting_makes_longer_streaks():
+    from models.train import _streaks
+
+    def reach(field: np.ndarray, d: float = 20.0) -> float:
+        """The highest correlation of the field with itself shifted by d px, over 32 directions."""
+        best = 0.0
+        for a in np.linspace(0, np.pi, 32, endpoint=False):
+            dy, dx = round(d * np.sin(a)), round(d * np.cos(a))
+            shifted = np.roll(field, (dy, dx), axis=(0, 1))[64:-64, 64:-64]
+            best = max(best, float(np.corrcoef(field[64:-64, 64:-64].ravel(), shifted.ravel())[0, 1]))
+        return best
+
+    short = [reach(_streaks(np.random.default_rng(s), 256)) for s in range(6)]
+    long = [reach(_streaks(np.random.default_rng(s), 256, along_max=40.0)) for s in range(6)]
+    assert max(short) < 0.15  # sigma <= 6 px along: exp(-20^2 / (4 * 6^2)) = 0.06
+    assert np.mean(long) > 0.3 and max(long) > 0.6
