@@ -70,6 +70,7 @@ class qa_filters(luigi.Config):  # noqa: N801
     bilateral_d = luigi.IntParameter(default=FilterParams.bilateral_d)
     bilateral_sigma_color = luigi.FloatParameter(default=FilterParams.bilateral_sigma_color)
     bilateral_sigma_space = luigi.FloatParameter(default=FilterParams.bilateral_sigma_space)
+    nlm_h = luigi.FloatParameter(default=FilterParams.nlm_h)
 
 
 class selection(luigi.Config):  # noqa: N801

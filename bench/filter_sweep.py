@@ -19,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.train import clean_slice  # noqa: E402
+from pipeline.filters import non_local_means  # noqa: E402
 from pipeline.metrics import psnr  # noqa: E402
 from pipeline.noise import add_gaussian_noise  # noqa: E402
 from pipeline.window import Window  # noqa: E402
@@ -28,8 +29,6 @@ SWEEP_SEED_BASE = 950_000  # disjoint from training (>= 1e6), validation (9e5 + 
 
 def candidates() -> dict[str, list[tuple[tuple, Callable[[np.ndarray], np.ndarray]]]]:
     """Filter name -> [(parameters, function on a float32 [0, 1] image)] to sweep."""
-    from skimage.restoration import denoise_nl_means
-
     return {
         "gaussian": [((k, s), lambda im, k=k, s=s: cv2.GaussianBlur(im, (k, k), s))
                      for k, s in itertools.product((3, 5, 7, 9), (0.6, 0.8, 1.0, 1.2, 1.5, 2.0))],
@@ -37,8 +36,7 @@ def candidates() -> dict[str, list[tuple[tuple, Callable[[np.ndarray], np.ndarra
         "median": [((k,), lambda im, k=k: cv2.medianBlur(im, k)) for k in (3, 5)],
         "bilateral": [((d, sc, ss), lambda im, d=d, sc=sc, ss=ss: cv2.bilateralFilter(im, d, sc, ss))
                       for d, sc, ss in itertools.product((5, 7, 9), (0.05, 0.1, 0.2, 0.3, 0.5), (1.5, 3.0, 5.0))],
-        "nlm": [((h,), lambda im, h=h: denoise_nl_means(im, h=h, patch_size=5, patch_distance=6, fast_mode=True)
-                 .astype(np.float32)) for h in (0.01, 0.02, 0.04, 0.06, 0.08)],
+        "nlm": [((h,), lambda im, h=h: non_local_means(im, h)) for h in (0.01, 0.02, 0.04, 0.06, 0.08)],
     }
 
 

@@ -1,4 +1,5 @@
-"""The classical filters the QA report compares the model against (OpenCV, float32 images in [0, 1])."""
+"""The classical filters the QA report compares the model against (OpenCV, and scikit-image's
+non-local means; float32 images in [0, 1])."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -20,6 +21,7 @@ class FilterParams:
     bilateral_d: int = 7  # neighbourhood diameter (pixels)
     bilateral_sigma_color: float = 0.2  # in normalized intensity units
     bilateral_sigma_space: float = 1.5  # pixels
+    nlm_h: float = 0.06  # non-local means filtering strength, in normalized intensity units
 
     def __post_init__(self) -> None:
         for name in ("gaussian_ksize", "average_ksize"):
@@ -30,6 +32,8 @@ class FilterParams:
             raise ValueError(f"median_ksize must be 3 or 5 for float32 images, got {self.median_ksize}")
         if self.gaussian_sigma <= 0 or self.bilateral_sigma_color <= 0 or self.bilateral_sigma_space <= 0 or self.bilateral_d < 1:
             raise ValueError("gaussian_sigma, bilateral_d and bilateral sigmas must be positive")
+        if self.nlm_h <= 0:
+            raise ValueError(f"nlm_h must be positive, got {self.nlm_h}")
 
 
 def classical_filters(p: FilterParams) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
@@ -39,4 +43,12 @@ def classical_filters(p: FilterParams) -> dict[str, Callable[[np.ndarray], np.nd
         "average": lambda im: cv2.blur(im, (p.average_ksize, p.average_ksize)),
         "median": lambda im: cv2.medianBlur(im, p.median_ksize),
         "bilateral": lambda im: cv2.bilateralFilter(im, p.bilateral_d, p.bilateral_sigma_color, p.bilateral_sigma_space),
+        "nlm": lambda im: non_local_means(im, p.nlm_h),
     }
+
+
+def non_local_means(im: np.ndarray, h: float) -> np.ndarray:
+    """Non-local means (scikit-image, fast mode, 5x5 patches searched within 6 px), float32."""
+    from skimage.restoration import denoise_nl_means
+
+    return denoise_nl_means(im, h=h, patch_size=5, patch_distance=6, fast_mode=True).astype(np.float32)

@@ -20,7 +20,7 @@ from .metrics import psnr, ssim
 from .noise import NoiseModel, seed_from_uid
 from .window import Window, hu_to_unit
 
-METHODS = ("noisy", "autoencoder", "gaussian", "average", "median", "bilateral")
+METHODS = ("noisy", "autoencoder", "gaussian", "average", "median", "bilateral", "nlm")
 QA_BLOCK = 16  # slices scored together (one model batch or two)
 
 

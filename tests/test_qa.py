@@ -46,8 +46,9 @@ def test_qa_scores_every_method_against_the_clipped_reference():
     # a model that returns its input scores exactly like the noisy copy
     assert by["autoencoder"].mean_psnr == pytest.approx(by["noisy"].mean_psnr)
     assert by["noisy"].mean_psnr == pytest.approx(23.1, abs=2.5)  # sigma 0.07: about -20 log10(0.07) dB
-    for m in ("gaussian", "average", "median", "bilateral"):
+    for m in ("gaussian", "average", "median", "bilateral", "nlm"):
         assert by[m].mean_psnr > by["noisy"].mean_psnr
+    assert by["nlm"].mean_psnr > by["gaussian"].mean_psnr  # the stronger filter is stronger
     assert len(scores) == len(METHODS) * 2 and {r.sop_uid for r in scores} == set(uids)
     assert all(s.min_psnr <= s.mean_psnr for s in summaries)
 
@@ -57,8 +58,12 @@ def test_filters_reject_bad_parameters_and_keep_shape():
         FilterParams(gaussian_ksize=4)
     with pytest.raises(ValueError, match="median_ksize"):
         FilterParams(median_ksize=7)
+    with pytest.raises(ValueError, match="nlm_h must be positive, got 0"):
+        FilterParams(nlm_h=0)
     img = np.random.default_rng(0).random((17, 23)).astype(np.float32)
-    for name, f in classical_filters(FilterParams()).items():
+    filters = classical_filters(FilterParams())
+    assert list(filters) == list(METHODS[2:])  # every filter is in the report, in its order
+    for name, f in filters.items():
         out = f(img)
         assert out.shape == img.shape and out.dtype == np.float32, name
 
