@@ -57,10 +57,9 @@ REAL_SLICES = {"CT_small": "CT_small.dcm", "head512": "J2K_pixelrep_mismatch.dcm
 def real_slice(name: str) -> tuple[np.ndarray, float]:
     """One of pydicom's real CT test slices (``REAL_SLICES``) in [0, 1], read by the pipeline's
     reader, and its pixel size (mm)."""
-    import pydicom.data
+    from pydicom.data import get_testdata_file
 
-    path = Path(pydicom.data.__file__).parent / "test_files" / REAL_SLICES[name]  # local: never downloads
-    (study,) = scan(str(path)).studies.values()
+    (study,) = scan(get_testdata_file(REAL_SLICES[name])).studies.values()  # files in pydicom's own package
     series = load_series(next(iter(study.series.values())))
     return hu_to_unit(series.hu[0], W, clip=True), float(series.datasets[0].PixelSpacing[0])
 
@@ -139,10 +138,9 @@ def main() -> None:
                     outs["bm3d"] = timed("bm3d", lambda x, s=sigma: bm3d.bm3d(x, sigma_psd=s), noisy, rec)
                 for name, out in outs.items():
                     scores.setdefault(name, []).append((psnr(ref, out), ssim(ref, out)))
-            cells = [f"{np.mean([s[0] for s in scores[m]]):.2f} / {np.mean([s[1] for s in scores[m]]):.3f}"
-                     for m in header[2:]]
-            print(f"| {level} | {data_name} | " + " | ".join(cells) + " |")
             means[level, data_name] = {m: float(np.mean([v[0] for v in scores[m]])) for m in header[2:]}
+            cells = [f"{means[level, data_name][m]:.2f} / {np.mean([v[1] for v in scores[m]]):.3f}" for m in header[2:]]
+            print(f"| {level} | {data_name} | " + " | ".join(cells) + " |")
     print_margins(means)
     if args.card:
         record_real_ct(args.card, means, args.slices)
@@ -172,7 +170,7 @@ def record_real_ct(card_path: Path, means: dict[tuple[str, str], dict[str, float
     card = json.loads(card_path.read_text())
     card["evaluation"]["real_ct"] = {
         "data": f"pydicom's real {', '.join(f'{n} ({f})' for n, f in REAL_SLICES.items())} x {slices} noise seeds "
-                f"960 000 + i, own noise in the reference, filters tuned on the slice itself; "
+                f"{EVAL_SEED_BASE} + i, own noise in the reference, filters tuned on the slice itself; "
                 f"python bench/quality.py --slices {slices}",
         "psnr_db": {name: {level.replace("lowdose@", "lowdose_i0_"): {m: round(v, 2) for m, v in by_method.items()}
                            for (level, data_name), by_method in means.items() if data_name == name}

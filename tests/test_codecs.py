@@ -1,14 +1,13 @@
 """Every transfer syntax the archive may hold decodes to the same HU (exactly when lossless)."""
 import shutil
 import subprocess
-from pathlib import Path
 
 import imagecodecs
 import numpy as np
 import pydicom
-import pydicom.data
 import pytest
 from pydicom import uid
+from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 
 from pipeline.codecs import missing_decoder_reason
@@ -127,8 +126,7 @@ def test_real_scanner_jpeg2000_slice_reads_as_plausible_hu():
     """pydicom's J2K_pixelrep_mismatch.dcm: a real head slice (Canon/Toshiba, 512x512, lossless
     JPEG 2000) whose codestream signedness disagrees with PixelRepresentation; read wrongly, the
     negative values would wrap to huge positive ones."""
-    path = Path(pydicom.data.__file__).parent / "test_files" / "J2K_pixelrep_mismatch.dcm"
-    (study,) = scan(path).studies.values()
+    (study,) = scan(get_testdata_file("J2K_pixelrep_mismatch.dcm")).studies.values()
     hu = load_series(next(iter(study.series.values()))).hu[0]
     assert hu.shape == (512, 512)
     assert 20 <= np.median(hu[300:360, 220:300]) <= 50  # brain
