@@ -53,8 +53,9 @@ def describe_training(cfg: TrainConfig) -> dict[str, str]:
         if cfg.texture_max_hu > 0:
             extras.append(f"tissue texture of std up to {cfg.texture_max_hu:g} HU")
         if cfg.native_noise_max_hu > 0:
-            streaks = (f", partly streaky (streaks 2-{cfg.streak_length_max_px:g} px long) in {cfg.streak_fraction:.0%} "
-                       "of the slices" if cfg.streak_fraction else "")
+            extra = f", plus streaks of std up to {cfg.streak_max_hu:g} HU" if cfg.streak_max_hu > 0 else ""
+            streaks = (f", partly streaky (streaks 2-{cfg.streak_length_max_px:g} px long{extra}) in "
+                       f"{cfg.streak_fraction:.0%} of the slices" if cfg.streak_fraction else "")
             extras.append(f"the scan's own correlated noise of std up to {cfg.native_noise_max_hu:g} HU{streaks}")
         data = (f"synthetic anatomical CT slices from pipeline/phantom.py ({cfg.regions.replace(',', ', ')} phantoms; "
                 + ", ".join(extras) + "), seeds >= 1 000 000; no real patient data")

@@ -77,6 +77,7 @@ class TrainConfig:
     texture_max_hu: float = 0.0  # tissue heterogeneity: std uniform in [0, max] HU, 1.5-4 px grain
     streak_fraction: float = 0.0  # share of references whose own noise is partly streaky
     streak_length_max_px: float = 6.0  # streak length (Gaussian sigma along it) uniform in [2, max] px
+    streak_max_hu: float = 0.0  # extra streaks on top of that noise, std uniform in [0, max] HU (streaky slices)
     psf_min_px: float = 0.4  # sharpest scanner blur (Gaussian sigma, px); the bluntest is 1.3
     # share of patches whose added noise is low-dose CT noise (Poisson on projections + FBP, its
     # std uniform in [sigma_min, sigma_max] + 0.005) instead of white Gaussian noise
@@ -92,14 +93,16 @@ class TrainConfig:
 
 def clean_slice(seed: int, window: Window, regions: tuple[str, ...] = REGIONS, native_noise_max_hu: float = 0.0,
                 texture_max_hu: float = 0.0, streak_fraction: float = 0.0, psf_min_px: float = 0.4,
-                streak_length_max_px: float = 6.0) -> np.ndarray:
+                streak_length_max_px: float = 6.0, streak_max_hu: float = 0.0) -> np.ndarray:
     """One training/validation reference slice (512, 512) in [0, 1]: random region, position,
     pixel size and PSF (Gaussian, sigma uniform in [``psf_min_px``, 1.3] px). With the defaults it
     is noise-free; ``texture_max_hu`` adds tissue heterogeneity (a smooth random field inside the
     body) and ``native_noise_max_hu`` the correlated quantum noise every real reference carries,
     each with a random std up to the max; for ``streak_fraction`` of the slices that noise is
     partly streaky (elongated along a random direction, as behind bone and across the shoulders; the
-    streaks' length, a Gaussian sigma, is uniform in [2, ``streak_length_max_px``] px)."""
+    streaks' length, a Gaussian sigma, is uniform in [2, ``streak_length_max_px``] px). With
+    ``streak_max_hu`` those streaky slices get further streaks of their own amplitude (std uniform in
+    [0, max] HU) on top, so strong thin streaks (as in a real GE slice) are kept as the scan's own."""
     rng = np.random.default_rng(seed)
     region = regions[int(rng.integers(len(regions)))]
     phantom = Phantom(seed, region)
@@ -112,10 +115,13 @@ def clean_slice(seed: int, window: Window, regions: tuple[str, ...] = REGIONS, n
     hu = acquire(hu, rng, psf_sigma_px=psf, noise_hu=0.0)
     if native > 0:
         noise = smooth_noise(rng, hu.shape[0], float(rng.uniform(0.4, 1.2)))
-        if streak_fraction > 0 and rng.random() < streak_fraction:
+        streaky = streak_fraction > 0 and rng.random() < streak_fraction
+        if streaky:
             t = float(rng.uniform(0, math.pi / 2))  # share of the variance that is streaky
             noise = math.cos(t) * noise + math.sin(t) * _streaks(rng, hu.shape[0], streak_length_max_px)
         hu = hu + native * noise
+        if streaky and streak_max_hu > 0:
+            hu = hu + float(rng.uniform(0, streak_max_hu)) * _streaks(rng, hu.shape[0], streak_length_max_px)
     return hu_to_unit(hu, window, clip=True)
 
 
@@ -135,7 +141,7 @@ def _streaks(rng: np.random.Generator, size: int, along_max: float = 6.0) -> np.
 def reference_slice(seed: int, cfg: TrainConfig) -> np.ndarray:
     """A reference slice drawn the way ``cfg`` draws its training data."""
     return clean_slice(seed, cfg.window, tuple(cfg.regions.split(",")), cfg.native_noise_max_hu, cfg.texture_max_hu,
-                       cfg.streak_fraction, cfg.psf_min_px, cfg.streak_length_max_px)
+                       cfg.streak_fraction, cfg.psf_min_px, cfg.streak_length_max_px, cfg.streak_max_hu)
 
 
 def validation_set(cfg: TrainConfig) -> list[np.ndarray]:

@@ -148,3 +148,30 @@ def test_streak_length_setting_makes_longer_streaks():
     long = [reach(_streaks(np.random.default_rng(s), 256, along_max=40.0)) for s in range(6)]
     assert max(short) < 0.15  # sigma <= 6 px along: exp(-20^2 / (4 * 6^2)) = 0.06
     assert np.mean(long) > 0.3 and max(long) > 0.6
+
+
+def test_extra_streaks_add_their_drawn_energy_only_when_asked():
+    for seed in (310, 311):  # slices drawn without streaks get none
+        base = _hu(clean_slice(seed, W, ALL_REGIONS, native_noise_max_hu=20.0))
+        same = _hu(clean_slice(seed, W, ALL_REGIONS, native_noise_max_hu=20.0, streak_max_hu=50.0))
+        assert np.array_equal(base, same)
+    kw = dict(native_noise_max_hu=20.0, streak_fraction=1.0)
+    added = []
+    for seed in range(320, 332):
+        plain = _hu(clean_slice(seed, W, ALL_REGIONS, **kw))
+        extra = _hu(clean_slice(seed, W, ALL_REGIONS, **kw, streak_max_hu=50.0))
+        inside = (plain > -900) & (plain < 900) & (extra > -900) & (extra < 900)
+        added.append(float((extra - plain)[inside].std()))
+        assert _anisotropy(extra - plain, inside) > 2.0  # streaks, not grain
+    assert 0 < min(added) and max(added) <= 50.0 * 1.1
+    assert 18.0 < np.mean(added) < 40.0  # std uniform in [0, 50] HU: mean 25
+
+
+def test_model_card_words_name_the_streak_settings():
+    from models.export import describe_training
+
+    plain = describe_training(TrainConfig(native_noise_max_hu=35.0, streak_fraction=0.6))["data"]
+    extra = describe_training(TrainConfig(native_noise_max_hu=35.0, streak_fraction=0.6, streak_length_max_px=20.0,
+                                          streak_max_hu=50.0))["data"]
+    assert "partly streaky (streaks 2-6 px long) in 60% of the slices" in plain
+    assert "partly streaky (streaks 2-20 px long, plus streaks of std up to 50 HU) in 60% of the slices" in extra
