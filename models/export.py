@@ -21,7 +21,7 @@ from .train import VAL_SEED_BASE, TrainConfig, build_model, validation_set
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "ct-denoise-unet"
-MODEL_VERSION = "2.0.0"
+MODEL_VERSION = "2.1.0"
 
 
 @torch.inference_mode()
