@@ -43,7 +43,8 @@ class denoise(luigi.Config):  # noqa: N801 - section name in luigi.cfg
     qa_sigma = luigi.FloatParameter(default=0.07, description="QA noise std, fraction of the window")
     qa_noise = luigi.ChoiceParameter(default="gaussian", choices=["gaussian", "lowdose"])
     qa_lowdose_i0 = luigi.FloatParameter(default=2e4, description="photons per detector bin (lowdose)")
-    batch_size = luigi.IntParameter(default=8, description="slices per model batch")
+    batch_size = luigi.IntParameter(default=8, description="slices per model batch on a GPU")
+    cpu_batch_size = luigi.IntParameter(default=1, description="slices per model batch on the CPU")
     device = luigi.Parameter(default="auto", description="auto, cpu or cuda[:N]")
     amp = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                               description="mixed precision on CUDA")
@@ -115,7 +116,7 @@ def settings_from_config() -> Settings:
     model_path = Path(c.model_path)
     return Settings(
         window=Window(c.window_low_hu, c.window_high_hu), qa_sigma=c.qa_sigma, qa_noise=c.qa_noise,
-        qa_lowdose_i0=c.qa_lowdose_i0, batch_size=c.batch_size,
+        qa_lowdose_i0=c.qa_lowdose_i0, batch_size=c.batch_size, cpu_batch_size=c.cpu_batch_size,
         device=c.device, amp=c.amp, model_path=model_path if model_path.is_absolute() else INSTALL_ROOT / model_path,
         filters=FilterParams(**{k: getattr(f, k) for k in FilterParams.__dataclass_fields__}),
         selection=selection_from_config(),
@@ -169,7 +170,8 @@ class DenoiseStudy(luigi.Task):
         if not self.output():
             raise InputError(self.study_dir, f"no CT image series found{' for study ' + self.study_uid if self.study_uid else ''}"
                                              f" ({len(self._scan.skipped)} files skipped)")
-        denoiser = Denoiser(load_model(settings.model_path), settings.device, settings.batch_size, settings.amp)
+        denoiser = Denoiser(load_model(settings.model_path), settings.device, settings.batch_size, settings.amp,
+                            settings.cpu_batch_size)
         process_scan(self._scan, Path(self.output_dir), settings, denoiser, self.record_failures,
                      self.study_uid or None, attempt=self.attempt)
 

@@ -1,6 +1,6 @@
 """Peak memory of DenoiseStudy on a long series: streaming keeps it bounded.
 
-    python bench/memory.py [--slices 1000] [--batch-size 8] [--qa-every 8] [--tiny-model] [--workdir DIR]
+    python bench/memory.py [--slices 1000] [--batch-size 8] [--cpu-batch-size 1] [--qa-every 8] [--tiny-model] [--workdir DIR]
 
 Generates one 512x512 series of ``--slices`` slices, then runs the study in a fresh process and
 reports (from /proc/self/status) the peak resident memory after loading the model and denoising one
@@ -50,21 +50,24 @@ def child(args: argparse.Namespace) -> None:
         weights = Path(args.work) / "tiny.safetensors"
         save_model(DenoisingAutoencoder(width=8, levels=2, convs_per_level=1), weights,
                    {"name": "tiny-bench", "version": "0", "window_hu": [-1000, 1000]})
-    denoiser = Denoiser(load_model(weights), args.device, args.batch_size)
-    denoiser.denoise_unit(np.zeros((args.batch_size, 512, 512), np.float32))
+    denoiser = Denoiser(load_model(weights), args.device, args.batch_size, cpu_batch_size=args.cpu_batch_size)
+    denoiser.denoise_unit(np.zeros((denoiser.batch_size, 512, 512), np.float32))
     model_peak = _peak_mib()
-    settings = Settings(progress=False, batch_size=args.batch_size, device=args.device, qa_every=args.qa_every)
+    settings = Settings(progress=False, batch_size=args.batch_size, cpu_batch_size=args.cpu_batch_size,
+                        device=args.device, qa_every=args.qa_every)
     (study,) = scan(Path(args.work) / "in").studies.values()
     t = time.perf_counter()
     outcome = process_study(study, Path(args.work) / "out", settings, denoiser)
     print(json.dumps({"model_peak_mib": model_peak, "run_peak_mib": _peak_mib(), "seconds": time.perf_counter() - t,
-                      "slices": sum(s.slices for s in outcome.series), "device": str(denoiser.device)}))
+                      "slices": sum(s.slices for s in outcome.series), "device": str(denoiser.device),
+                      "batch": denoiser.batch_size}))
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--slices", type=int, default=1000)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=8, help="GPU batch")
+    ap.add_argument("--cpu-batch-size", type=int, default=1)
     ap.add_argument("--qa-every", type=int, default=8)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--tiny-model", action="store_true")
@@ -81,6 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         files = generate(work / "in", (long_study(args.slices),))
         cmd = [sys.executable, __file__, "--child", "--work", str(work), "--batch-size", str(args.batch_size),
+               "--cpu-batch-size", str(args.cpu_batch_size),
                "--qa-every", str(args.qa_every), "--device", args.device] + (["--tiny-model"] if args.tiny_model else [])
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
         if proc.returncode != 0:
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     added = result["run_peak_mib"] - result["model_peak_mib"]
     print(f"# {result['slices']} slices 512x512 ({volume_mib:.0f} MiB as float32); "
           f"{'tiny untrained model' if args.tiny_model else 'shipped model'} on {result['device']}; batch "
-          f"{args.batch_size}; QA every {args.qa_every}; {result['seconds']:.0f} s")
+          f"{result['batch']}; QA every {args.qa_every}; {result['seconds']:.0f} s")
     print("| measure | MiB |\n|---|---|")
     print(f"| peak RSS after loading the model and one batch | {result['model_peak_mib']:.0f} |")
     print(f"| peak RSS of the whole study | {result['run_peak_mib']:.0f} |")

@@ -1,6 +1,6 @@
 """Throughput of the streamed pipeline against its floors, on a generated long series.
 
-    python bench/throughput.py [--slices 300] [--device auto] [--batch-size 8] [--io-workers 2]
+    python bench/throughput.py [--slices 300] [--device auto] [--batch-size 8] [--cpu-batch-size 1] [--io-workers 2]
                                [--model-slices 64] [--workdir DIR]
 
 Generates one 512x512 series of ``--slices`` slices (uncompressed, 1 mm apart) and measures, in
@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--slices", type=int, default=300)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=8, help="GPU batch")
+    ap.add_argument("--cpu-batch-size", type=int, default=1)
     ap.add_argument("--io-workers", type=int, default=2)
     ap.add_argument("--model-slices", type=int, default=64)
     ap.add_argument("--qa-every", type=int, default=Settings.qa_every)
@@ -85,15 +86,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         t = time.perf_counter()
         files = generate(work / "in", (long_study(args.slices),))
         gen_s = time.perf_counter() - t
-        denoiser = Denoiser(load_model(args.weights), args.device, args.batch_size)
+        denoiser = Denoiser(load_model(args.weights), args.device, args.batch_size, cpu_batch_size=args.cpu_batch_size)
         per_slice: dict[str, float] = {}
         per_slice["I/O floor, 1 thread"] = io_floor(files, work / "io1", 1) / len(files)
         per_slice[f"I/O floor, {args.io_workers} threads"] = io_floor(files, work / "io", args.io_workers) / len(files)
         per_slice["model alone"] = model_alone(denoiser, min(args.model_slices, len(files)))
         for label, every in (("full DenoiseStudy, no QA", 0), (f"full DenoiseStudy, QA every {args.qa_every}",
                                                                 args.qa_every)):
-            settings = Settings(progress=False, batch_size=args.batch_size, device=args.device,
-                                io_workers=args.io_workers, qa_every=every)
+            settings = Settings(progress=False, batch_size=args.batch_size, cpu_batch_size=args.cpu_batch_size,
+                                device=args.device, io_workers=args.io_workers, qa_every=every)
             (study,) = scan(work / "in").studies.values()
             t = time.perf_counter()
             process_study(study, work / f"out{every}", settings, denoiser)
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model = per_slice["model alone"]
     full, full_qa = per_slice["full DenoiseStudy, no QA"], per_slice[f"full DenoiseStudy, QA every {args.qa_every}"]
     print(f"# {len(files)} slices 512x512 (generated in {gen_s:.0f} s); device {denoiser.device}; batch "
-          f"{args.batch_size}; {args.io_workers} I/O workers; torch {torch.__version__} ({torch.get_num_threads()} "
+          f"{denoiser.batch_size}; {args.io_workers} I/O workers; torch {torch.__version__} ({torch.get_num_threads()} "
           f"threads); {os.cpu_count()} CPUs; {platform.machine()}")
     print("| stage | s/slice | slices/s |\n|---|---|---|")
     for name, sec in per_slice.items():

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pipeline.allocator import keep_freed_memory
 from pipeline.lowdose import low_dose_noise_hu
 from pipeline.metrics import psnr
 from pipeline.noise import add_gaussian_noise
@@ -286,6 +287,8 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: in
         if {k: old.get(k, defaults[k]) for k in fixed} != fixed:
             raise ValueError(f"{cfg_path}: the run folder was made with another configuration; use a new folder")
     cfg_path.write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    if torch.device(device).type == "cpu":
+        keep_freed_memory()
     model = build_model(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step, elapsed = 0, 0.0

@@ -10,6 +10,7 @@ import torch
 
 from models.store import LoadedModel
 
+from .allocator import keep_freed_memory
 from .errors import ConfigError
 from .window import Window, hu_to_unit, unit_to_hu
 
@@ -32,16 +33,21 @@ def resolve_device(requested: str) -> torch.device:
 
 
 class Denoiser:
-    """Runs a loaded model over stacks of slices in batches of ``batch_size``."""
+    """Runs a loaded model over stacks of slices in batches of ``batch_size`` (of
+    ``cpu_batch_size``, when given, where the device is the CPU)."""
 
-    def __init__(self, loaded: LoadedModel, device: str = "auto", batch_size: int = 8, amp: bool = True) -> None:
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    def __init__(self, loaded: LoadedModel, device: str = "auto", batch_size: int = 8, amp: bool = True,
+                 cpu_batch_size: int | None = None) -> None:
+        for name, value in (("batch_size", batch_size), ("cpu_batch_size", cpu_batch_size)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
         self.loaded = loaded
         self.device = resolve_device(device)
-        self.batch_size = batch_size
+        self.batch_size = cpu_batch_size if cpu_batch_size and self.device.type == "cpu" else batch_size
         self.amp = amp and self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16
+        if self.device.type == "cpu":
+            keep_freed_memory()  # activations of a 512x512 slice are 32 MiB+: reuse them, no page faults
         self.model = loaded.model.to(self.device).eval()
         log.info("model %s on %s (batch %d%s)", loaded.name, self.device, batch_size,
                  f", autocast {str(self.amp_dtype).removeprefix('torch.')}" if self.amp else "")

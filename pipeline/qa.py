@@ -9,8 +9,10 @@ same noisy copy; every result is clipped to [0, 1] and compared with the same re
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +24,7 @@ from .window import Window, hu_to_unit
 
 METHODS = ("noisy", "autoencoder", "gaussian", "average", "median", "bilateral", "nlm")
 QA_BLOCK = 16  # slices scored together (one model batch or two)
+QA_THREADS = os.cpu_count() or 1  # the filters run on several slices at once (they release the GIL)
 
 
 @dataclass(frozen=True)
@@ -61,25 +64,28 @@ def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray | Sequen
     positions = list(range(len(hu))) if indices is None else list(indices)
     noise = noise if isinstance(noise, NoiseModel) else NoiseModel("gaussian", float(noise))
     funcs: dict[str, Callable[[np.ndarray], np.ndarray]] = {"noisy": lambda x: x, "autoencoder": model_fn}
-    per_slice = {name: (lambda x, f=f: np.stack([f(im) for im in x])) for name, f in classical_filters(filters).items()}
-    funcs.update(per_slice)
     rows: dict[str, list[SliceScore]] = {m: [] for m in METHODS}
     seconds = dict.fromkeys(METHODS, 0.0)
-    for b in range(0, len(positions), QA_BLOCK):  # a block at a time: memory does not grow with the series
-        block_hu = np.stack([np.asarray(h, np.float32) for h in hu[b:b + QA_BLOCK]])
-        reference = hu_to_unit(block_hu, window, clip=True)
-        noisy = np.stack([noise.noisy(ref, h, window.width, pixel_mm, seed_from_uid(uid))
-                          for ref, h, uid in zip(reference, block_hu, slice_ids[b:b + QA_BLOCK])])
-        for method in METHODS:
-            t0 = time.perf_counter()
-            result = np.clip(funcs[method](noisy), 0.0, 1.0)
-            seconds[method] += time.perf_counter() - t0
-            for pos, res in zip(positions[b:b + QA_BLOCK], result):
-                if kept is not None and pos in kept:
-                    kept[pos][method] = res.copy()  # not a view that keeps the block alive
-            rows[method].extend(SliceScore(series_uid, uid, pos, method, psnr(ref, res), ssim(ref, res))
-                                for pos, uid, ref, res in zip(positions[b:b + QA_BLOCK], slice_ids[b:b + QA_BLOCK],
-                                                              reference, result, strict=True))
+    with ThreadPoolExecutor(QA_THREADS, thread_name_prefix="qa") as pool:  # numpy, OpenCV, skimage release the GIL
+        funcs.update({name: (lambda x, f=f: np.stack(list(pool.map(f, x))))
+                      for name, f in classical_filters(filters).items()})
+        for b in range(0, len(positions), QA_BLOCK):  # a block at a time: memory does not grow with the series
+            block_hu = np.stack([np.asarray(h, np.float32) for h in hu[b:b + QA_BLOCK]])
+            reference = hu_to_unit(block_hu, window, clip=True)
+            ids, pos = slice_ids[b:b + QA_BLOCK], positions[b:b + QA_BLOCK]
+            noisy = np.stack(list(pool.map(lambda ref, h, uid: noise.noisy(ref, h, window.width, pixel_mm,
+                                                                           seed_from_uid(uid)),
+                                           reference, block_hu, ids)))
+            for method in METHODS:
+                t0 = time.perf_counter()
+                result = np.clip(funcs[method](noisy), 0.0, 1.0)
+                seconds[method] += time.perf_counter() - t0
+                for p, res in zip(pos, result):
+                    if kept is not None and p in kept:
+                        kept[p][method] = res.copy()  # not a view that keeps the block alive
+                scored = pool.map(lambda ref, res: (psnr(ref, res), ssim(ref, res)), reference, result)
+                rows[method].extend(SliceScore(series_uid, uid, p, method, *score)
+                                    for p, uid, score in zip(pos, ids, scored, strict=True))
     summaries, scores = [], []
     for method in METHODS:
         scores.extend(rows[method])

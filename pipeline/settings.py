@@ -25,7 +25,8 @@ class Settings:
     qa_sigma: float = 0.07
     qa_noise: str = "gaussian"  # or "lowdose"
     qa_lowdose_i0: float = 2e4
-    batch_size: int = 8
+    batch_size: int = 8  # slices per model batch on a GPU
+    cpu_batch_size: int = 1  # on the CPU: larger batches are not faster there and hold more memory
     device: str = "auto"
     amp: bool = True
     model_path: Path | None = None  # None: the shipped weights
@@ -55,7 +56,7 @@ class Settings:
             raise ConfigError(f"qa_panels must be >= 0 (0: no panels), got {self.qa_panels}")
         if self.qa_every < 0:
             raise ConfigError(f"qa_every must be >= 0 (0: no QA), got {self.qa_every}")
-        for name in ("io_workers", "chunk_slices", "prefetch_chunks"):
+        for name in ("cpu_batch_size", "io_workers", "chunk_slices", "prefetch_chunks"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name, (allowed, unique) in _TEMPLATE_FIELDS.items():

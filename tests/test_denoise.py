@@ -49,6 +49,16 @@ def test_progress_callback_counts_slices(tiny_model):
     assert seen == [2, 2, 1]
 
 
+def test_cpu_batch_size_applies_on_the_cpu_only(tiny_model):
+    seen = []
+    d = Denoiser(tiny_model, "cpu", batch_size=8, cpu_batch_size=1)
+    d.denoise_unit(np.zeros((3, 8, 8), np.float32), seen.append)
+    assert (d.batch_size, seen) == (1, [1, 1, 1])
+    assert Denoiser(tiny_model, "cpu", batch_size=8).batch_size == 8  # not given: batch_size everywhere
+    with pytest.raises(ConfigError, match="cpu_batch_size must be >= 1"):
+        Denoiser(tiny_model, "cpu", cpu_batch_size=0)
+
+
 def test_device_selection():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -75,3 +85,8 @@ def test_cuda_mixed_precision_matches_cpu(tiny_model):
     cpu = Denoiser(tiny_model, "cpu").denoise_unit(x)
     gpu = Denoiser(tiny_model, "cuda", amp=True).denoise_unit(x)
     np.testing.assert_allclose(gpu, cpu, atol=2e-2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cpu_batch_size_does_not_apply_on_cuda(tiny_model):
+    assert Denoiser(tiny_model, "cuda", batch_size=8, cpu_batch_size=1).batch_size == 8

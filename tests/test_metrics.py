@@ -27,3 +27,21 @@ def test_ssim_is_one_for_identical_and_lower_for_noisy():
     a = rng.random((32, 32))
     assert ssim(a, a) == pytest.approx(1.0)
     assert ssim(a, np.clip(a + 0.3 * rng.standard_normal(a.shape), 0, 1)) < 0.8
+
+
+@pytest.mark.parametrize("shape", [(512, 512), (128, 96), (7, 9)])
+def test_ssim_equals_scikit_image_structural_similarity(shape):
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(sum(shape))
+    a = rng.random(shape)
+    b = np.clip(a + 0.1 * rng.standard_normal(shape), 0, 1)
+    for data_range in (1.0, 2.0):
+        assert ssim(a, b, data_range) == pytest.approx(structural_similarity(a, b, data_range=data_range), abs=1e-12)
+
+
+def test_ssim_refuses_mismatched_or_too_small_images():
+    with pytest.raises(ValueError, match="shape mismatch"):
+        ssim(np.zeros((8, 8)), np.zeros((8, 9)))
+    with pytest.raises(ValueError, match="at least 7x7"):
+        ssim(np.zeros((6, 8)), np.zeros((6, 8)))

@@ -68,6 +68,25 @@ def test_filters_reject_bad_parameters_and_keep_shape():
         assert out.shape == img.shape and out.dtype == np.float32, name
 
 
+@pytest.mark.parametrize("noise", [0.07, "lowdose"])
+def test_qa_on_several_threads_scores_exactly_as_on_one(monkeypatch, noise):
+    from pipeline import qa
+    from pipeline.noise import NoiseModel
+
+    hu = _phantom_hu(5)
+    uids = [f"1.2.9.{k}" for k in range(5)]
+    model = NoiseModel("lowdose", i0=1e4) if noise == "lowdose" else noise
+
+    def run(threads):
+        monkeypatch.setattr(qa, "QA_THREADS", threads)
+        summaries, rows = qa_series("1.2.9", uids, hu, Window(), model, lambda x: x * 0.9 + 0.05, FilterParams(),
+                                    pixel_mm=2.0)
+        return [(s.method, s.mean_psnr, s.mean_ssim) for s in summaries], [(r.sop_uid, r.method, r.psnr, r.ssim)
+                                                                            for r in rows]
+
+    assert run(1) == run(4)
+
+
 def test_qa_can_use_the_low_dose_noise_model():
     from pipeline.noise import NoiseModel
 

@@ -12,6 +12,7 @@ def test_defaults_are_valid():
 @pytest.mark.parametrize("kw,match", [
     ({"qa_sigma": -0.1}, "qa_sigma"),
     ({"batch_size": 0}, "batch_size"),
+    ({"cpu_batch_size": 0}, "cpu_batch_size"),
     ({"series_folder": "../{series_uid}"}, "series_folder"),
     ({"series_folder": "{series_number}"}, "including one of"),  # not unique per series
     ({"series_folder": "{PatientName}"}, "series_folder"),
