@@ -49,7 +49,7 @@ class Denoiser:
         if self.device.type == "cpu":
             keep_freed_memory()  # activations of a 512x512 slice are 32 MiB+: reuse them, no page faults
         self.model = loaded.model.to(self.device).eval()
-        log.info("model %s on %s (batch %d%s)", loaded.name, self.device, batch_size,
+        log.info("model %s on %s (batch %d%s)", loaded.name, self.device, self.batch_size,
                  f", autocast {str(self.amp_dtype).removeprefix('torch.')}" if self.amp else "")
 
     def _autocast(self) -> contextlib.AbstractContextManager:

@@ -24,7 +24,8 @@ from .window import Window, hu_to_unit
 
 METHODS = ("noisy", "autoencoder", "gaussian", "average", "median", "bilateral", "nlm")
 QA_BLOCK = 16  # slices scored together (one model batch or two)
-QA_THREADS = os.cpu_count() or 1  # the filters run on several slices at once (they release the GIL)
+# The filters, noisy copies and metrics run on several slices of a block at once (they release the GIL).
+QA_THREADS = min(QA_BLOCK, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

@@ -49,9 +49,11 @@ def test_progress_callback_counts_slices(tiny_model):
     assert seen == [2, 2, 1]
 
 
-def test_cpu_batch_size_applies_on_the_cpu_only(tiny_model):
+def test_cpu_batch_size_applies_on_the_cpu_only(tiny_model, caplog):
+    caplog.set_level("INFO", logger="pipeline.denoise")
     seen = []
     d = Denoiser(tiny_model, "cpu", batch_size=8, cpu_batch_size=1)
+    assert "on cpu (batch 1)" in caplog.text  # the batch it really uses
     d.denoise_unit(np.zeros((3, 8, 8), np.float32), seen.append)
     assert (d.batch_size, seen) == (1, [1, 1, 1])
     assert Denoiser(tiny_model, "cpu", batch_size=8).batch_size == 8  # not given: batch_size everywhere
