@@ -113,7 +113,7 @@ def main() -> None:
 
     print(f"# window {W}; {args.slices} synthetic 512x512 slices + real " + ", ".join(REAL_SLICES.values())
           + f" x {args.slices} noise seeds each; model {denoiser.loaded.name}; PSNR dB / SSIM")
-    header = ["noise", "data", "noisy", "autoencoder", "gaussian", "average", "median", "bilateral", "nlm"]
+    header = ["noise", "data", "noisy", "autoencoder", *candidates()]  # the tuned classical filters
     if not args.no_bm3d:
         import bm3d
 
@@ -132,8 +132,8 @@ def main() -> None:
                 rec = data_name == "synthetic"  # CPU time on the synthetic 512x512 slices
                 outs = {"noisy": noisy,
                         "autoencoder": timed("autoencoder", lambda x: denoiser.denoise_unit(x[None])[0], noisy, rec)}
-                for name in ("gaussian", "average", "median", "bilateral", "nlm"):
-                    outs[name] = timed(name, best[name][1], noisy, rec)
+                for name, (_, f) in best.items():
+                    outs[name] = timed(name, f, noisy, rec)
                 if not args.no_bm3d:
                     outs["bm3d"] = timed("bm3d", lambda x, s=sigma: bm3d.bm3d(x, sigma_psd=s), noisy, rec)
                 for name, out in outs.items():

@@ -23,7 +23,7 @@ from .noise import NoiseModel, seed_from_uid
 from .window import Window, hu_to_unit
 
 METHODS = ("noisy", "autoencoder", "gaussian", "average", "median", "bilateral", "nlm")
-QA_BLOCK = 16  # slices scored together (one model batch or two)
+QA_BLOCK = 16  # slices scored together (the model runs them in its own batches)
 # The filters, noisy copies and metrics run on several slices of a block at once (they release the GIL).
 QA_THREADS = min(QA_BLOCK, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
