@@ -19,9 +19,10 @@ from pathlib import Path
 import luigi
 
 import models
-from models.export import export
 from models.store import load_model
-from models.train import load_config, train
+from models.training.card import export
+from models.training.config import load_config
+from models.training.train import train
 from pipeline.archive import study_folders, write_archive_report
 from pipeline.dashboard import write_dashboard
 from pipeline.denoise import Denoiser
@@ -46,6 +47,7 @@ class denoise(luigi.Config):  # noqa: N801 - section name in luigi.cfg
     batch_size = luigi.IntParameter(default=8, description="slices per model batch on a GPU")
     cpu_batch_size = luigi.IntParameter(default=1, description="slices per model batch on the CPU")
     device = luigi.Parameter(default="auto", description="auto, cpu or cuda[:N]")
+    strength = luigi.Parameter(default="medium", description="low, medium, high or a noise std in HU")
     amp = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                               description="mixed precision on CUDA")
     model_path = luigi.Parameter(default="models/weights/ct_denoiser.safetensors",
@@ -117,7 +119,7 @@ def settings_from_config() -> Settings:
     return Settings(
         window=Window(c.window_low_hu, c.window_high_hu), qa_sigma=c.qa_sigma, qa_noise=c.qa_noise,
         qa_lowdose_i0=c.qa_lowdose_i0, batch_size=c.batch_size, cpu_batch_size=c.cpu_batch_size,
-        device=c.device, amp=c.amp, model_path=model_path if model_path.is_absolute() else INSTALL_ROOT / model_path,
+        device=c.device, strength=c.strength, amp=c.amp, model_path=model_path if model_path.is_absolute() else INSTALL_ROOT / model_path,
         filters=FilterParams(**{k: getattr(f, k) for k in FilterParams.__dataclass_fields__}),
         selection=selection_from_config(),
         series_folder=c.series_folder, file_name=c.file_name,
@@ -171,7 +173,7 @@ class DenoiseStudy(luigi.Task):
             raise InputError(self.study_dir, f"no CT image series found{' for study ' + self.study_uid if self.study_uid else ''}"
                                              f" ({len(self._scan.skipped)} files skipped)")
         denoiser = Denoiser(load_model(settings.model_path), settings.device, settings.batch_size, settings.amp,
-                            settings.cpu_batch_size)
+                            settings.cpu_batch_size, settings.strength)
         process_scan(self._scan, Path(self.output_dir), settings, denoiser, self.record_failures,
                      self.study_uid or None, attempt=self.attempt)
 

@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from models.autoencoder import count_parameters  # noqa: E402
 from models.store import load_checkpoint  # noqa: E402
-from models.train import build_model, evaluate, load_config, train, validation_set  # noqa: E402
+from models.training.config import load_config  # noqa: E402
+from models.training.data import validation_set  # noqa: E402
+from models.training.train import build_model, evaluate, train  # noqa: E402
 from pipeline.atomic import write_json  # noqa: E402
 
 CANDIDATES = {"w16-l2": (16, 2, 2), "w32-l2-c1": (32, 2, 1), "w32-l2": (32, 2, 2), "w32-l3": (32, 3, 2)}

@@ -18,10 +18,10 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models.train import clean_slice  # noqa: E402
 from pipeline.filters import non_local_means  # noqa: E402
 from pipeline.metrics import psnr  # noqa: E402
 from pipeline.noise import add_gaussian_noise  # noqa: E402
+from pipeline.synthetic.references import clean_slice  # noqa: E402
 from pipeline.window import Window  # noqa: E402
 
 SWEEP_SEED_BASE = 950_000  # disjoint from training (>= 1e6), validation (9e5 + i) and samples (< 1e5)

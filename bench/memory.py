@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.child:
         child(args)
         return {}
-    from pipeline.samples import generate, long_study
+    from pipeline.synthetic.samples import generate, long_study
 
     work = Path(tempfile.mkdtemp(prefix="ct-denoise-mem-", dir=args.workdir))
     try:

@@ -1,158 +1,136 @@
-"""Quality benchmark: the model against classical denoisers at several noise levels.
+"""Quality benchmark on real CT under the fair yardstick: the model against classical denoisers.
 
-    python bench/quality.py [--slices 3] [--sigmas 0.02 0.05 0.07 0.10] [--lowdose-i0 2e4] [--no-bm3d]
-                            [--card models/weights/ct_denoiser.json]
+    python bench/quality.py [--parts validation test] [--levels 0.02 0.05 0.07 0.10 lowdose@20000]
+                            [--seeds 1] [--no-bm3d] [--weights W] [--card models/weights/ct_denoiser.json]
+                            [--qa-check] [--realct-dir ../shared/data/realct]
 
-Data: held-out synthetic 512x512 slices (seeds 960 000 + i, never used for training or for the
-filter sweep; all five regions, tissue texture and the scan's own noise kept in the reference, as in
-a real scan) and two real CT slices that ship with pydicom, each with its own noise and
-``--slices`` noise realizations: CT_small.dcm (GE, 128x128 crop at the spine) and
-J2K_pixelrep_mismatch.dcm ("head512": a Canon/Toshiba head slice, 512x512, lossless JPEG 2000). No
-real slice is ever used for training. Noise: Gaussian with sigma (fraction of the window
-[-1000, 1000] HU), and the low-dose CT model (Poisson photon noise on projections + FBP). Each
-classical filter uses its best-PSNR setting for that noise level and data set, chosen on separate
-tuning slices (seeds 950 000 + i) for the synthetic data and, generously, on each real slice itself
-with other noise seeds; low-dose noise uses each slice's own pixel size; BM3D is given the true noise
-sigma. Prints mean PSNR (dB) / SSIM per method
-and CPU seconds per 512x512 slice. With ``--card`` the real-slice figures are recorded in that model
-card under ``evaluation.real_ct``.
+Data: the real CT set's ``validation`` and ``test`` parts (:mod:`models.training.realct`: split
+by source; the model is never trained on them, and no choice is made on the test part), and
+pydicom's two real slices (``pydicom``: CT_small.dcm and the 512x512 head J2K_pixelrep_mismatch.dcm),
+which need no ``../shared``. Yardstick (:mod:`pipeline.noise`): noise added in HU to the slice as
+stored (Gaussian sigma as a fraction of the window [-1000, 1000] HU, or the low-dose model at the
+slice's own pixel size) and never clipped; every method gets that same noisy image, seeded from the
+slice's SOPInstanceUID as in the QA report (``--seeds`` > 1 adds further seeds); the model clips it
+through its input window and is told the std of the added noise, as BM3D is; outputs and reference
+are clipped to the window for PSNR (data range 1) and SSIM. Each classical filter uses its best-PSNR
+setting for the noise level, tuned on the validation part with other noise seeds (so the test part
+stays untouched by any choice). Prints mean PSNR / SSIM per part and source, the model's margins
+over BM3D and the seed filters, and CPU seconds per 512x512 slice. ``--qa-check`` runs the pipeline's
+own QA (``DenoiseStudy``'s code, default ``[qa_filters]``) on the test slices and compares its
+margins with the bench's. ``--card`` records the figures in that model card (``evaluation.real_ct``).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import tempfile
 import time
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.filter_sweep import SWEEP_SEED_BASE, candidates
-from models.store import load_model
-from models.train import clean_slice
-from pipeline.atomic import write_json
-from pipeline.denoise import Denoiser
-from pipeline.lowdose import low_dose_noise_hu
-from pipeline.metrics import psnr, ssim
-from pipeline.noise import add_gaussian_noise
-from pipeline.phantom import ALL_REGIONS
-from pipeline.reader import load_series, scan
-from pipeline.window import Window, hu_to_unit, unit_to_hu
+from bench.filter_sweep import candidates  # noqa: E402
+from models.store import load_model  # noqa: E402
+from models.training import realct  # noqa: E402
+from pipeline.atomic import write_json  # noqa: E402
+from pipeline.denoise import Denoiser  # noqa: E402
+from pipeline.metrics import psnr, ssim  # noqa: E402
+from pipeline.noise import NoiseModel, seed_from_uid  # noqa: E402
+from pipeline.reader import load_series, scan  # noqa: E402
+from pipeline.window import Window, hu_to_unit  # noqa: E402
 
-EVAL_SEED_BASE = 960_000
-SYNTHETIC_PIXEL_MM = 0.75
 W = Window()
-
-
-def synthetic_reference(seed: int) -> np.ndarray:
-    """A held-out synthetic slice in [0, 1] that looks like a real reference (texture, own noise)."""
-    return clean_slice(seed, W, ALL_REGIONS, native_noise_max_hu=30.0, texture_max_hu=20.0)
-
-
 REAL_SLICES = {"CT_small": "CT_small.dcm", "head512": "J2K_pixelrep_mismatch.dcm"}
+SEED_FILTERS = ("gaussian", "average", "median", "bilateral")
 
 
-def real_slice(name: str) -> tuple[np.ndarray, float]:
-    """One of pydicom's real CT test slices (``REAL_SLICES``) in [0, 1], read by the pipeline's
-    reader, and its pixel size (mm)."""
+@dataclass(frozen=True)
+class BenchSlice:
+    part: str  # validation, test or pydicom
+    group: str  # the source
+    name: str
+    uid: str  # SOPInstanceUID: seeds the noise as the QA report does
+    hu: np.ndarray
+    pixel_mm: float
+
+    @property
+    def unit(self) -> np.ndarray:
+        return hu_to_unit(self.hu, W)
+
+    @property
+    def reference(self) -> np.ndarray:
+        return np.clip(self.unit, 0.0, 1.0)
+
+
+def pydicom_slices() -> list[BenchSlice]:
     from pydicom.data import get_testdata_file
 
-    (study,) = scan(get_testdata_file(REAL_SLICES[name])).studies.values()  # files in pydicom's own package
-    series = load_series(next(iter(study.series.values())))
-    return hu_to_unit(series.hu[0], W, clip=True), float(series.datasets[0].PixelSpacing[0])
+    out = []
+    for name, file in REAL_SLICES.items():
+        (study,) = scan(get_testdata_file(file)).studies.values()  # files in pydicom's own package
+        series = load_series(next(iter(study.series.values())))
+        ds = series.datasets[0]
+        out.append(BenchSlice("pydicom", name, file, str(ds.SOPInstanceUID), series.hu[0], float(ds.PixelSpacing[0])))
+    return out
 
 
-def _noisy(ref: np.ndarray, level: str, seed: int, pixel_mm: float = SYNTHETIC_PIXEL_MM) -> tuple[np.ndarray, float]:
-    """Noisy copy in [0, 1] and the true noise sigma (unit scale) for BM3D; low-dose noise is
-    simulated with the slice's own pixel size (path lengths through the body)."""
-    if level.startswith("lowdose"):
-        i0 = float(level.split("@")[1])
-        noise = low_dose_noise_hu(unit_to_hu(ref, W), pixel_mm, i0, seed) / W.width
-        return np.clip(ref + noise, 0, 1).astype(np.float32), float(noise[noise != 0].std())
-    sigma = float(level)
-    return add_gaussian_noise(ref, sigma, seed), sigma
+def realct_slices(part: str, folder: str) -> list[BenchSlice]:
+    import pydicom
+
+    root = realct.resolve(folder)
+    return [BenchSlice(part, s.group, s.file, str(pydicom.dcmread(root / s.file, stop_before_pixels=True).SOPInstanceUID),
+                       s.hu, s.pixel_mm) for s in realct.load_part(part, folder)]
 
 
-def _tune(level: str, tune_refs: list[np.ndarray], pixel_mm: float) -> dict[str, tuple]:
-    noisy = [_noisy(r, level, SWEEP_SEED_BASE + i, pixel_mm)[0] for i, r in enumerate(tune_refs)]
+def noise_model(level: str) -> NoiseModel:
+    if level.startswith("lowdose@"):
+        return NoiseModel("lowdose", i0=float(level.split("@")[1]))
+    return NoiseModel("gaussian", float(level))
+
+
+def noisy_copy(sl: BenchSlice, level: str, k: int, salt: str = "qa-noise") -> tuple[np.ndarray, float]:
+    """The noisy copy (unit scale, not clipped) and the added noise's std; seed 0 of salt ``qa-noise``
+    is exactly the QA report's copy of that slice."""
+    seed = seed_from_uid(sl.uid, salt if k == 0 else f"{salt}-{k}")
+    return noise_model(level).noisy(sl.unit, sl.hu, W.width, sl.pixel_mm, seed)
+
+
+class Cache:
+    """Scores of the classical methods (deterministic: same slice, noise and setting, same score), kept
+    in a JSON file between runs, so that comparing models does not rerun BM3D. Keys name the level,
+    slice, seed and method; the model is never cached."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.data: dict = json.loads(path.read_text()) if path and path.is_file() else {}
+
+    def get(self, key: str):
+        return self.data.get(key)
+
+    def put(self, key: str, value) -> None:
+        self.data[key] = value
+        if self.path:
+            write_json(self.path, self.data)
+
+
+def tune(level: str, slices: list[BenchSlice], cache: Cache) -> dict[str, tuple[tuple, object]]:
+    """Best mean-PSNR setting of each classical filter on ``slices`` (tuning noise, salt ``tune``)."""
+    key = f"tuned|{level}|" + ",".join(s.name for s in slices)
+    cands = candidates()
+    if cache.get(key):
+        return {name: next((p, f) for p, f in cands[name] if list(p) == params) for name, params in cache.get(key).items()}
+    noisy = [noisy_copy(s, level, 0, "tune")[0] for s in slices]
     best = {}
-    for name, cands in candidates().items():
-        best[name] = max(((np.mean([psnr(r, np.clip(f(n), 0, 1)) for r, n in zip(tune_refs, noisy)]), p, f)
-                          for p, f in cands), key=lambda t: t[0])[1:]
+    for name, options in cands.items():
+        best[name] = max(((np.mean([psnr(s.reference, np.clip(f(n), 0, 1)) for s, n in zip(slices, noisy)]), p, f)
+                          for p, f in options), key=lambda t: t[0])[1:]
+    cache.put(key, {name: list(p) for name, (p, _) in best.items()})
     return best
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--slices", type=int, default=3)
-    ap.add_argument("--tune-slices", type=int, default=2)
-    ap.add_argument("--sigmas", type=float, nargs="*", default=[0.02, 0.05, 0.07, 0.10])
-    ap.add_argument("--lowdose-i0", type=float, nargs="*", default=[2e4])
-    ap.add_argument("--no-bm3d", action="store_true")
-    ap.add_argument("--weights", type=Path, default=None)
-    ap.add_argument("--card", type=Path, default=None, help="record the real-slice PSNR in this model card")
-    args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    denoiser = Denoiser(load_model(args.weights), "cpu", batch_size=4)
-    refs = [synthetic_reference(EVAL_SEED_BASE + i) for i in range(args.slices)]
-    tune_refs = [synthetic_reference(SWEEP_SEED_BASE + i) for i in range(args.tune_slices)]
-    real = {name: real_slice(name) for name in REAL_SLICES}
-    levels = [f"{s:g}" for s in args.sigmas] + [f"lowdose@{i0:g}" for i0 in args.lowdose_i0]
-    seconds: dict[str, list[float]] = {}
-    tuned: list[str] = []
-    means: dict[tuple[str, str], dict[str, float]] = {}  # (level, data) -> method -> mean PSNR
-
-    def timed(name: str, f, x: np.ndarray, record: bool) -> np.ndarray:
-        t = time.process_time()
-        y = np.clip(f(x), 0, 1)
-        if record:
-            seconds.setdefault(name, []).append(time.process_time() - t)
-        return y
-
-    print(f"# window {W}; {args.slices} synthetic 512x512 slices + real " + ", ".join(REAL_SLICES.values())
-          + f" x {args.slices} noise seeds each; model {denoiser.loaded.name}; PSNR dB / SSIM")
-    header = ["noise", "data", "noisy", "autoencoder", *candidates()]  # the tuned classical filters
-    if not args.no_bm3d:
-        import bm3d
-
-        header.append("bm3d")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for level in levels:
-        sets = [("synthetic", refs, tune_refs, SYNTHETIC_PIXEL_MM)]
-        sets += [(n, [r] * args.slices, [r], mm) for n, (r, mm) in real.items()]
-        for data_name, data, tune_data, pixel_mm in sets:
-            best = _tune(level, tune_data, pixel_mm)
-            tuned.append(f"{level} {data_name}: " + ", ".join(f"{n} {best[n][0]}" for n in best))
-            scores: dict[str, list[tuple[float, float]]] = {}
-            for i, ref in enumerate(data):
-                noisy, sigma = _noisy(ref, level, EVAL_SEED_BASE + i, pixel_mm)
-                rec = data_name == "synthetic"  # CPU time on the synthetic 512x512 slices
-                outs = {"noisy": noisy,
-                        "autoencoder": timed("autoencoder", lambda x: denoiser.denoise_unit(x[None])[0], noisy, rec)}
-                for name, (_, f) in best.items():
-                    outs[name] = timed(name, f, noisy, rec)
-                if not args.no_bm3d:
-                    outs["bm3d"] = timed("bm3d", lambda x, s=sigma: bm3d.bm3d(x, sigma_psd=s), noisy, rec)
-                for name, out in outs.items():
-                    scores.setdefault(name, []).append((psnr(ref, out), ssim(ref, out)))
-            means[level, data_name] = {m: float(np.mean([v[0] for v in scores[m]])) for m in header[2:]}
-            cells = [f"{means[level, data_name][m]:.2f} / {np.mean([v[1] for v in scores[m]]):.3f}" for m in header[2:]]
-            print(f"| {level} | {data_name} | " + " | ".join(cells) + " |")
-    print_margins(means)
-    if args.card:
-        record_real_ct(args.card, means, args.slices)
-    print("\n| method | CPU s per 512x512 slice |\n|---|---|")
-    for name, vals in seconds.items():
-        print(f"| {name} | {np.mean(vals):.3f} |")
-    print("\n# best-PSNR filter parameters per noise level and data (tuning noise seeds 950 000 + i):")
-    for line in tuned:
-        print("#   " + line)
-
-
-SEED_FILTERS = ("gaussian", "average", "median", "bilateral")
 
 
 def margins(psnr_by_method: dict[str, float]) -> dict[str, float]:
@@ -166,26 +144,186 @@ def margins(psnr_by_method: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def record_real_ct(card_path: Path, means: dict[tuple[str, str], dict[str, float]], slices: int) -> None:
+def score_level(level: str, slices: list[BenchSlice], seeds: int, denoiser: Denoiser, filters: dict,
+                use_bm3d: bool, seconds: dict[str, list[float]], cache: Cache
+                ) -> dict[str, dict[str, tuple[float, float]]]:
+    """slice name -> method -> (mean PSNR, mean SSIM) over the seeds."""
+    if use_bm3d:
+        import bm3d
+    out = {}
+    for sl in slices:
+        acc: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        for k in range(seeds):
+            noisy, sigma = noisy_copy(sl, level, k)
+            methods = {"noisy": lambda x: x,
+                       "autoencoder": lambda x, s=sigma: denoiser.denoise_unit(np.clip(x, 0, 1)[None], s)[0]}
+            methods.update({name: f for name, (_, f) in filters.items()})
+            if use_bm3d:
+                methods["bm3d"] = lambda x, s=sigma: bm3d.bm3d(x, sigma_psd=s)
+            for name, f in methods.items():
+                key = f"score|{level}|{sl.name}|{k}|{name}|{filters[name][0] if name in filters else ''}"
+                hit = cache.get(key) if name != "autoencoder" else None
+                if hit:
+                    acc[name].append(tuple(hit[:2]))
+                    if hit[2] is not None:
+                        seconds[name].append(hit[2])
+                    continue
+                t = time.process_time()
+                result = np.clip(f(noisy), 0, 1)
+                cpu = time.process_time() - t if sl.hu.shape == (512, 512) else None
+                if cpu is not None and name in ("autoencoder", "bm3d", "nlm"):
+                    seconds[name].append(cpu)
+                acc[name].append((psnr(sl.reference, result), ssim(sl.reference, result)))
+                if name != "autoencoder":
+                    cache.put(key, [*acc[name][-1], cpu if name in ("bm3d", "nlm") else None])
+        out[sl.name] = {m: (float(np.mean([v[0] for v in vals])), float(np.mean([v[1] for v in vals])))
+                        for m, vals in acc.items()}
+    return out
+
+
+def qa_margins(slices: list[BenchSlice], level: str, loaded) -> dict[str, dict[str, float]]:
+    """The pipeline's own QA (process_scan, default [qa_filters], every slice scored) on ``slices``:
+    file name -> method -> PSNR, read back from the studies' qa_report.csv."""
+    import csv
+    import shutil
+
+    from pipeline.settings import Settings
+    from pipeline.study import process_scan
+
+    nm = noise_model(level)
+    root = realct.resolve(args_realct_dir)
+    out: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in"
+        for sl in slices:
+            (src / sl.name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(root / sl.name, src / sl.name)
+        settings = Settings(qa_noise=nm.kind, qa_sigma=nm.sigma, qa_lowdose_i0=nm.i0, qa_every=1, qa_panels=0,
+                            progress=False)
+        denoiser = Denoiser(loaded, "cpu", cpu_batch_size=1)
+        by_series = {sl.uid: sl.name for sl in slices}
+        outcomes = process_scan(scan(src), Path(tmp) / "out", settings, denoiser)
+        for o in outcomes:
+            with open(o.folder / "qa_slices.csv", newline="") as fh:
+                for row in csv.DictReader(fh):
+                    out.setdefault(by_series[row["sop_instance_uid"]], {})[row["method"]] = float(row["psnr_db"])
+    return out
+
+
+args_realct_dir = realct.DEFAULT_DIR
+
+
+def main() -> None:
+    global args_realct_dir
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--parts", nargs="*", default=["validation", "test", "pydicom"])
+    ap.add_argument("--levels", nargs="*", default=["0.02", "0.05", "0.07", "0.1", "lowdose@20000"])
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--no-bm3d", action="store_true")
+    ap.add_argument("--weights", type=Path, default=None)
+    ap.add_argument("--card", type=Path, default=None, help="record the figures in this model card")
+    ap.add_argument("--qa-check", action="store_true", help="compare the QA report's margins on the test part")
+    ap.add_argument("--realct-dir", default=realct.DEFAULT_DIR)
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="JSON file of the classical methods' scores, reused by later runs (e.g. runs/quality_cache.json)")
+    args = ap.parse_args()
+    cache = Cache(args.cache)
+    args_realct_dir = args.realct_dir
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    loaded = load_model(args.weights)
+    denoiser = Denoiser(loaded, "cpu", cpu_batch_size=1)
+    have_real = realct.available(args.realct_dir)
+    if not have_real:
+        print(f"# {realct.resolve(args.realct_dir)}: no real CT set; only pydicom's slices")
+    slices = {p: (pydicom_slices() if p == "pydicom" else realct_slices(p, args.realct_dir) if have_real else [])
+              for p in args.parts}
+    tuning = realct_slices("validation", args.realct_dir) if have_real else slices.get("pydicom", [])
+    use_bm3d = not args.no_bm3d
+    seconds: dict[str, list[float]] = defaultdict(list)
+    results: dict[str, dict[str, dict[str, dict[str, tuple[float, float]]]]] = {}  # level -> part -> slice -> method
+    tuned: dict[str, str] = {}
+    print(f"# model {loaded.name} ({'noise-conditioned' if denoiser.noise_map else 'blind'}); window {W}; "
+          f"{args.seeds} noise seed(s) per slice; filters tuned on {'the validation part' if have_real else 'pydicom'}")
+    for level in args.levels:
+        best = tune(level, tuning, cache)
+        tuned[level] = ", ".join(f"{n} {p}" for n, (p, _) in best.items())
+        results[level] = {part: score_level(level, sl, args.seeds, denoiser, best, use_bm3d, seconds, cache)
+                          for part, sl in slices.items() if sl}
+    print_tables(results, slices)
+    print("\n| method | CPU s per 512x512 slice | share of BM3D's |\n|---|---|---|")
+    ref = np.mean(seconds["bm3d"]) if seconds.get("bm3d") else None
+    for name, vals in seconds.items():
+        print(f"| {name} | {np.mean(vals):.3f} | {np.mean(vals) / ref:.3f} |" if ref else f"| {name} | {np.mean(vals):.3f} | |")
+    print("\n# filter settings per level (tuned on the validation part):")
+    for level, line in tuned.items():
+        print(f"#   {level}: {line}")
+    if args.qa_check and have_real and "test" in slices:
+        compare_with_qa(results, slices["test"], loaded)
+    if args.card:
+        record_real_ct(args.card, results, slices, args.seeds, seconds)
+
+
+def _means(per_slice: dict[str, dict[str, tuple[float, float]]], names: list[str]) -> dict[str, tuple[float, float]]:
+    methods = next(iter(per_slice.values())).keys()
+    return {m: (float(np.mean([per_slice[n][m][0] for n in names])), float(np.mean([per_slice[n][m][1] for n in names])))
+            for m in methods}
+
+
+def rows(results, slices):
+    """(level, part, source, means) for every source of every part, then the part's mean ('all')."""
+    for level, by_part in results.items():
+        for part, per_slice in by_part.items():
+            groups: dict[str, list[str]] = defaultdict(list)
+            for sl in slices[part]:
+                groups[sl.group].append(sl.name)
+            for group, names in groups.items():
+                yield level, part, f"{group} ({len(names)})", _means(per_slice, names)
+            if len(groups) > 1:
+                yield level, part, f"all ({len(per_slice)})", _means(per_slice, list(per_slice))
+
+
+def print_tables(results, slices) -> None:
+    all_rows = list(rows(results, slices))
+    methods = list(all_rows[0][3])
+    print("\n| noise | part | source (slices) | " + " | ".join(methods) + " | model - BM3D | model - best seed filter |")
+    print("|" + "---|" * (len(methods) + 5))
+    for level, part, source, means in all_rows:
+        m = margins({k: v[0] for k, v in means.items()})
+        cells = [f"{means[k][0]:.2f} / {means[k][1]:.3f}" for k in methods]
+        bm = f"{m['bm3d']:+.2f}" if "bm3d" in m else "-"
+        print(f"| {level} | {part} | {source} | " + " | ".join(cells) + f" | {bm} | {m['seed filters']:+.2f} |")
+
+
+def compare_with_qa(results, test: list[BenchSlice], loaded) -> None:
+    """The QA report's margins (model - each filter) against the bench's on the same test slices and
+    noise, at the QA's default noise (Gaussian 0.07)."""
+    qa = qa_margins(test, "0.07", loaded)
+    bench = results["0.07"]["test"]
+    print("\n# QA report vs bench on the test slices, sigma 0.07 (mean PSNR margins, dB)")
+    print("| margin | QA report | bench | difference |\n|---|---|---|---|")
+    for f in ("gaussian", "average", "median", "bilateral", "nlm"):
+        q = np.mean([qa[n]["autoencoder"] - qa[n][f] for n in qa])
+        b = np.mean([bench[n]["autoencoder"][0] - bench[n][f][0] for n in qa])
+        print(f"| model - {f} | {q:+.2f} | {b:+.2f} | {q - b:+.2f} |")
+    q = np.mean([qa[n]["autoencoder"] for n in qa])
+    b = np.mean([bench[n]["autoencoder"][0] for n in qa])
+    print(f"| model PSNR | {q:.2f} | {b:.2f} | {q - b:+.2f} |")
+
+
+def record_real_ct(card_path: Path, results, slices, seeds: int, seconds) -> None:
     card = json.loads(card_path.read_text())
-    card["evaluation"]["real_ct"] = {
-        "data": f"pydicom's real {', '.join(f'{n} ({f})' for n, f in REAL_SLICES.items())} x {slices} noise seeds "
-                f"{EVAL_SEED_BASE} + i, own noise in the reference, filters tuned on the slice itself; "
-                f"python bench/quality.py --slices {slices}",
-        "psnr_db": {name: {level.replace("lowdose@", "lowdose_i0_"): {m: round(v, 2) for m, v in by_method.items()}
-                           for (level, data_name), by_method in means.items() if data_name == name}
-                    for name in REAL_SLICES},
+    table: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    for level, part, source, means in rows(results, slices):
+        table[f"{part}: {source}"][level.replace("lowdose@", "lowdose_i0_")] = {m: round(v[0], 2) for m, v in means.items()}
+    card.setdefault("evaluation", {})["real_ct"] = {
+        "data": "real CT set, validation and test parts (split by source, models/training/realct.py) and pydicom's "
+                f"CT_small.dcm and J2K_pixelrep_mismatch.dcm; {seeds} noise seed(s) per slice from its SOPInstanceUID; "
+                "noise in HU, not clipped; model and BM3D told the added noise's std; filters tuned on the validation "
+                "part; python bench/quality.py",
+        "psnr_db": dict(table),
+        "cpu_seconds_per_512_slice": {m: round(float(np.mean(v)), 3) for m, v in seconds.items()},
     }
     write_json(card_path, card)
-
-
-def print_margins(means: dict[tuple[str, str], dict[str, float]]) -> None:
-    print("\n# model minus other methods (PSNR dB; targets at 0.07: BM3D +0.5, seed filters +4; everywhere: > 0)")
-    print("| noise | data | - BM3D | - best seed filter | - best classical |\n|---|---|---|---|---|")
-    for (level, data_name), by_method in means.items():
-        m = margins(by_method)
-        print(f"| {level} | {data_name} | " + " | ".join(f"{m[k]:+.2f}" if k in m else "-"
-                                                       for k in ("bm3d", "seed filters", "best classical")) + " |")
 
 
 if __name__ == "__main__":

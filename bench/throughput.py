@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.store import load_model  # noqa: E402
 from pipeline.denoise import Denoiser  # noqa: E402
 from pipeline.reader import scan  # noqa: E402
-from pipeline.samples import generate, long_study  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.study import process_study  # noqa: E402
+from pipeline.synthetic.samples import generate, long_study  # noqa: E402
 
 
 def io_floor(files: list[Path], out: Path, workers: int) -> float:

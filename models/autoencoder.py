@@ -1,4 +1,5 @@
-"""The denoising network: a small residual convolutional encoder-decoder (autoencoder family)."""
+"""The denoising network: a small residual convolutional encoder-decoder (autoencoder family),
+blind or conditioned on the noise level (a noise-level map as a second input channel, as FFDNet)."""
 from __future__ import annotations
 
 import torch
@@ -9,30 +10,52 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.ReLU(inplace=True))
 
 
+class ResidualBlock(nn.Module):
+    """x + conv(relu(conv(x))); the second convolution starts at zero, so a new block is the identity
+    (a trained network grown by blocks computes what it computed before)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(_conv(channels, channels), nn.Conv2d(channels, channels, 3, padding=1))
+        nn.init.zeros_(self.body[1].weight)
+        nn.init.zeros_(self.body[1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.body(x))
+
+
 class DenoisingAutoencoder(nn.Module):
-    """Encoder (convolutions, stride-2 downsampling) and decoder (transposed-convolution upsampling)
-    with additive skip connections; the last layer predicts the noise, which is subtracted from the
-    input (residual output).
+    """Encoder (convolutions, stride-2 downsampling), ``blocks`` residual blocks at the coarsest level,
+    decoder (transposed-convolution upsampling) with additive skip connections; the last layer predicts
+    the noise, which is subtracted from the input (residual output).
 
     Fully convolutional: any H, W works; H and W that are not multiples of ``2**levels`` are padded
     by reflection and cropped back.
 
-    ``forward(x)``: x is (batch, 1, H, W), float in [0, 1] (HU normalized through the model's window);
-    returns the denoised image with the same layout (not clipped).
+    ``forward(x, sigma)``: x is (batch, 1, H, W), float in [0, 1] (HU normalized through the model's
+    window and clipped to it); returns the denoised image with the same layout (not clipped). With
+    ``noise_map`` the network also takes the noise level to remove: ``sigma`` (a float or a (batch,)
+    tensor, std as a fraction of the window) becomes a constant second input channel; a blind network
+    ignores ``sigma``.
     """
 
-    def __init__(self, width: int = 32, levels: int = 2, convs_per_level: int = 2) -> None:
+    def __init__(self, width: int = 32, levels: int = 2, convs_per_level: int = 2, noise_map: bool = False,
+                 blocks: int = 0) -> None:
         super().__init__()
-        if width < 1 or levels < 1 or convs_per_level < 1:
-            raise ValueError("width, levels and convs_per_level must be >= 1")
-        self.config = {"width": width, "levels": levels, "convs_per_level": convs_per_level}
+        if width < 1 or levels < 1 or convs_per_level < 1 or blocks < 0:
+            raise ValueError("width, levels and convs_per_level must be >= 1, blocks >= 0")
+        self.config = {"width": width, "levels": levels, "convs_per_level": convs_per_level,
+                       "noise_map": bool(noise_map), "blocks": blocks}
+        self.noise_map = bool(noise_map)
         chans = [width * 2**k for k in range(levels + 1)]
-        self.stem = nn.Sequential(_conv(1, width), *[_conv(width, width) for _ in range(convs_per_level - 1)])
+        self.stem = nn.Sequential(_conv(2 if noise_map else 1, width),
+                                  *[_conv(width, width) for _ in range(convs_per_level - 1)])
         self.down = nn.ModuleList(
             nn.Sequential(_conv(chans[k], chans[k + 1], stride=2),
                           *[_conv(chans[k + 1], chans[k + 1]) for _ in range(convs_per_level - 1 + (k == levels - 1))])
             for k in range(levels)
         )
+        self.blocks = nn.Sequential(*[ResidualBlock(chans[levels]) for _ in range(blocks)])
         self.up = nn.ModuleList(nn.ConvTranspose2d(chans[k + 1], chans[k], 2, stride=2) for k in reversed(range(levels)))
         self.dec = nn.ModuleList(
             nn.Sequential(*[_conv(chans[k], chans[k]) for _ in range(convs_per_level)]) for k in reversed(range(levels))
@@ -40,20 +63,45 @@ class DenoisingAutoencoder(nn.Module):
         self.head = nn.Conv2d(width, 1, 3, padding=1)
         self.multiple = 2**levels
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.multiple, (-w) % self.multiple
         xp = nn.functional.pad(x, (0, pw, 0, ph), mode="reflect") if (ph or pw) else x
-        feats = self.stem(xp)
+        inp = xp
+        if self.noise_map:
+            if sigma is None:
+                raise ValueError("this network is conditioned on the noise level: pass sigma")
+            level = torch.as_tensor(sigma, dtype=xp.dtype, device=xp.device).reshape(-1, 1, 1, 1)
+            inp = torch.cat([xp, level.expand(xp.shape[0], 1, *xp.shape[-2:])], dim=1)
+        feats = self.stem(inp)
         skips = [feats]
         for down in self.down:
             feats = down(feats)
             skips.append(feats)
         skips.pop()
+        feats = self.blocks(feats)
         for up, dec in zip(self.up, self.dec):
             feats = dec(up(feats) + skips.pop())
         noise = self.head(feats)
         return (xp - noise)[..., :h, :w]
+
+
+def grow_state(state: dict[str, torch.Tensor], model: DenoisingAutoencoder) -> dict[str, torch.Tensor]:
+    """The weights of a smaller network of the same width and levels (blind, fewer blocks) laid into
+    ``model``: the noise-map channel of the first convolution starts at zero and the extra residual
+    blocks keep their identity start, so ``model`` computes what the smaller one did."""
+    grown = model.state_dict()
+    for name, value in state.items():
+        if name not in grown:
+            raise ValueError(f"weight {name} has no place in {model.config}")
+        target = grown[name]
+        if value.shape == target.shape:
+            grown[name] = value.clone()
+        elif name == "stem.0.0.weight" and value.shape[1] == 1 and target.shape[1] == 2 and value.shape[0] == target.shape[0]:
+            grown[name] = torch.cat([value, torch.zeros_like(value)], dim=1)
+        else:
+            raise ValueError(f"weight {name}: shape {tuple(value.shape)} does not fit {tuple(target.shape)}")
+    return grown
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,18 +1,29 @@
-"""Weights on disk: safetensors (no pickle) plus a JSON model card beside them."""
+"""Weights on disk: safetensors (no pickle) plus a JSON model card beside them. Imports nothing of the
+pipeline: networks and their files are the bottom layer."""
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
-
-from pipeline.atomic import atomic_file, write_json
+from safetensors.torch import load_file, save
 
 from .autoencoder import DenoisingAutoencoder
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all (hidden sibling, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.tmp-", delete=False) as tmp:
+        tmp.write(data)
+    os.chmod(tmp.name, 0o644)
+    os.replace(tmp.name, path)
+
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "ct_denoiser.safetensors"
 
@@ -50,11 +61,11 @@ def save_model(model: DenoisingAutoencoder, weights: Path, card: dict[str, Any])
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"architecture": json.dumps(model.config), "name": str(card.get("name", "")),
             "version": str(card.get("version", ""))}
-    atomic_file(weights, lambda tmp: save_file(state, tmp, metadata=meta))
+    _replace(weights, save(state, metadata=meta))
     full = dict(card, architecture=dict(card.get("architecture", {}), **model.config),
                 weights_file=weights.name, weights_sha256=sha256_file(weights))
 
-    write_json(card_path(weights), full)
+    _replace(card_path(weights), (json.dumps(full, indent=2, default=str) + "\n").encode())
 
 
 def load_model(weights: Path | str | None = None) -> LoadedModel:
@@ -74,7 +85,8 @@ def load_model(weights: Path | str | None = None) -> LoadedModel:
 
         with safe_open(str(path), framework="pt") as f:
             arch = json.loads((f.metadata() or {}).get("architecture", "{}"))
-    kwargs = {k: int(arch[k]) for k in ("width", "levels", "convs_per_level") if k in arch}
+    kwargs = {k: int(arch[k]) for k in ("width", "levels", "convs_per_level", "blocks") if k in arch}
+    kwargs["noise_map"] = bool(arch.get("noise_map", False))
     model = DenoisingAutoencoder(**kwargs)
     try:
         model.load_state_dict(state, strict=True)
@@ -96,7 +108,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         for key, val in st.items():
             tensors[f"optim.{idx}.{key}"] = (val if torch.is_tensor(val) else torch.tensor(val)).detach().cpu().contiguous()
     metadata = {"meta": json.dumps(meta), "param_groups": json.dumps(opt["param_groups"])}
-    atomic_file(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    _replace(path, save(tensors, metadata=metadata))
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

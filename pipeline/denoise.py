@@ -12,6 +12,7 @@ from models.store import LoadedModel
 
 from .allocator import keep_freed_memory
 from .errors import ConfigError
+from .strength import DEFAULT_STRENGTH, blend_weight, strength_hu
 from .window import Window, hu_to_unit, unit_to_hu
 
 log = logging.getLogger(__name__)
@@ -34,14 +35,17 @@ def resolve_device(requested: str) -> torch.device:
 
 class Denoiser:
     """Runs a loaded model over stacks of slices in batches of ``batch_size`` (of
-    ``cpu_batch_size``, when given, where the device is the CPU)."""
+    ``cpu_batch_size``, when given, where the device is the CPU), at the denoising ``strength`` of
+    :mod:`pipeline.strength` for the derived series."""
 
     def __init__(self, loaded: LoadedModel, device: str = "auto", batch_size: int = 8, amp: bool = True,
-                 cpu_batch_size: int | None = None) -> None:
+                 cpu_batch_size: int | None = None, strength: str | float = DEFAULT_STRENGTH) -> None:
         for name, value in (("batch_size", batch_size), ("cpu_batch_size", cpu_batch_size)):
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         self.loaded = loaded
+        self.strength = str(strength)
+        self.strength_hu = strength_hu(strength)
         self.device = resolve_device(device)
         self.batch_size = cpu_batch_size if cpu_batch_size and self.device.type == "cpu" else batch_size
         self.amp = amp and self.device.type == "cuda"
@@ -49,33 +53,46 @@ class Denoiser:
         if self.device.type == "cpu":
             keep_freed_memory()  # activations of a 512x512 slice are 32 MiB+: reuse them, no page faults
         self.model = loaded.model.to(self.device).eval()
-        log.info("model %s on %s (batch %d%s)", loaded.name, self.device, self.batch_size,
-                 f", autocast {str(self.amp_dtype).removeprefix('torch.')}" if self.amp else "")
+        log.info("model %s on %s (batch %d%s); strength %s (%g HU, %s)", loaded.name, self.device, self.batch_size,
+                 f", autocast {str(self.amp_dtype).removeprefix('torch.')}" if self.amp else "", self.strength,
+                 self.strength_hu, "the model's noise-level input" if self.noise_map
+                 else f"blind model: {blend_weight(strength):.0%} of its correction")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp:
             return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
         return contextlib.nullcontext()
 
+    @property
+    def noise_map(self) -> bool:
+        """Whether the model takes the noise level to remove (else it is blind and ignores sigma)."""
+        return self.loaded.model.noise_map
+
     @torch.inference_mode()
-    def denoise_unit(self, images: np.ndarray, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
-        """(N, H, W) float32 in [0, 1] -> (N, H, W) float32 model output (not clipped)."""
+    def denoise_unit(self, images: np.ndarray, sigma: float | np.ndarray | None = None,
+                     on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """(N, H, W) float32 in [0, 1] -> (N, H, W) float32 model output (not clipped). ``sigma``: the
+        noise std to remove (unit scale), one value or one per image; required by a noise-conditioned
+        model, ignored by a blind one."""
+        if self.noise_map and sigma is None:
+            raise ConfigError(f"model {self.loaded.name} is conditioned on the noise level: give a strength")
+        levels = np.array(np.broadcast_to(np.asarray(0.0 if sigma is None else sigma, np.float32), (len(images),)))
         out = np.empty_like(images, dtype=np.float32)
         for start in range(0, len(images), self.batch_size):
             chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + self.batch_size], dtype=np.float32))
             if self.device.type == "cuda":
                 chunk = chunk.pin_memory()  # page-locked: the copy below overlaps with queued GPU work
             x = chunk[:, None].to(self.device, non_blocking=True)
+            level = torch.from_numpy(np.ascontiguousarray(levels[start:start + len(chunk)])).to(self.device)
             with self._autocast():
-                y = self.model(x)
+                y = self.model(x, level)
             out[start:start + len(chunk)] = y[:, 0].float().cpu().numpy()
             if on_batch:
                 on_batch(len(chunk))
         return out
 
-    def denoise_hu(self, hu: np.ndarray, window: Window,
-                   on_batch: Callable[[int], None] | None = None) -> np.ndarray:
-        """Denoise (N, H, W) float32 HU; returns float32 HU.
+    def denoise_hu(self, hu: np.ndarray, window: Window, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """Denoise (N, H, W) float32 HU at the denoiser's strength; returns float32 HU.
 
         The model sees the slices clipped to ``window``; its correction (output minus input) is
         added to the unclipped values, so HU outside the window (air below -1000, bone and metal
@@ -83,5 +100,9 @@ class Denoiser:
         """
         unit = hu_to_unit(hu, window)
         clipped = np.clip(unit, 0.0, 1.0)
-        corrected = unit + (self.denoise_unit(clipped, on_batch) - clipped)
+        if self.noise_map:
+            correction = self.denoise_unit(clipped, self.strength_hu / window.width, on_batch) - clipped
+        else:
+            correction = (self.denoise_unit(clipped, None, on_batch) - clipped) * np.float32(blend_weight(self.strength))
+        corrected = unit + correction
         return unit_to_hu(corrected, window)

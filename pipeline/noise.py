@@ -1,4 +1,13 @@
-"""Seeded synthetic noise for QA copies and training pairs."""
+"""Seeded synthetic noise for QA copies, benchmarks and training pairs: the yardstick's noise.
+
+Noise is added in HU (as a fraction of the window on the unit scale) to the slice as it is, and is
+never clipped: air written as -1024 HU stays below the window with its noise around it, as a scanner
+writes it. Clipped noise is rectified where the reference sits at a window edge (its mean there is
+about 0.4 sigma, not 0), a bias that a model can learn and that filters built for zero-mean noise
+cannot, so a clipped copy would flatter the model. Each method clips to the window itself if it wants
+to (the model does, through its input window); scores compare outputs and reference clipped to the
+window (:func:`pipeline.metrics.psnr` and :func:`pipeline.metrics.ssim` on clipped images).
+"""
 from __future__ import annotations
 
 import hashlib
@@ -13,16 +22,15 @@ def seed_from_uid(uid: str, salt: str = "qa-noise") -> int:
 
 
 def add_gaussian_noise(unit: np.ndarray, sigma: float, seed: int) -> np.ndarray:
-    """``unit`` plus sigma * N(0, 1) from a generator seeded with ``seed``, clipped to [0, 1].
+    """``unit`` plus sigma * N(0, 1) from a generator seeded with ``seed``, NOT clipped (float32).
 
-    ``unit`` is an (H, W) image in [0, 1]; sigma is a fraction of the normalized window. The
-    global NumPy RNG is never touched.
+    ``unit`` is an (H, W) image on the window's unit scale (values outside [0, 1] allowed); sigma is a
+    fraction of the window. The global NumPy RNG is never touched.
     """
     if sigma < 0:
         raise ValueError(f"noise sigma must be >= 0, got {sigma}")
     rng = np.random.default_rng(seed)
-    noisy = unit + np.float32(sigma) * rng.standard_normal(unit.shape, dtype=np.float32)
-    return np.clip(noisy, 0.0, 1.0).astype(np.float32)
+    return (np.asarray(unit, np.float32) + np.float32(sigma) * rng.standard_normal(np.shape(unit), dtype=np.float32))
 
 
 @dataclass(frozen=True)
@@ -46,12 +54,16 @@ class NoiseModel:
     def label(self) -> str:
         return "gaussian" if self.kind == "gaussian" else f"lowdose I0={self.i0:g}"
 
-    def noisy(self, reference: np.ndarray, hu: np.ndarray, window_width: float, pixel_mm: float,
-              seed: int) -> np.ndarray:
-        """Noisy copy in [0, 1] of ``reference`` ((H, W) in [0, 1], the slice ``hu`` through the window)."""
+    def noisy(self, unit: np.ndarray, hu: np.ndarray, window_width: float, pixel_mm: float,
+              seed: int) -> tuple[np.ndarray, float]:
+        """The noisy copy of the slice ``hu`` ((H, W) HU; ``unit`` is the same slice on the window's
+        unit scale, NOT clipped) on the unit scale, not clipped, and the std of the added noise (unit
+        scale; for low-dose noise its std inside the reconstruction circle), which is what BM3D and a
+        noise-conditioned model are told."""
         if self.kind == "gaussian":
-            return add_gaussian_noise(reference, self.sigma, seed)
-        from .lowdose import low_dose_noise_hu
+            return add_gaussian_noise(unit, self.sigma, seed), self.sigma
+        from .synthetic.lowdose import low_dose_noise_hu
 
         noise = low_dose_noise_hu(hu, pixel_mm, self.i0, seed) / np.float32(window_width)
-        return np.clip(reference + noise, 0.0, 1.0).astype(np.float32)
+        inside = noise[noise != 0]
+        return (np.asarray(unit, np.float32) + noise).astype(np.float32), float(inside.std()) if inside.size else 0.0

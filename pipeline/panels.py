@@ -8,7 +8,9 @@
 3. ``|method - reference|`` in HU on the fixed scale 0..``diff_range_hu``, so panels of different
    slices and runs compare by colour;
 4. original vs denoised without synthetic noise: what the model removes from the real scan, as
-   ``denoised - original`` in HU on the fixed scale -``diff_range_hu``/2..+``diff_range_hu``/2.
+   ``denoised - original`` in HU on the fixed scale -``diff_range_hu``/2..+``diff_range_hu``/2, with
+   the slice's noise in uniform soft tissue (the regions outlined on the original) and its strong-edge
+   gradient, original and denoised (:mod:`pipeline.scanquality`).
 
 ``qa_<name>_psnr.png`` (1600 x 600 px): PSNR per slice along the stack, one line per method.
 
@@ -27,6 +29,7 @@ import numpy as np
 
 from .atomic import atomic_file
 from .qa import METHODS, SliceScore
+from .scanquality import REGION_PX, ScanMeasures
 from .window import Window, hu_to_unit, unit_to_hu
 
 DPI = 100
@@ -43,7 +46,8 @@ class PanelSlice:
     ``reference_hu`` and ``denoised_hu``: (H, W) float32 HU; ``denoised_hu`` is the model's output on
     the original slice (no synthetic noise). ``qa_unit``: method -> (H, W) float32 in [0, 1] through
     the normalization window (the noisy QA copy and every method's result on it). ``scores``:
-    method -> (PSNR dB, SSIM) against the reference, for every key of ``qa_unit``.
+    method -> (PSNR dB, SSIM) against the reference, for every key of ``qa_unit``. ``scan``: the
+    real-scan noise and edge measures of the slice (original vs denoised), when measured.
     """
 
     index: int
@@ -51,6 +55,7 @@ class PanelSlice:
     denoised_hu: np.ndarray
     qa_unit: dict[str, np.ndarray]
     scores: dict[str, tuple[float, float]]
+    scan: ScanMeasures | None = None
 
 
 def panel_slices(n: int, count: int = 3) -> list[int]:
@@ -208,8 +213,14 @@ def _draw_panel(fig, ps: PanelSlice, name: str, window: Window, display: tuple[f
 
     denoised = np.asarray(ps.denoised_hu, np.float32)
     half = diff_range_hu / 2  # same span as the absolute maps: one colour step means the same HU
-    _image(axes[3, 0], reference, d_lo, d_hi, f"original\n{display_label}")
-    _image(axes[3, 1], denoised, d_lo, d_hi, f"denoised (no synthetic noise)\n{display_label}")
+    before, after = _scan_lines(ps.scan)
+    _image(axes[3, 0], reference, d_lo, d_hi, f"original, {display_label}\n{before}")
+    _image(axes[3, 1], denoised, d_lo, d_hi, f"denoised (no synthetic noise)\n{after}")
+    if ps.scan is not None:
+        from matplotlib.patches import Rectangle
+
+        for r, c in ps.scan.regions:
+            axes[3, 0].add_patch(Rectangle((c - 0.5, r - 0.5), REGION_PX, REGION_PX, fill=False, ec="yellow", lw=0.8))
     shown = _image(axes[3, 2], denoised - reference, -half, half,
                    f"denoised - original\n-{half:g} to +{half:g} HU", cmap="RdBu_r")
     _colorbar(fig, shown, axes[3, 3], [0.05, 0.05, 0.08, 0.9], "vertical", "denoised - original (HU)")
@@ -222,6 +233,20 @@ def _draw_panel(fig, ps: PanelSlice, name: str, window: Window, display: tuple[f
 
     fig.suptitle(f"{name}  slice {ps.index + 1}  |  rows 1, 4: {display_label}  |  row 2: {norm_label}  |  "
                  f"PSNR/SSIM against the reference, on a seeded noisy copy", fontsize=FONT_PT + 2)
+
+
+def _scan_lines(scan: ScanMeasures | None) -> tuple[str, str]:
+    """Caption lines of row 4: noise (HU std in the outlined uniform regions) and edge gradient."""
+    if scan is None:
+        return "", ""
+
+    def line(noise: float, edge: float) -> str:
+        shown = f"noise {noise:.1f} HU" if math.isfinite(noise) else "noise: no uniform soft tissue"
+        return f"{shown}, edges {edge:.0f} HU/mm"
+
+    kept = f" ({scan.edge_kept:.0%} of the original's)" if math.isfinite(scan.edge_kept) else ""
+    return (line(scan.noise_hu_before, scan.edge_before),
+            line(scan.noise_hu_after, scan.edge_after) + kept)
 
 
 def _draw_psnr(fig, name: str, scores: Sequence[SliceScore], marks: Sequence[int]) -> None:

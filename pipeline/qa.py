@@ -1,10 +1,13 @@
 """QA of a series: the model against classical filters on seeded noisy copies of its slices.
 
-Reference: each slice normalized through the window and clipped to [0, 1]. Noisy copy: reference
-+ sigma * N(0, 1) (or low-dose CT noise, see :class:`~pipeline.noise.NoiseModel`), seeded from the
-slice's SOPInstanceUID, clipped to [0, 1]. Every method gets the
-same noisy copy; every result is clipped to [0, 1] and compared with the same reference by PSNR
-(data range 1) and SSIM. Method ``noisy`` is the noisy copy itself.
+The yardstick (see :mod:`pipeline.noise`): the reference is each slice normalized through the
+window and clipped to [0, 1]. The noisy copy is the slice as it is (NOT clipped) + sigma * N(0, 1)
+(or low-dose CT noise, see :class:`~pipeline.noise.NoiseModel`), seeded from the slice's
+SOPInstanceUID, and it is NOT clipped either: every method gets that same copy, and a method may clip
+it to the window itself (the model does, through its input window). A noise-conditioned model is
+told the std of the noise that was added, as BM3D would be. Every result is clipped to [0, 1] and
+compared with the same reference by PSNR (data range 1) and SSIM. Method ``noisy`` is the noisy copy
+itself (clipped to the window for scoring, as every result).
 """
 from __future__ import annotations
 
@@ -50,36 +53,40 @@ class MethodSummary:
 
 
 def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray | Sequence[np.ndarray], window: Window,
-              noise: NoiseModel | float, model_fn: Callable[[np.ndarray], np.ndarray], filters: FilterParams, pixel_mm: float = 0.75,
+              noise: NoiseModel | float, model_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], filters: FilterParams, pixel_mm: float = 0.75,
               indices: Sequence[int] | None = None, kept: dict[int, dict[str, np.ndarray]] | None = None
               ) -> tuple[list[MethodSummary], list[SliceScore]]:
     """Score every method on every slice of ``hu`` ((N, H, W) float32 HU, or N (H, W) slices).
 
     ``noise`` is a :class:`NoiseModel` or a Gaussian sigma; ``pixel_mm`` (the pixel spacing) scales
     the low-dose model. ``slice_ids`` name each slice (its SOPInstanceUID, ``uid/n`` for frame n of a multi-frame
-    image) and seed its noise. ``model_fn`` maps (N, H, W) float32 in [0, 1] to the model's output
+    image) and seed its noise. ``model_fn(images, sigma)`` maps (N, H, W) float32 in [0, 1] (the noisy
+    copies clipped to the window) and the std of each one's added noise ((N,), unit scale) to the model's output
     (batched by the caller). ``indices`` are the slices' positions in their stack (default 0..N-1).
     ``kept``: positions (its keys) whose images to keep: each gets method -> (H, W) result in
     [0, 1] (``noisy`` is the noisy copy), for the QA panels.
     """
     positions = list(range(len(hu))) if indices is None else list(indices)
     noise = noise if isinstance(noise, NoiseModel) else NoiseModel("gaussian", float(noise))
-    funcs: dict[str, Callable[[np.ndarray], np.ndarray]] = {"noisy": lambda x: x, "autoencoder": model_fn}
+    funcs: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+        "noisy": lambda x, s: x, "autoencoder": lambda x, s: model_fn(np.clip(x, 0.0, 1.0), s)}
     rows: dict[str, list[SliceScore]] = {m: [] for m in METHODS}
     seconds = dict.fromkeys(METHODS, 0.0)
     with ThreadPoolExecutor(QA_THREADS, thread_name_prefix="qa") as pool:  # numpy, OpenCV, skimage release the GIL
-        funcs.update({name: (lambda x, f=f: np.stack(list(pool.map(f, x))))
+        funcs.update({name: (lambda x, s, f=f: np.stack(list(pool.map(f, x))))
                       for name, f in classical_filters(filters).items()})
         for b in range(0, len(positions), QA_BLOCK):  # a block at a time: memory does not grow with the series
             block_hu = np.stack([np.asarray(h, np.float32) for h in hu[b:b + QA_BLOCK]])
-            reference = hu_to_unit(block_hu, window, clip=True)
+            unit = hu_to_unit(block_hu, window)
+            reference = np.clip(unit, 0.0, 1.0)
             ids, pos = slice_ids[b:b + QA_BLOCK], positions[b:b + QA_BLOCK]
-            noisy = np.stack(list(pool.map(lambda ref, h, uid: noise.noisy(ref, h, window.width, pixel_mm,
-                                                                           seed_from_uid(uid)),
-                                           reference, block_hu, ids)))
+            copies = list(pool.map(lambda u, h, uid: noise.noisy(u, h, window.width, pixel_mm, seed_from_uid(uid)),
+                                   unit, block_hu, ids))
+            noisy = np.stack([c[0] for c in copies])
+            sigma = np.array([c[1] for c in copies], np.float32)  # per slice (low-dose noise differs by slice)
             for method in METHODS:
                 t0 = time.perf_counter()
-                result = np.clip(funcs[method](noisy), 0.0, 1.0)
+                result = np.clip(funcs[method](noisy, sigma), 0.0, 1.0)
                 seconds[method] += time.perf_counter() - t0
                 for p, res in zip(pos, result):
                     if kept is not None and p in kept:

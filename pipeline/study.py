@@ -4,7 +4,10 @@ Output layout (``<output_dir>/<StudyInstanceUID>/``, renamed into place only whe
 
     <derived SeriesInstanceUID>/00001_<SOPInstanceUID>.dcm ...   one folder per derived series
     <derived SeriesInstanceUID>/provenance.json
-    qa_report.csv      one row per source series x method (on the sampled slices, see qa_sample)
+    qa_report.csv      one row per source series x method (on the sampled slices, see qa_sample), with
+                       the series' strength and what the derived series did to the real scan (noise
+                       in uniform soft tissue and strong-edge gradient, original and denoised, see
+                       pipeline.scanquality; empty where no uniform soft tissue was found)
     qa_slices.csv      one row per sampled slice x method
     qa_<derived SeriesInstanceUID>_slice<NNNN>.png   QA panels of representative sampled slices
     qa_<derived SeriesInstanceUID>_psnr.png          PSNR per sampled slice along the stack
@@ -38,6 +41,7 @@ from .panels import PanelSlice, panel_slices, write_series_panels
 from .provenance import provenance
 from .qa import MethodSummary, SliceScore, qa_series
 from .reader import DERIVED_MARKER, ScanResult, SeriesRef, Skipped, StudyScan, plan_series
+from .scanquality import ScanMeasures, measure_slice, summarize
 from .settings import Settings
 from .uids import path_safe_uid
 from .writer import DerivedSeriesInfo, derived_series_uid, derived_sop_uid, source_key, stack_to_stored, write_series
@@ -45,7 +49,9 @@ from .writer import DerivedSeriesInfo, derived_series_uid, derived_sop_uid, sour
 log = logging.getLogger(__name__)
 
 QA_HEADER = ["study_uid", "series_uid", "derived_series_uid", "method", "slices", "mean_psnr_db",
-             "min_psnr_db", "mean_ssim", "seconds", "window_low_hu", "window_high_hu", "noise", "sigma"]
+             "min_psnr_db", "mean_ssim", "seconds", "window_low_hu", "window_high_hu", "noise", "sigma", "strength",
+             "scan_noise_hu_original", "scan_noise_hu_denoised", "scan_edge_hu_per_mm_original",
+             "scan_edge_hu_per_mm_denoised"]
 SLICE_HEADER = ["study_uid", "series_uid", "sop_instance_uid", "frame", "slice_index", "method", "psnr_db", "ssim"]
 SKIPPED_HEADER = ["path", "series_uid", "status", "reason"]
 
@@ -57,6 +63,7 @@ class SeriesOutcome:
     slices: int
     qa: list[MethodSummary]
     dropped: list[Skipped] = field(default_factory=list)  # duplicate instances left out
+    scan: ScanMeasures | None = None  # the derived series against the original, no synthetic noise
 
 
 @dataclass
@@ -142,7 +149,7 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
     sample = qa_sample(n, settings.qa_every)
     qa_hu: dict[int, np.ndarray] = {}
     picks = [sample[i] for i in panel_slices(len(sample), settings.qa_panels)] if sample and settings.qa_panels else []
-    picked_out: dict[int, np.ndarray] = {}
+    qa_out: dict[int, np.ndarray] = {}  # the derived series' sampled slices (HU)
     now = dt.datetime.now()  # one content date/time for the whole series
     with ThreadPoolExecutor(settings.io_workers, thread_name_prefix="dicom-io") as pool, \
             tqdm(total=n, desc=f"denoise {ref.series_uid[-16:]}", unit="slice", disable=not settings.progress,
@@ -159,7 +166,7 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
                 writes.append(pool.submit(write_series, plan.datasets[a:b], stored, folder, info, names[a:b],
                                           derived_uid, now, plan.frames[a:b]))
                 qa_hu.update({i: hu[i - a].copy() for i in sample if a <= i < b})  # not views of the chunk
-                picked_out.update({i: out_hu[i - a].copy() for i in picks if a <= i < b})
+                qa_out.update({i: out_hu[i - a].copy() for i in sample if a <= i < b})
                 while len(writes) > settings.prefetch_chunks:  # bound the chunks waiting to be written
                     writes.popleft().result()
             for w in writes:
@@ -172,16 +179,19 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
     summaries, scores = ([], []) if not sample else qa_series(
         ref.series_uid, [keys[i] for i in sample], [qa_hu[i] for i in sample], settings.window,
         settings.noise_model, denoiser.denoise_unit, settings.filters, pixel_mm, indices=sample, kept=kept)
+    measured = {i: measure_slice(qa_hu[i], qa_out[i], pixel_mm) for i in sample}
     if picks:
         by_slice = {(r.index, r.method): (r.psnr, r.ssim) for r in scores}
-        panels = [PanelSlice(i, qa_hu[i], picked_out[i], kept[i], {m: by_slice[i, m] for m in kept[i]}) for i in picks]
+        panels = [PanelSlice(i, qa_hu[i], qa_out[i], kept[i], {m: by_slice[i, m] for m in kept[i]}, measured[i])
+                  for i in picks]
         write_series_panels(tmp, derived_uid, panels, scores, settings.window)
     write_json(folder / "provenance.json", provenance(
         settings, denoiser.loaded, str(denoiser.device), study_uid=ref.study_uid,
         source_series_uid=ref.series_uid, derived_series_uid=derived_uid, slices=n,
         qa_slices=sample, source_images=keys, warnings=plan.warnings))
     log.info("series %s: %d slices -> %s", ref.series_uid, n, derived_uid)
-    return SeriesOutcome(ref.series_uid, derived_uid, n, summaries, plan.dropped), scores
+    scan = summarize(list(measured.values())) if measured else None
+    return SeriesOutcome(ref.series_uid, derived_uid, n, summaries, plan.dropped, scan), scores
 
 
 def process_study(study: StudyScan, output_dir: Path, settings: Settings, denoiser: Denoiser,
@@ -230,12 +240,20 @@ def process_study(study: StudyScan, output_dir: Path, settings: Settings, denois
     return outcome
 
 
+def _scan_cells(scan: ScanMeasures | None) -> list[str]:
+    if scan is None:
+        return ["", "", "", ""]
+    values = (scan.noise_hu_before, scan.noise_hu_after, scan.edge_before, scan.edge_after)
+    return [_fmt(v, nd) if math.isfinite(v) else "" for v, nd in zip(values, (2, 2, 1, 1))]
+
+
 def _write_reports(folder: Path, outcome: StudyOutcome, scores: list[SliceScore], settings: Settings) -> None:
     w = settings.window
     write_csv(folder / "qa_report.csv", QA_HEADER, (
         [outcome.study_uid, q.series_uid, s.derived_series_uid, q.method, q.slices, _fmt(q.mean_psnr),
          _fmt(q.min_psnr), _fmt(q.mean_ssim, 5), f"{q.seconds:.3f}", f"{w.low:g}", f"{w.high:g}",
-         settings.noise_model.label, f"{settings.qa_sigma:g}" if settings.qa_noise == "gaussian" else ""]
+         settings.noise_model.label, f"{settings.qa_sigma:g}" if settings.qa_noise == "gaussian" else "",
+         settings.strength, *_scan_cells(s.scan)]
         for s in outcome.series for q in s.qa))
     write_csv(folder / "qa_slices.csv", SLICE_HEADER, (
         [outcome.study_uid, r.series_uid, *(r.sop_uid.split("/") + [""])[:2], r.index, r.method, _fmt(r.psnr),

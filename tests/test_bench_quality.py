@@ -1,10 +1,11 @@
-"""bench/quality.py: its real test slices and the margins it reports against the targets."""
+"""bench/quality.py: its slices, its noise (the QA report's), the margins and the card record."""
 import json
 
 import numpy as np
 import pytest
 
-from bench.quality import REAL_SLICES, _noisy, margins, real_slice, record_real_ct
+from bench.quality import BenchSlice, margins, noisy_copy, pydicom_slices, record_real_ct
+from pipeline.noise import add_gaussian_noise, seed_from_uid
 
 
 def test_margins_against_bm3d_seed_filters_and_the_best_classical_method():
@@ -15,32 +16,38 @@ def test_margins_against_bm3d_seed_filters_and_the_best_classical_method():
     assert margins(psnr) == pytest.approx({"seed filters": 4.0, "best classical": 3.0})
 
 
-@pytest.mark.parametrize(("name", "shape", "pixel_mm"), [("CT_small", (128, 128), 0.661468),
-                                                          ("head512", (512, 512), 0.431)])
-def test_real_slices_are_read_with_their_pixel_size(name, shape, pixel_mm):
-    ref, mm = real_slice(name)
-    assert name in REAL_SLICES and ref.shape == shape and mm == pytest.approx(pixel_mm)
-    assert ref.dtype == np.float32 and 0 <= ref.min() and ref.max() <= 1 and ref.std() > 0.1
+def test_pydicom_slices_are_read_as_stored_with_their_pixel_size_and_uid():
+    small, head = pydicom_slices()
+    assert (small.group, small.hu.shape, head.hu.shape) == ("CT_small", (128, 128), (512, 512))
+    assert small.pixel_mm == pytest.approx(0.661468) and head.pixel_mm == pytest.approx(0.431)
+    assert small.uid.startswith("1.3.6.1.4.1.5962") and small.reference.max() <= 1
+    assert head.unit.min() < 0  # air below -1000 HU is kept as stored (the yardstick does not clip)
 
 
-def test_low_dose_noise_follows_the_slice_pixel_size():
-    ref, mm = real_slice("head512")
-    sigmas = [_noisy(ref, "lowdose@1e5", 1, pixel)[1] for pixel in (mm, 0.75)]
-    # the same matrix read as 0.75 mm pixels is a 1.7x larger head: longer paths, fewer photons
-    assert sigmas[1] > 1.5 * sigmas[0]
-    noisy, sigma = _noisy(ref, "0.05", 1, mm)
-    assert sigma == 0.05 and abs(float((noisy - ref)[200:300, 200:300].std()) - 0.05) < 0.005
+def test_the_bench_scores_the_qa_reports_own_noisy_copy_unclipped():
+    sl = BenchSlice("pydicom", "g", "x.dcm", "1.2.3.4", np.full((32, 32), -1024.0, np.float32), 0.7)
+    noisy, sigma = noisy_copy(sl, "0.07", 0)
+    np.testing.assert_array_equal(noisy, add_gaussian_noise(sl.unit, 0.07, seed_from_uid("1.2.3.4")))
+    assert sigma == 0.07 and noisy.min() < -0.1
+    other, _ = noisy_copy(sl, "0.07", 1)
+    assert not np.array_equal(other, noisy)  # further seeds differ
+    tuning, _ = noisy_copy(sl, "0.07", 0, "tune")
+    assert not np.array_equal(tuning, noisy)  # filters are tuned on other noise
+    ld, ld_sigma = noisy_copy(BenchSlice("p", "g", "y", "1.2", np.full((64, 64), 40.0, np.float32), 2.0),
+                              "lowdose@10000", 0)
+    assert 0 < ld_sigma < 0.2
 
 
-def test_real_slice_figures_are_recorded_in_the_model_card(tmp_path):
+def test_real_ct_figures_are_recorded_in_the_model_card(tmp_path):
     card = tmp_path / "card.json"
-    card.write_text(json.dumps({"name": "m", "evaluation": {"by_sigma": {"0.07": {}}}}))
-    means = {("0.07", "synthetic"): {"autoencoder": 40.0}, ("0.07", "CT_small"): {"autoencoder": 34.691},
-             ("lowdose@20000", "head512"): {"autoencoder": 41.0, "bm3d": 35.0}}
-    record_real_ct(card, means, slices=3)
+    card.write_text(json.dumps({"name": "m", "evaluation": {"phantoms": {"x": 1}}}))
+    sl = [BenchSlice("test", "orthanc_tests", f"f{k}", "1", np.zeros((4, 4), np.float32), 1.0) for k in range(2)]
+    results = {"0.07": {"test": {"f0": {"autoencoder": (40.0, 0.9), "bm3d": (39.0, 0.8)},
+                                 "f1": {"autoencoder": (42.0, 0.9), "bm3d": (40.0, 0.8)}}}}
+    record_real_ct(card, results, {"test": sl}, 1, {"autoencoder": [0.3, 0.5], "bm3d": [8.0]})
     written = json.loads(card.read_text())
-    assert written["evaluation"]["by_sigma"] == {"0.07": {}}  # the rest of the card is kept
+    assert written["evaluation"]["phantoms"] == {"x": 1}  # the rest of the card is kept
     real = written["evaluation"]["real_ct"]
-    assert real["psnr_db"] == {"CT_small": {"0.07": {"autoencoder": 34.69}},
-                               "head512": {"lowdose_i0_20000": {"autoencoder": 41.0, "bm3d": 35.0}}}
-    assert "x 3 noise seeds" in real["data"] and "J2K_pixelrep_mismatch.dcm" in real["data"]
+    assert real["psnr_db"] == {"test: orthanc_tests (2)": {"0.07": {"autoencoder": 41.0, "bm3d": 39.5}}}
+    assert real["cpu_seconds_per_512_slice"] == {"autoencoder": 0.4, "bm3d": 8.0}
+    assert "not clipped" in real["data"]

@@ -14,10 +14,10 @@ from pipeline.codecs import missing_decoder_reason
 from pipeline.denoise import Denoiser
 from pipeline.discovery import scan
 from pipeline.errors import InputError
-from pipeline.phantom import Phantom, acquire
 from pipeline.reader import load_series
 from pipeline.settings import Settings
 from pipeline.study import process_scan
+from pipeline.synthetic.phantom import Phantom, acquire
 from tests.conftest import ct_dataset
 
 

@@ -24,15 +24,54 @@ def test_hu_outside_the_window_are_not_clipped(tiny_model):
     np.testing.assert_allclose(out, hu, atol=1e-3)
 
 
-def test_correction_is_added_to_unclipped_values(tiny_model):
+@pytest.mark.parametrize(("strength", "share"), [("high", 1.0), ("60", 1.0), ("medium", 0.5), ("low", 0.25)])
+def test_correction_is_added_to_unclipped_values_at_the_blind_models_strength(tiny_model, strength, share):
     rng = np.random.default_rng(0)
     hu = rng.uniform(-1500, 2500, size=(3, 16, 16)).astype(np.float32)
-    d = Denoiser(tiny_model, "cpu")
+    d = Denoiser(tiny_model, "cpu", strength=strength)
     w = Window(-1000, 1000)
     out = d.denoise_hu(hu, w)
     clipped = np.clip((hu + 1000) / 2000, 0, 1)
-    expected = hu + (d.denoise_unit(clipped) - clipped) * 2000
+    expected = hu + share * (d.denoise_unit(clipped) - clipped) * 2000
     np.testing.assert_allclose(out, expected, atol=1e-2)
+    assert np.abs(d.denoise_unit(clipped) - clipped).max() > 1e-3  # the blend is visible
+
+
+def _conditioned(seed: int = 0) -> LoadedModel:
+    from models.autoencoder import DenoisingAutoencoder
+
+    torch.manual_seed(seed)
+    model = DenoisingAutoencoder(width=4, levels=1, convs_per_level=1, noise_map=True, blocks=1).eval()
+    return LoadedModel(model, {"name": "cond", "version": "0"}, None, "0")
+
+
+def test_a_noise_conditioned_model_is_told_the_strength_in_window_units(caplog):
+    caplog.set_level("INFO", logger="pipeline.denoise")
+    loaded = _conditioned()
+    hu = np.random.default_rng(2).uniform(-900, 900, size=(2, 16, 16)).astype(np.float32)
+    w = Window(-1000, 1000)
+    told = []
+    real_forward = loaded.model.forward
+    loaded.model.forward = lambda x, sigma=None: told.append(sigma.tolist()) or real_forward(x, sigma)
+    d = Denoiser(loaded, "cpu", cpu_batch_size=2, strength="30")
+    out = d.denoise_hu(hu, w)
+    assert told == [[pytest.approx(0.015), pytest.approx(0.015)]]  # 30 HU of a 2000 HU window
+    assert "strength 30 (30 HU, the model's noise-level input)" in caplog.text
+    clipped = (hu + 1000) / 2000
+    np.testing.assert_allclose(out, hu + (d.denoise_unit(clipped, 0.015) - clipped) * 2000, atol=1e-2)
+    strong = Denoiser(loaded, "cpu", strength="high").denoise_hu(hu, w)
+    assert not np.allclose(strong, out, atol=1e-3)  # the level changes what is removed
+    told.clear()
+    d.denoise_unit(clipped, np.array([0.01, 0.05], np.float32))  # one level per image (QA copies)
+    assert told == [[pytest.approx(0.01), pytest.approx(0.05)]]
+    with pytest.raises(ConfigError, match="conditioned on the noise level"):
+        d.denoise_unit(clipped)
+
+
+@pytest.mark.parametrize("bad", ["extreme", "0", "-5", "nan", "600 HU"])
+def test_strength_is_validated(tiny_model, bad):
+    with pytest.raises(ConfigError, match="strength must be low, medium, high or a noise std in HU"):
+        Denoiser(tiny_model, "cpu", strength=bad)
 
 
 def test_batch_size_does_not_change_results(tiny_model):
@@ -45,7 +84,7 @@ def test_batch_size_does_not_change_results(tiny_model):
 
 def test_progress_callback_counts_slices(tiny_model):
     seen = []
-    Denoiser(tiny_model, "cpu", batch_size=2).denoise_unit(np.zeros((5, 8, 8), np.float32), seen.append)
+    Denoiser(tiny_model, "cpu", batch_size=2).denoise_unit(np.zeros((5, 8, 8), np.float32), on_batch=seen.append)
     assert seen == [2, 2, 1]
 
 
@@ -54,7 +93,7 @@ def test_cpu_batch_size_applies_on_the_cpu_only(tiny_model, caplog):
     seen = []
     d = Denoiser(tiny_model, "cpu", batch_size=8, cpu_batch_size=1)
     assert "on cpu (batch 1)" in caplog.text  # the batch it really uses
-    d.denoise_unit(np.zeros((3, 8, 8), np.float32), seen.append)
+    d.denoise_unit(np.zeros((3, 8, 8), np.float32), on_batch=seen.append)
     assert (d.batch_size, seen) == (1, [1, 1, 1])
     assert Denoiser(tiny_model, "cpu", batch_size=8).batch_size == 8  # not given: batch_size everywhere
     with pytest.raises(ConfigError, match="cpu_batch_size must be >= 1"):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.lowdose import low_dose_noise_hu
+from pipeline.synthetic.lowdose import low_dose_noise_hu
 
 
 def _water(n=128):

@@ -6,7 +6,8 @@ import torch
 
 from models.autoencoder import DenoisingAutoencoder, count_parameters
 from models.store import SHIPPED_WEIGHTS, ModelLoadError, card_path, load_model, save_model
-from models.train import LOG_MSE_EPS, TrainConfig, objective, train
+from models.training.config import TrainConfig
+from models.training.train import LOG_MSE_EPS, objective, train
 
 
 def test_autoencoder_is_fully_convolutional_and_residual():
@@ -28,7 +29,7 @@ def test_weights_round_trip_without_pickle(tmp_path, monkeypatch):
     save_model(m, path, {"name": "t", "version": "9"})
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load (pickle) must not be used"))
     loaded = load_model(path)
-    assert loaded.model.config == {"width": 4, "levels": 1, "convs_per_level": 2}
+    assert loaded.model.config == {"width": 4, "levels": 1, "convs_per_level": 2, "noise_map": False, "blocks": 0}
     assert path.read_bytes()[:8] != b"\x80\x02\x8a\x0alz"  # not a pickle archive
     x = torch.rand(1, 1, 16, 16)
     torch.testing.assert_close(loaded.model(x), m.eval()(x))
@@ -99,7 +100,7 @@ def test_shipped_weights_load_and_reproduce_their_card():
     assert card["architecture"]["parameters"] == count_parameters(loaded.model)
     assert card["window_hu"] == [-1000.0, 1000.0]
     assert card["training"]["targets"].startswith("the reference without the added noise")  # never noisy-to-noisy
-    from models.export import measure
+    from models.training.card import measure
 
     cfg = TrainConfig(**{k: v for k, v in card["training"]["config"].items()})
     table = measure(loaded.model, cfg, sigmas=(0.07,))["0.07"]
@@ -111,13 +112,15 @@ def test_shipped_weights_load_and_reproduce_their_card():
 
 
 def test_training_from_a_site_archive_uses_its_slices_and_plots_curves(tmp_path):
-    from models.train import PatchStream
+    from models.training.data import PatchStream
     from tests.conftest import SAMPLES
 
     cfg = TrainConfig(steps=4, checkpoint_every=2, val_every=4, source=str(SAMPLES / "abdomen"), **TINY)
     stream = PatchStream(cfg)
-    noisy, clean = stream.batch(0)
-    assert len(stream._pool) == 2 and stream._pool[0].shape == (512, 512)  # pool_size slices of the archive
+    noisy, clean, level = stream.batch(0)
+    pool = stream._fixed_pool()
+    assert len(pool) == 2 and pool[0].unit.shape == (512, 512)  # pool_size slices of the archive
+    assert pool[0].pixel_mm == pytest.approx(0.742188) and level.shape == (4,)
     assert clean.shape == (4, 1, 32, 32) and float((noisy - clean).abs().max()) > 0
     train(cfg, tmp_path, progress=False)
     png = (tmp_path / "loss_curve.png").read_bytes()
@@ -129,7 +132,7 @@ def test_a_new_run_can_start_from_existing_weights(tmp_path):
 
     first = TrainConfig(steps=6, checkpoint_every=6, val_every=1000, **TINY)
     train(first, tmp_path / "a", progress=False)
-    from models.export import export
+    from models.training.card import export
 
     export(first, tmp_path / "a", tmp_path / "a.safetensors")
     cont = TrainConfig(steps=1, checkpoint_every=1, val_every=1000, init_weights=str(tmp_path / "a.safetensors"),
@@ -152,3 +155,33 @@ def test_training_on_cuda_resumes_on_the_cpu(tmp_path):
           device="cuda")
     last = train(TrainConfig(steps=4, checkpoint_every=2, val_every=4, **TINY), tmp_path, progress=False)
     assert last["step"] == 4 and np.isfinite(last["loss"])
+
+
+def test_a_grown_network_computes_what_the_smaller_one_did():
+    from models.autoencoder import grow_state
+
+    torch.manual_seed(3)
+    small = DenoisingAutoencoder(width=4, levels=2, convs_per_level=1).eval()
+    big = DenoisingAutoencoder(width=4, levels=2, convs_per_level=1, noise_map=True, blocks=2).eval()
+    big.load_state_dict(grow_state(small.state_dict(), big))
+    x = torch.rand(2, 1, 24, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(big(x, torch.tensor([0.02, 0.1])), small(x))  # zero map weights, identity blocks
+    # once trained, the level matters: the map's weights are no longer zero
+    with torch.no_grad():
+        big.stem[0][0].weight[:, 1].fill_(0.5)
+        assert not torch.allclose(big(x, 0.02), big(x, 0.1))
+    with pytest.raises(ValueError, match="does not fit"):
+        grow_state(DenoisingAutoencoder(width=8, levels=2, convs_per_level=1).state_dict(), big)
+    with pytest.raises(ValueError, match="pass sigma"):
+        big(x)
+
+
+def test_a_noise_conditioned_network_round_trips_with_its_architecture(tmp_path):
+    torch.manual_seed(0)
+    m = DenoisingAutoencoder(width=4, levels=1, convs_per_level=1, noise_map=True, blocks=1)
+    save_model(m, tmp_path / "c.safetensors", {"name": "c", "version": "1"})
+    loaded = load_model(tmp_path / "c.safetensors")
+    assert loaded.model.config == {"width": 4, "levels": 1, "convs_per_level": 1, "noise_map": True, "blocks": 1}
+    x = torch.rand(1, 1, 8, 8)
+    torch.testing.assert_close(loaded.model(x, 0.05), m.eval()(x, 0.05))

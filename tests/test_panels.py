@@ -138,3 +138,18 @@ def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space"):
         write_series_panels(tmp_path, "s", slices, scores, WINDOW)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_row_four_shows_the_real_scan_noise_and_edges_and_outlines_the_uniform_regions(tmp_path):
+    from pipeline.panels import _scan_lines
+    from pipeline.scanquality import ScanMeasures
+
+    scan = ScanMeasures(18.04, 9.51, 400.0, 372.0, [(10, 12), (30, 40)])
+    assert _scan_lines(scan) == ("noise 18.0 HU, edges 400 HU/mm", "noise 9.5 HU, edges 372 HU/mm (93% of the original's)")
+    assert _scan_lines(ScanMeasures(float("nan"), float("nan"), 400.0, 400.0))[0] == \
+        "noise: no uniform soft tissue, edges 400 HU/mm"
+    slices, _ = synthetic_series(n=1)
+    (plain,) = write_series_panels(tmp_path / "a", "s", slices, [], WINDOW)[:1]
+    slices[0].scan = scan
+    (measured,) = write_series_panels(tmp_path / "b", "s", slices, [], WINDOW)[:1]
+    assert not has_colour(plain, "yellow", 0.05) and has_colour(measured, "yellow", 0.05)  # the region outlines

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pipeline.phantom import ALL_REGIONS, TISSUE_HU, Phantom, acquire
+from pipeline.synthetic.phantom import ALL_REGIONS, TISSUE_HU, Phantom, acquire
 
 
 def _fraction(hu, lo, hi):

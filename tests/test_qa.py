@@ -31,7 +31,7 @@ def test_qa_numbers_are_identical_across_runs():
     hu, uids = _phantom_hu(), ["1.2.3.1", "1.2.3.2", "1.2.3.3"]
 
     def run():
-        return qa_series("1.2.3", uids, hu, Window(), 0.07, lambda x: x * 0 + 0.5, FilterParams())
+        return qa_series("1.2.3", uids, hu, Window(), 0.07, lambda x, s: x * 0 + 0.5, FilterParams())
 
     (s1, r1), (s2, r2) = run(), run()
     assert [(s.method, s.mean_psnr, s.mean_ssim) for s in s1] == [(s.method, s.mean_psnr, s.mean_ssim) for s in s2]
@@ -40,7 +40,7 @@ def test_qa_numbers_are_identical_across_runs():
 
 def test_qa_scores_every_method_against_the_clipped_reference():
     hu, uids = _phantom_hu(2), ["9.1", "9.2"]
-    summaries, scores = qa_series("9", uids, hu, Window(), 0.07, lambda x: x, FilterParams())
+    summaries, scores = qa_series("9", uids, hu, Window(), 0.07, lambda x, s: x, FilterParams())
     assert [s.method for s in summaries] == list(METHODS)
     by = {s.method: s for s in summaries}
     # a model that returns its input scores exactly like the noisy copy
@@ -79,7 +79,7 @@ def test_qa_on_several_threads_scores_exactly_as_on_one(monkeypatch, noise):
 
     def run(threads):
         monkeypatch.setattr(qa, "QA_THREADS", threads)
-        summaries, rows = qa_series("1.2.9", uids, hu, Window(), model, lambda x: x * 0.9 + 0.05, FilterParams(),
+        summaries, rows = qa_series("1.2.9", uids, hu, Window(), model, lambda x, s: x * 0.9 + 0.05, FilterParams(),
                                     pixel_mm=2.0)
         return [(s.method, s.mean_psnr, s.mean_ssim) for s in summaries], [(r.sop_uid, r.method, r.psnr, r.ssim)
                                                                             for r in rows]
@@ -92,10 +92,10 @@ def test_qa_can_use_the_low_dose_noise_model():
 
     hu, uids = _phantom_hu(2), ["7.1", "7.2"]
     noise = NoiseModel("lowdose", i0=1e4)
-    s1, _ = qa_series("7", uids, hu, Window(), noise, lambda x: x, FilterParams(), pixel_mm=2.0)
-    s2, _ = qa_series("7", uids, hu, Window(), noise, lambda x: x, FilterParams(), pixel_mm=2.0)
+    s1, _ = qa_series("7", uids, hu, Window(), noise, lambda x, s: x, FilterParams(), pixel_mm=2.0)
+    s2, _ = qa_series("7", uids, hu, Window(), noise, lambda x, s: x, FilterParams(), pixel_mm=2.0)
     assert [s.mean_psnr for s in s1] == [s.mean_psnr for s in s2]  # seeded
-    gauss, _ = qa_series("7", uids, hu, Window(), 0.07, lambda x: x, FilterParams())
+    gauss, _ = qa_series("7", uids, hu, Window(), 0.07, lambda x, s: x, FilterParams())
     noisy_ld = next(s for s in s1 if s.method == "noisy").mean_psnr
     noisy_g = next(s for s in gauss if s.method == "noisy").mean_psnr
     assert 15 < noisy_ld < 60 and noisy_ld != noisy_g
@@ -112,13 +112,65 @@ def test_qa_in_blocks_scores_each_slice_as_alone_and_keeps_the_panel_images():
     uids = [f"7.{k}" for k in range(n)]
     positions = [10 * k for k in range(n)]
     kept = {positions[2]: {}, positions[-1]: {}}
-    summaries, scores = qa_series("7", uids, list(hu), Window(), 0.07, lambda x: x * 0.9, FilterParams(),
+    summaries, scores = qa_series("7", uids, list(hu), Window(), 0.07, lambda x, s: x * 0.9, FilterParams(),
                                   indices=positions, kept=kept)
     assert {s.slices for s in summaries} == {n}
     alone = {(r.method, r.sop_uid): r.psnr for k in (2, n - 1)
-             for r in qa_series("7", [uids[k]], hu[k:k + 1], Window(), 0.07, lambda x: x * 0.9, FilterParams())[1]}
+             for r in qa_series("7", [uids[k]], hu[k:k + 1], Window(), 0.07, lambda x, s: x * 0.9, FilterParams())[1]}
     for r in scores:
         if r.sop_uid in (uids[2], uids[-1]):
             assert r.psnr == alone[r.method, r.sop_uid]
     assert sorted(r.index for r in scores if r.method == "median") == positions
     assert set(kept[positions[-1]]) == set(METHODS) and kept[positions[2]]["noisy"].shape == (96, 96)
+
+
+def test_every_method_gets_the_same_unclipped_noisy_copy_and_the_model_the_true_sigma(monkeypatch):
+    """The yardstick: noise added to the slice as stored and never clipped, the same copy for every
+    filter; the model gets that copy clipped to the window (its input window) and the noise std."""
+    from pipeline import qa
+
+    hu = _phantom_hu(2)
+    hu[:, :10] = -1024.0  # air below the window, as scanners write it
+    uids = ["5.1", "5.2"]
+    seen: dict[str, list[np.ndarray]] = {}
+
+    def recording(name):
+        def f(im):
+            seen.setdefault(name, []).append(im.copy())
+            return im
+        return f
+
+    monkeypatch.setattr(qa, "classical_filters", lambda p: {m: recording(m) for m in ("gaussian", "nlm")})
+    monkeypatch.setattr(qa, "METHODS", ("noisy", "autoencoder", "gaussian", "nlm"))
+    told = []
+
+    def model(x, sigma):
+        seen.setdefault("autoencoder", []).extend(x.copy())
+        told.append(np.asarray(sigma).tolist())
+        return x
+
+    summaries, _ = qa_series("5", uids, hu, Window(), 0.07, model, FilterParams())
+    unit = (hu + 1000) / 2000
+    for k, uid in enumerate(uids):
+        expected = add_gaussian_noise(unit[k], 0.07, seed_from_uid(uid))
+        for name in ("gaussian", "nlm"):
+            np.testing.assert_array_equal(seen[name][k], expected)  # fails if the copy were clipped
+        assert seen["gaussian"][k].min() < -0.1 and seen["gaussian"][k].max() > 1.1  # really not clipped
+        np.testing.assert_array_equal(seen["autoencoder"][k], np.clip(expected, 0, 1))
+    assert told == [[pytest.approx(0.07)] * 2]
+    by = {s.method: s.mean_psnr for s in summaries}
+    # a filter returning its unclipped input scores as the noisy copy: both are clipped only for scoring
+    assert by["gaussian"] == by["noisy"] == by["autoencoder"]
+
+
+def test_unclipped_noise_stays_zero_mean_where_the_reference_is_air():
+    air = np.full((64, 64), -1024.0, np.float32)
+    unit = (air + 1000) / 2000
+    noisy = add_gaussian_noise(unit, 0.07, 11)
+    assert abs(float((noisy - unit).mean())) < 0.005  # clipped at 0 it would be about +0.4 sigma
+    from pipeline.noise import NoiseModel
+
+    copy, sigma = NoiseModel("gaussian", 0.05).noisy(unit, air, 2000.0, 0.7, 11)
+    assert sigma == 0.05 and copy.min() < -0.1
+    copy, sigma = NoiseModel("lowdose", i0=1e4).noisy(unit, np.full((64, 64), 40.0, np.float32), 2000.0, 2.0, 11)
+    assert 0.001 < sigma == pytest.approx(float(copy[copy != unit].std()), rel=0.05)

@@ -5,7 +5,7 @@ import pydicom
 import pytest
 
 from pipeline.reader import load_series, scan
-from pipeline.samples import STUDIES, generate
+from pipeline.synthetic.samples import STUDIES, generate
 from tests.conftest import SAMPLES
 
 

@@ -7,6 +7,7 @@ from pipeline.settings import Settings
 def test_defaults_are_valid():
     s = Settings()
     assert s.as_dict()["window"] == {"low_hu": -1000.0, "high_hu": 1000.0}
+    assert s.as_dict()["strength"] == "medium"  # recorded in every provenance.json
 
 
 @pytest.mark.parametrize("kw,match", [
@@ -19,6 +20,7 @@ def test_defaults_are_valid():
     ({"file_name": "a/{sop_uid}.dcm"}, "file_name"),
     ({"file_name": "{series_uid}.dcm"}, "including one of"),
     ({"series_description_suffix": "x" * 40}, "suffix"),
+    ({"strength": "maximum"}, "strength must be low, medium, high or a noise std in HU"),
 ])
 def test_bad_settings_fail_before_any_file_is_read(kw, match):
     with pytest.raises(ConfigError, match=match):

@@ -49,6 +49,7 @@ def test_study_outputs_reports_and_provenance(study, tmp_path, tiny_model, caplo
     assert [(r["path"].endswith("README.txt"), r["reason"].startswith("not a DICOM")) for r in skipped] == [(True, True)]
     prov = json.loads((folder / "provenance.json").read_text())
     assert prov["model"]["sha256"] == tiny_model.sha256 and prov["tool"]["name"] == "ct-denoise"
+    assert prov["settings"]["strength"] == "medium"
     assert prov["settings"]["qa_sigma"] == 0.07 and prov["settings"]["window"] == {"low_hu": -1000.0, "high_hu": 1000.0}
     assert sorted(s["source_series_uid"] for s in prov["series"]) == sorted(result.studies[outcome.study_uid].series)
     for s in outcome.series:
@@ -159,3 +160,24 @@ def test_a_file_broken_late_in_a_streamed_series_leaves_nothing_of_it(tmp_path, 
     (failed,) = [r for r in _csv(outcome.folder / "skipped.csv") if r["status"] == "failed"]
     assert failed["path"] == str(paths[7]) and "pixel data" in failed["reason"]
     assert len([p for p in outcome.folder.iterdir() if p.is_dir()]) == 1  # the first chunks were removed too
+
+
+def test_qa_report_has_the_strength_and_what_the_derived_series_did_to_the_real_scan(tmp_path, series_writer,
+                                                                                       tiny_model):
+    """Series-level columns: the strength used, and noise in uniform soft tissue and the strong-edge
+    gradient of the original slices and of the derived ones (no synthetic noise)."""
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:128, :128]
+    body = np.where((yy - 64) ** 2 + (xx - 64) ** 2 < 55**2, 1064.0, 0.0)  # 40 HU disc in air (-1024)
+    vol = np.stack([body + rng.normal(0, 15, body.shape) for _ in range(2)]).clip(0, 4000).astype(np.uint16)
+    series_writer(tmp_path / "s", vol)
+    settings = Settings(progress=False, qa_every=1, qa_panels=0, strength="low")
+    (outcome,) = process_scan(scan(tmp_path / "s"), tmp_path / "out", settings, Denoiser(tiny_model, "cpu",
+                                                                                         strength="low"))
+    rows = _csv(study_output_folder(tmp_path / "out", outcome.study_uid) / "qa_report.csv")
+    assert {r["strength"] for r in rows} == {"low"}
+    row = rows[0]
+    assert float(row["scan_noise_hu_original"]) == pytest.approx(15.0, rel=0.15)
+    assert float(row["scan_noise_hu_denoised"]) > 0 and float(row["scan_edge_hu_per_mm_original"]) > 100
+    (s,) = outcome.series
+    assert s.scan is not None and float(row["scan_edge_hu_per_mm_denoised"]) == pytest.approx(s.scan.edge_after, abs=0.06)

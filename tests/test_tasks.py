@@ -34,7 +34,7 @@ def test_settings_come_from_luigi_cfg():
     s = tasks.settings_from_config()
     assert (s.window.low, s.window.high, s.qa_sigma, s.device) == (-1000.0, 1000.0, 0.07, "auto")
     assert (s.qa_noise, s.qa_lowdose_i0) == ("gaussian", 20000.0)
-    assert (s.batch_size, s.cpu_batch_size) == (8, 1)
+    assert (s.batch_size, s.cpu_batch_size, s.strength) == (8, 1, "medium")
     assert s.model_path == REPO / "models" / "weights" / "ct_denoiser.safetensors"
     assert s.series_description_suffix == " DENOISED" and s.filters.median_ksize == 5
 
@@ -109,7 +109,8 @@ def test_train_model_task_writes_loadable_weights_and_card(tmp_path):
     assert _build(task).status == LuigiStatusCode.SUCCESS
     loaded = load_model(task.output().path)
     assert loaded.card["training"]["steps"] == 4 and loaded.model.config["width"] == 4
-    assert set(loaded.card["evaluation"]["by_sigma"]) == {"0.02", "0.05", "0.07", "0.1"}
+    assert set(loaded.card["evaluation"]["phantoms"]["by_sigma"]) == {"0.02", "0.05", "0.07", "0.1"}
+    assert "not clipped" in loaded.card["evaluation"]["yardstick"]
 
 
 def test_train_model_task_takes_its_settings_from_a_config_file(tmp_path):

@@ -4,8 +4,10 @@ import json
 import numpy as np
 import pytest
 
-from models.train import PatchStream, TrainConfig, clean_slice, load_config, reference_slice
-from pipeline.phantom import ALL_REGIONS
+from models.training.config import TrainConfig, load_config
+from models.training.data import PatchStream, reference_slice
+from pipeline.synthetic.phantom import ALL_REGIONS
+from pipeline.synthetic.references import clean_slice
 from pipeline.window import Window
 
 W = Window()
@@ -53,7 +55,7 @@ def _lag1_correlation(noise: np.ndarray) -> float:
 
 def test_gaussian_training_noise_is_white_with_the_drawn_sigma():
     stream = PatchStream(TrainConfig(sigma_min=0.05, sigma_max=0.05, **TINY_POOL))
-    noisy, clean = stream.batch(0)
+    noisy, clean, _ = stream.batch(0)
     inside = (clean > 0.2) & (clean < 0.8)  # no clipping at the window's edges
     noise = (noisy - clean).numpy()
     assert float(noise[inside.numpy()].std()) == pytest.approx(0.05, rel=0.05)
@@ -62,19 +64,19 @@ def test_gaussian_training_noise_is_white_with_the_drawn_sigma():
 
 def test_low_dose_training_noise_is_correlated_with_the_drawn_level():
     cfg = TrainConfig(sigma_min=0.04, sigma_max=0.04, lowdose_fraction=1.0, **TINY_POOL)
-    noisy, clean = PatchStream(cfg).batch(0)
+    noisy, clean, _ = PatchStream(cfg).batch(0)
     noise = (noisy - clean).numpy()
     inside = ((clean > 0.2) & (clean < 0.8)).numpy()
     assert float(noise[inside].std()) == pytest.approx(0.045, rel=0.15)  # level + 0.005, std 1 per patch
     white = np.random.default_rng(0).standard_normal(noise.shape)
     assert abs(_lag1_correlation(noise) - _lag1_correlation(white)) > 0.1
-    again, _ = PatchStream(cfg).batch(0)
+    again, _, _ = PatchStream(cfg).batch(0)
     np.testing.assert_array_equal(noisy.numpy(), again.numpy())  # a batch depends on (seed, step) only
 
 
 def test_low_dose_share_follows_the_setting():
     cfg = TrainConfig(sigma_min=0.03, sigma_max=0.1, lowdose_fraction=0.25, **dict(TINY_POOL, batch_size=64))
-    noisy, clean = PatchStream(cfg).batch(3)
+    noisy, clean, _ = PatchStream(cfg).batch(3)
     noise = (noisy - clean).numpy()
     # neighbouring pixels of FBP noise correlate (about 0.15 here), those of white noise do not
     corr = np.array([np.corrcoef(n[0, :, 1:].ravel(), n[0, :, :-1].ravel())[0, 1] for n in noise])
@@ -88,11 +90,11 @@ def test_config_file_with_overrides_and_unknown_settings(tmp_path):
     assert (cfg.steps, cfg.regions, cfg.native_noise_max_hu, cfg.seed) == (77, "head,neck", 12.0, 9)
     assert load_config(path, steps=5).steps == 5
     assert load_config().steps == TrainConfig().steps
-    from models.train import _command_without_export
+    from models.training.__main__ import _command_without_export
 
     for export in (["--export", "w.safetensors"], ["--export=w.safetensors"]):  # the card's training command
         assert _command_without_export(["--config", "c.json", *export, "--run-dir", "r"]) == \
-            "python -m models.train --config c.json --run-dir r"
+            "python -m models.training --config c.json --run-dir r"
     path.write_text(json.dumps({"stepz": 1}))
     with pytest.raises(ValueError, match="unknown training settings.*stepz"):
         load_config(path)
@@ -133,7 +135,7 @@ def test_shipped_config_is_the_one_in_the_model_card():
 
 
 def test_streak_length_setting_makes_longer_streaks():
-    from models.train import _streaks
+    from pipeline.synthetic.references import streaks as _streaks
 
     def reach(field: np.ndarray, d: float = 20.0) -> float:
         """The highest correlation of the field with itself shifted by d px, over 32 directions."""
@@ -168,7 +170,7 @@ def test_extra_streaks_add_their_drawn_energy_only_when_asked():
 
 
 def test_model_card_words_name_the_streak_settings():
-    from models.export import describe_training
+    from models.training.card import describe_training
 
     plain = describe_training(TrainConfig(native_noise_max_hu=35.0, streak_fraction=0.6))["data"]
     extra = describe_training(TrainConfig(native_noise_max_hu=35.0, streak_fraction=0.6, streak_length_max_px=20.0,

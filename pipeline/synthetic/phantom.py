@@ -6,8 +6,8 @@ airways, vertebrae and ribs with cortex and marrow are drawn from one seed, and
 slices of a series look alike. :func:`acquire` adds what a scanner adds (point-spread blur, slightly
 correlated quantum noise, the reconstruction circle).
 
-The same code makes ``sample_dicoms/`` (see :mod:`pipeline.samples`) and the training data of the
-denoiser (see :mod:`models.train`), from disjoint seed ranges, so the model is never trained on the
+The same code makes ``sample_dicoms/`` (see :mod:`pipeline.synthetic.samples`) and the training data of the
+denoiser (see :mod:`pipeline.synthetic.references`), from disjoint seed ranges, so the model is never trained on the
 images it is evaluated on.
 """
 from __future__ import annotations

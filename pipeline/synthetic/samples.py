@@ -1,6 +1,6 @@
 """Generate ``sample_dicoms/``: synthetic CT studies written as a scanner would write them.
 
-    python -m pipeline.samples sample_dicoms
+    python -m pipeline.synthetic.samples sample_dicoms
 
 Seeded: re-running it reproduces the same files byte for byte. The patients are obviously fake
 (``PHANTOM^...``, IDs ``FAKE-...``). Layout::
@@ -21,8 +21,8 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RLELossless
 
+from ..uids import uuid_uid
 from .phantom import Phantom, acquire
-from .uids import uuid_uid
 
 STUDY_DATE = "20260101"
 IMPLEMENTATION_UID = uuid_uid("ct-denoise sample generator")

@@ -1,0 +1,69 @@
+"""``python -m models.training``: train (or resume) a run, or export its checkpoint as shipped
+weights with a model card."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from models.autoencoder import count_parameters
+
+from .card import export
+from .config import TrainConfig, load_config
+from .train import build_model, train
+
+log = logging.getLogger("models.training")
+
+
+def _command_without_export(argv: list[str]) -> str:
+    """The training command behind an export command line: ``argv`` without its ``--export`` option."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--export="):
+            skip = False
+            continue
+        skip = arg == "--export"
+        if not skip:
+            kept.append(arg)
+    return " ".join(["python -m models.training", *kept])
+
+
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__ or "", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run-dir", type=Path, required=True)
+    p.add_argument("--config", type=Path, default=None,
+                   help="JSON file of training settings (e.g. models/configs/ct_denoiser.json); flags override it")
+    p.add_argument("--export", type=Path, help="write weights + model card from the run's checkpoint")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    for f in dataclasses.fields(TrainConfig):
+        p.add_argument("--" + f.name.replace("_", "-"), type=_flag if isinstance(f.default, bool) else type(f.default),
+                       default=None, help=f"default {f.default!r}")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(args.config, **{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    if args.export:
+        export(cfg, args.run_dir, args.export, command=_command_without_export(sys.argv[1:] if argv is None else argv))
+        return
+    last = train(cfg, args.run_dir, max_seconds=args.max_minutes * 60 if args.max_minutes else None,
+                 device=args.device)
+    log.info("finished: %s (%d parameters)", last, count_parameters(build_model(cfg)))
+
+
+if __name__ == "__main__":
+    main()

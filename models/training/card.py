@@ -1,0 +1,156 @@
+"""Turn a training run's checkpoint into shipped weights plus a model card with measured PSNR."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.autoencoder import count_parameters
+from models.store import load_checkpoint, load_model, save_model
+from pipeline.filters import FilterParams, classical_filters
+from pipeline.metrics import psnr, ssim
+from pipeline.noise import add_gaussian_noise
+
+from . import realct
+from .config import TrainConfig
+from .data import VAL_SEED_BASE, Reference, validation_set
+from .train import build_model
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "ct-denoise-unet"
+MODEL_VERSION = "2.1.0"
+
+
+@torch.inference_mode()
+def measure(model: torch.nn.Module, refs: list[Reference],
+            sigmas: tuple[float, ...] = (0.02, 0.05, 0.07, 0.10)) -> dict[str, Any]:
+    """Mean PSNR/SSIM on ``refs`` for the model, the noisy input and the classical filters of the
+    QA report (default settings), at each sigma, on the yardstick of :mod:`pipeline.noise`: noise
+    (seeds 900 000 + i) added to the reference as it is and not clipped, the same noisy image for
+    every method, the model's input clipped to the window and told sigma, outputs and reference
+    clipped to the window."""
+    model.eval()
+    filters = classical_filters(FilterParams())
+    table: dict[str, Any] = {}
+    for sigma in sigmas:
+        rows: dict[str, list[tuple[float, float]]] = {}
+        for i, ref in enumerate(refs):
+            noisy = add_gaussian_noise(ref.unit, sigma, seed=VAL_SEED_BASE + i)
+            x = torch.from_numpy(np.clip(noisy, 0, 1))[None, None]
+            outs = {"noisy": noisy, "autoencoder": model(x, sigma)[0, 0].numpy()}
+            outs.update({name: f(noisy) for name, f in filters.items()})
+            for name, out in outs.items():
+                out = np.clip(out, 0, 1)
+                rows.setdefault(name, []).append((psnr(ref.target, out), ssim(ref.target, out)))
+        table[f"{sigma:g}"] = {name: {"psnr_db": round(float(np.mean([r[0] for r in v])), 3),
+                                      "ssim": round(float(np.mean([r[1] for r in v])), 4)} for name, v in rows.items()}
+    return table
+
+
+def phantom_check_set(cfg: TrainConfig) -> list[Reference]:
+    """Held-out phantom references (seeds 900 000 + i) drawn like ``cfg``'s phantoms: a check that
+    needs no real data, so every checkout can reproduce the card."""
+    return validation_set(dataclasses.replace(cfg, source="synthetic"))
+
+
+def describe_training(cfg: TrainConfig) -> dict[str, Any]:
+    """The model card's words for what ``cfg`` trains on: data, targets and noise."""
+    extras = ["random geometry", f"Gaussian PSF of {cfg.psf_min_px:g}-1.3 px"]
+    if cfg.texture_max_hu > 0:
+        extras.append(f"tissue texture of std up to {cfg.texture_max_hu:g} HU")
+    if cfg.native_noise_max_hu > 0:
+        extra = f", plus streaks of std up to {cfg.streak_max_hu:g} HU" if cfg.streak_max_hu > 0 else ""
+        streaks = (f", partly streaky (streaks 2-{cfg.streak_length_max_px:g} px long{extra}) in "
+                   f"{cfg.streak_fraction:.0%} of the slices" if cfg.streak_fraction else "")
+        extras.append(f"the scan's own correlated noise of std up to {cfg.native_noise_max_hu:g} HU{streaks}")
+    phantoms = (f"synthetic anatomical CT slices from pipeline/synthetic/phantom.py ({cfg.regions.replace(',', ', ')} "
+                "phantoms; " + ", ".join(extras) + "), seeds >= 1 000 000")
+    sources: list[dict[str, Any]] = []
+    if cfg.source == "synthetic":
+        data = phantoms + "; no real patient data"
+    elif cfg.source == "realct":
+        sources = realct.attribution("train", cfg.realct_dir)
+        data = ("real CT slices of the real CT set's training part (split by source, models/training/realct.py; "
+                f"{sum(int(g['slices']) for g in sources)} slices of {', '.join(g['group'] for g in sources)})")
+        if cfg.synthetic_fraction > 0:
+            data += f", and for {cfg.synthetic_fraction:.0%} of the patches " + phantoms
+    else:
+        data = f"CT slices of the site folder {Path(cfg.source).name!r} as references"
+    if cfg.source == "realct":
+        kept = "real slices with their own noise, which the model learns to keep"
+    elif cfg.native_noise_max_hu > 0:
+        kept = ("phantoms carrying their own acquired noise, as every real reference does, so the model removes "
+                "what was added and keeps the scan's own grain")
+    else:
+        kept = "noise-free phantoms" if cfg.source == "synthetic" else "the site's slices"
+    told = "told to the model as a noise-level map" if cfg.noise_map else "blind"
+    noise = f"Gaussian, sigma uniform in [{cfg.sigma_min}, {cfg.sigma_max}] of the window ({told})"
+    if cfg.lowdose_fraction > 0:
+        noise += (f"; for {cfg.lowdose_fraction:.0%} of the patches instead low-dose CT noise (Poisson photon noise on "
+                  "simulated projections, FBP; std uniform in the same range + 0.005)")
+    out: dict[str, Any] = {"data": data, "noise": noise,
+                           "targets": f"the reference without the added noise ({kept}), clipped to the window; input = "
+                                      "clip(reference + noise, 0, 1), the noise added to the reference as stored"}
+    if sources:
+        out["sources"] = sources
+    return out
+
+
+def export(cfg: TrainConfig, run_dir: Path, weights: Path, version: str = MODEL_VERSION,
+           command: str | None = None) -> dict[str, Any]:
+    model = build_model(cfg)
+    opt = torch.optim.Adam(model.parameters())
+    meta = load_checkpoint(run_dir / "checkpoint.safetensors", model, opt)
+    log_rows = list(csv.DictReader(open(run_dir / "train_log.csv")))
+    training: dict[str, Any] = describe_training(cfg)
+    training.update({
+        "steps": int(meta["step"]), "batch_size": cfg.batch_size, "patch": cfg.patch,
+        "loss": {"mse": "MSE", "log_mse": "mean over patches of log(MSE + 1e-6) (the mean patch PSNR)"}[cfg.loss],
+        "optimizer": f"Adam, lr {cfg.lr} cosine to {cfg.lr_min}, {min(200, cfg.steps // 10)} warm-up steps",
+        "seed": cfg.seed, "cpu_seconds": round(float(meta["elapsed_s"]), 1),
+        "cpu_hours": round(float(meta["elapsed_s"]) / 3600, 2),
+        "final_logged_loss": float(log_rows[-1]["loss"]) if log_rows else None,
+        "config": dataclasses.asdict(cfg),
+        "command": command or f"python -m models.training --run-dir {run_dir.name} --steps {cfg.steps} --threads 2",
+    })
+    if cfg.init_weights:
+        start = load_model(cfg.init_weights)
+        training["initialised_from"] = {"weights": cfg.init_weights, "sha256": start.sha256,
+                                        "version": start.card.get("version"), "architecture": start.model.config}
+    evaluation: dict[str, Any] = {
+        "yardstick": "noise added in HU to the reference as stored, not clipped; every method gets the same noisy "
+                     "image; the model clips it through its window and is told the noise std; outputs and reference "
+                     "clipped to the window; PSNR data range 1",
+        "filters": dataclasses.asdict(FilterParams()),
+        "phantoms": {"data": f"{cfg.val_slices} held-out synthetic 512x512 slices (seeds 900 000 + i), noise seeded "
+                             "900 000 + i", "by_sigma": measure(model, phantom_check_set(cfg))},
+    }
+    if cfg.source == "realct":
+        evaluation["real_validation"] = {
+            "data": "the real CT set's validation part (" + ", ".join(realct.SPLIT["validation"]) + "), noise seeded "
+                    "900 000 + i; every model choice was made on it",
+            "by_sigma": measure(model, validation_set(cfg))}
+    card = {
+        "name": MODEL_NAME,
+        "version": version,
+        "architecture": {"class": "models.autoencoder.DenoisingAutoencoder", "parameters": count_parameters(model),
+                         "description": "residual convolutional encoder-decoder, stride-2 downsampling, "
+                                        f"{cfg.blocks} residual blocks at the coarsest level, transposed-convolution "
+                                        "upsampling, additive skips, predicts the noise"
+                                        + ("; the noise level to remove is a second input channel" if cfg.noise_map
+                                           else "; blind")},
+        "input": "(batch, 1, H, W) float32, HU normalized through the window and clipped to [0, 1]"
+                 + ("; sigma: the std of the noise to remove, a fraction of the window" if cfg.noise_map else ""),
+        "window_hu": [cfg.window_low, cfg.window_high],
+        "training": training,
+        "evaluation": evaluation,
+    }
+    save_model(model, weights, card)
+    log.info("wrote %s", weights)
+    return card

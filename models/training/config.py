@@ -1,0 +1,86 @@
+"""Training settings: one dataclass, read from a JSON file of its fields with overrides."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.window import Window
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20000
+    batch_size: int = 16
+    patch: int = 96
+    lr: float = 1e-3
+    lr_min: float = 1e-5
+    sigma_min: float = 0.0
+    sigma_max: float = 0.12
+    seed: int = 1
+    pool_size: int = 192
+    pool_refresh: int = 1500
+    width: int = 32
+    levels: int = 2
+    convs_per_level: int = 2
+    # the noise level to remove as a second input channel (FFDNet-style); False: blind
+    noise_map: bool = False
+    # residual blocks at the coarsest level (receptive field and capacity at 1/16 of the pixels)
+    blocks: int = 0
+    window_low: float = -1000.0
+    window_high: float = 1000.0
+    val_every: int = 500
+    val_sigma: float = 0.07
+    val_slices: int = 6
+    checkpoint_every: int = 250
+    # "synthetic" (phantoms), "realct" (the training part of the real CT set in realct_dir, see
+    # models.training.realct; validation then runs on its validation part) or a folder of a site's
+    # own CT studies (its slices are the references; validation stays on synthetic slices)
+    source: str = "synthetic"
+    # the real CT set (manifest.csv + DICOM files); relative paths are taken from the repository root
+    realct_dir: str = "../shared/data/realct"
+    # with source "realct": share of the patches cut from phantom references instead (0: real only)
+    synthetic_fraction: float = 0.0
+    # start a new run from these weights (e.g. the shipped ones, to continue training in a later
+    # session without its optimizer state; a blind network with fewer blocks grows into this one,
+    # see models.autoencoder.grow_state); ignored when the run folder has a checkpoint
+    init_weights: str = ""
+    # training references like real scans (0 = the clean phantoms of the first model):
+    regions: str = "chest,abdomen"  # phantom regions, comma-separated (pipeline.synthetic.phantom.ALL_REGIONS)
+    native_noise_max_hu: float = 0.0  # the reference keeps acquired noise: std uniform in [0, max] HU
+    texture_max_hu: float = 0.0  # tissue heterogeneity: std uniform in [0, max] HU, 1.5-4 px grain
+    streak_fraction: float = 0.0  # share of references whose own noise is partly streaky
+    streak_length_max_px: float = 6.0  # streak length (Gaussian sigma along it) uniform in [2, max] px
+    streak_max_hu: float = 0.0  # extra streaks on top of that noise, std uniform in [0, max] HU (streaky slices)
+    psf_min_px: float = 0.4  # sharpest scanner blur (Gaussian sigma, px); the bluntest is 1.3
+    # share of patches whose added noise is low-dose CT noise (Poisson on projections + FBP, its
+    # std uniform in [sigma_min, sigma_max] + 0.005) instead of white Gaussian noise
+    lowdose_fraction: float = 0.0
+    # "mse": mean squared error over the batch (high-noise patches dominate it); "log_mse": mean
+    # over patches of log(MSE + 1e-6), i.e. the mean patch PSNR, which weighs every noise level alike
+    loss: str = "mse"
+
+    @property
+    def window(self) -> Window:
+        return Window(self.window_low, self.window_high)
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        return {"width": self.width, "levels": self.levels, "convs_per_level": self.convs_per_level,
+                "noise_map": self.noise_map, "blocks": self.blocks}
+
+
+def load_config(path: Path | str | None = None, **overrides: Any) -> TrainConfig:
+    """A :class:`TrainConfig` from a JSON file of its fields (``None``: the defaults), with
+    ``overrides`` (fields whose value is not ``None``) applied on top. Unknown fields are an error."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values: dict[str, Any] = {}
+    if path:
+        values = json.loads(Path(path).read_text())
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ValueError(f"{path}: unknown training settings {unknown}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**values)

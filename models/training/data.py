@@ -1,0 +1,168 @@
+"""Reference images and seeded noisy training batches.
+
+Each pair: the reference patch as the model sees it (clipped to the window) is the target; the
+input is the reference as it is (NOT clipped: real air lies below -1000 HU) plus seeded noise, then
+clipped to the window, which is what the model's input window does to a noisy scan. With a
+noise-conditioned network each patch also carries the std of the noise that was added.
+
+Seeds: validation phantoms 900 000 + i, training phantoms from 1 000 000 up.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.synthetic.lowdose import low_dose_noise_hu
+from pipeline.synthetic.references import clean_slice
+from pipeline.window import hu_to_unit, unit_to_hu
+
+from . import realct
+from .config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+TRAIN_SEED_BASE = 1_000_000
+VAL_SEED_BASE = 900_000
+PHANTOM_PIXEL_MM = 0.75
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference slice on the window's unit scale, NOT clipped, with its pixel size."""
+
+    unit: np.ndarray
+    pixel_mm: float
+    name: str = ""
+
+    @property
+    def target(self) -> np.ndarray:
+        return np.clip(self.unit, 0.0, 1.0)
+
+
+def reference_slice(seed: int, cfg: TrainConfig) -> np.ndarray:
+    """A phantom reference slice drawn the way ``cfg`` draws its training data, in [0, 1]."""
+    return clean_slice(seed, cfg.window, tuple(cfg.regions.split(",")), cfg.native_noise_max_hu, cfg.texture_max_hu,
+                       cfg.streak_fraction, cfg.psf_min_px, cfg.streak_length_max_px, cfg.streak_max_hu)
+
+
+def real_references(cfg: TrainConfig, part: str) -> list[Reference]:
+    return [Reference(hu_to_unit(s.hu, cfg.window), s.pixel_mm, s.file)
+            for s in realct.load_part(part, cfg.realct_dir, min_side=cfg.patch)]
+
+
+def validation_set(cfg: TrainConfig) -> list[Reference]:
+    """The references training is checked on: the real CT set's validation part when training on it,
+    else ``val_slices`` held-out phantoms (seeds 900 000 + i)."""
+    if cfg.source == "realct":
+        return real_references(cfg, "validation")
+    return [Reference(reference_slice(VAL_SEED_BASE + i, cfg), PHANTOM_PIXEL_MM, f"phantom {VAL_SEED_BASE + i}")
+            for i in range(cfg.val_slices)]
+
+
+def archive_references(folder: Path, cfg: TrainConfig) -> list[Reference]:
+    """Up to ``cfg.pool_size`` slices (seeded choice) of the CT series under ``folder``, at least
+    ``cfg.patch`` pixels on each side."""
+    from pipeline.errors import InputError
+    from pipeline.reader import load_series, scan
+
+    refs: list[Reference] = []
+    for study in scan(folder).studies.values():
+        for ref in study.series.values():
+            try:
+                series = load_series(ref)
+            except InputError as exc:
+                log.warning("training source: %s", exc)
+                continue
+            mm = float(series.datasets[0].get("PixelSpacing", [PHANTOM_PIXEL_MM])[0])
+            refs.extend(Reference(hu_to_unit(h, cfg.window), mm) for h in series.hu if min(h.shape) >= cfg.patch)
+    if not refs:
+        raise ValueError(f"{folder}: no CT slices of at least {cfg.patch}x{cfg.patch} pixels to train on")
+    rng = np.random.default_rng([cfg.seed, 7])
+    return [refs[i] for i in sorted(rng.permutation(len(refs))[: cfg.pool_size])]
+
+
+class PatchStream:
+    """Deterministic batches: batch ``step`` depends only on (seed, step), so a resumed run sees
+    exactly the batches an uninterrupted run would have seen."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self._generation = -1
+        self._phantoms: list[Reference] = []
+        self._fixed: list[Reference] = []  # real or site slices, loaded once
+
+    def _phantom_pool(self, step: int) -> list[Reference]:
+        gen = step // self.cfg.pool_refresh
+        if gen != self._generation:
+            base = TRAIN_SEED_BASE + (self.cfg.seed * 1000 + gen) * self.cfg.pool_size
+            self._phantoms = [Reference(reference_slice(base + i, self.cfg), PHANTOM_PIXEL_MM)
+                              for i in range(self.cfg.pool_size)]
+            self._generation = gen
+        return self._phantoms
+
+    def _fixed_pool(self) -> list[Reference]:
+        if not self._fixed:
+            if self.cfg.source == "realct":
+                self._fixed = real_references(self.cfg, "train")
+            else:
+                self._fixed = archive_references(Path(self.cfg.source), self.cfg)
+        return self._fixed
+
+    def _pool(self, step: int, rng: np.random.Generator) -> list[Reference]:
+        cfg = self.cfg
+        if cfg.source == "synthetic" or (cfg.source == "realct" and rng.random() < cfg.synthetic_fraction):
+            return self._phantom_pool(step)
+        return self._fixed_pool()
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(noisy input, clean target, std of the added noise): (B, 1, P, P), (B, 1, P, P), (B,)."""
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, step])
+        clean = np.empty((cfg.batch_size, 1, cfg.patch, cfg.patch), np.float32)
+        raw = np.empty_like(clean)
+        lowdose = np.zeros_like(clean)
+        is_lowdose = np.zeros(cfg.batch_size, bool)
+        levels = np.zeros(cfg.batch_size, np.float32)
+        for b in range(cfg.batch_size):
+            pool = self._pool(step, rng)
+            for _ in range(10):  # mostly skip patches of empty air
+                ref = pool[int(rng.integers(len(pool)))]
+                h, w = ref.unit.shape
+                if h == w:
+                    r, c = (int(v) for v in rng.integers(0, h - cfg.patch + 1, size=2))
+                else:
+                    r, c = int(rng.integers(0, h - cfg.patch + 1)), int(rng.integers(0, w - cfg.patch + 1))
+                crop = ref.unit[r:r + cfg.patch, c:c + cfg.patch]
+                if np.clip(crop, 0, 1).std() > 0.01 or rng.random() < 0.1:
+                    break
+            k, flip = int(rng.integers(4)), rng.random() < 0.5
+            crop = np.rot90(crop, k)
+            if flip:
+                crop = crop[:, ::-1]
+            raw[b, 0] = crop
+            if cfg.lowdose_fraction > 0 and rng.random() < cfg.lowdose_fraction:
+                levels[b] = rng.uniform(cfg.sigma_min, cfg.sigma_max) + 0.005
+                noise = np.rot90(_lowdose_patch(ref, r, c, cfg, int(rng.integers(2**31))), k)
+                lowdose[b, 0] = levels[b] * (noise[:, ::-1] if flip else noise)
+                is_lowdose[b] = True
+        sigma = rng.uniform(cfg.sigma_min, cfg.sigma_max, size=(cfg.batch_size, 1, 1, 1)).astype(np.float32)
+        sigma[is_lowdose] = 0.0  # those patches get low-dose noise instead
+        levels[~is_lowdose] = sigma[~is_lowdose, 0, 0, 0]
+        noisy = np.clip(raw + lowdose + sigma * rng.standard_normal(raw.shape, dtype=np.float32), 0, 1)
+        np.clip(raw, 0, 1, out=clean)
+        return torch.from_numpy(noisy), torch.from_numpy(clean), torch.from_numpy(levels)
+
+
+def _lowdose_patch(ref: Reference, r: int, c: int, cfg: TrainConfig, seed: int) -> np.ndarray:
+    """Unit-std low-dose CT noise for the patch of ``ref`` at (r, c): simulated on a margin around
+    it (the reconstruction circle of the simulation covers the whole patch), normalized to std 1."""
+    m = int(math.ceil(cfg.patch * 0.25)) + 2
+    big = np.pad(ref.unit, m, mode="reflect")[r:r + cfg.patch + 2 * m, c:c + cfg.patch + 2 * m]
+    hu = unit_to_hu(np.clip(big, 0, 1), cfg.window)  # attenuation within the window (no padding values)
+    noise = low_dose_noise_hu(hu, ref.pixel_mm, 1e5, seed)[m:m + cfg.patch, m:m + cfg.patch]
+    return noise / max(float(noise.std()), 1e-6)

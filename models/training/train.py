@@ -1,0 +1,179 @@
+"""The training loop: noisy input -> CLEAN target, resumable from a run folder's checkpoint.
+
+The shipped weights come from ``python -m models.training --config models/configs/ct_denoiser.json
+--run-dir runs/ct_denoiser --threads 2`` (resumes from the run folder's checkpoint when there is
+one), then the same with ``--export models/weights/ct_denoiser.safetensors``, which writes the
+weights and the model card (:mod:`.card`); ``luigi --module tasks TrainModel --config ...`` does both.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.autoencoder import DenoisingAutoencoder, grow_state
+from models.store import load_checkpoint, load_model, save_checkpoint
+from pipeline.allocator import keep_freed_memory
+from pipeline.atomic import atomic_file
+from pipeline.metrics import psnr
+from pipeline.noise import add_gaussian_noise
+
+from .config import TrainConfig
+from .data import VAL_SEED_BASE, PatchStream, Reference, validation_set
+
+log = logging.getLogger(__name__)
+
+@torch.inference_mode()
+def evaluate(model: DenoisingAutoencoder, refs: list[Reference], sigma: float) -> float:
+    """Mean PSNR (data range 1, in the window) of the model on seeded noisy copies of ``refs``: noise
+    added to the reference as it is (not clipped), the model's input clipped to the window, output and
+    reference clipped to the window (the yardstick of :mod:`pipeline.noise`)."""
+    model.eval()
+    device = next(model.parameters()).device
+    scores = []
+    for i, ref in enumerate(refs):
+        noisy = np.clip(add_gaussian_noise(ref.unit, sigma, seed=VAL_SEED_BASE + i), 0, 1)
+        out = model(torch.from_numpy(noisy)[None, None].to(device), sigma)[0, 0].clamp(0, 1).cpu().numpy()
+        scores.append(psnr(ref.target, out))
+    model.train()
+    return float(np.mean(scores))
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    warm = min(200, cfg.steps // 10)  # 200 steps for real runs, shorter for tiny ones
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    t = min(1.0, (step - warm) / max(1, cfg.steps - warm))
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
+
+
+LOG_MSE_EPS = 1e-6
+
+
+def objective(cfg: TrainConfig, per_patch_mse: torch.Tensor) -> torch.Tensor:
+    """The training objective from the per-patch MSE: their mean (``loss`` "mse") or the mean of
+    log(MSE + 1e-6) ("log_mse": the mean patch PSNR up to sign and scale)."""
+    if cfg.loss == "mse":
+        return per_patch_mse.mean()
+    if cfg.loss == "log_mse":
+        return torch.log(per_patch_mse + LOG_MSE_EPS).mean()
+    raise ValueError(f"unknown loss {cfg.loss!r}: use 'mse' or 'log_mse'")
+
+
+def build_model(cfg: TrainConfig) -> DenoisingAutoencoder:
+    torch.manual_seed(cfg.seed)
+    return DenoisingAutoencoder(**cfg.architecture)
+
+
+def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: int | None = None,
+          max_seconds: float | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Train (or resume) into ``run_dir``: ``checkpoint.safetensors``, ``train_log.csv``,
+    ``config.json``. Stops at ``cfg.steps``, or earlier at ``until_step`` or after ``max_seconds``
+    of this call (with a checkpoint, so a later call resumes exactly). Returns the last logged row.
+    ``device``: ``cpu`` or ``cuda[:N]`` (the batches are made on the CPU either way; checkpoints
+    hold CPU tensors, so a run may move between machines)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = run_dir / "config.json"
+    ckpt = run_dir / "checkpoint.safetensors"
+    if cfg_path.exists() and ckpt.exists():
+        old = json.loads(cfg_path.read_text())
+        fixed = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "steps"}
+        defaults = dataclasses.asdict(TrainConfig())  # fields added since the run began: defaults
+        if {k: old.get(k, defaults[k]) for k in fixed} != fixed:
+            raise ValueError(f"{cfg_path}: the run folder was made with another configuration; use a new folder")
+    cfg_path.write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    if torch.device(device).type == "cpu":
+        keep_freed_memory()
+    model = build_model(cfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    step, elapsed = 0, 0.0
+    if cfg.init_weights and not ckpt.exists():
+        start = load_model(cfg.init_weights)
+        try:
+            model.load_state_dict(grow_state(start.model.state_dict(), model))
+        except ValueError as exc:
+            raise ValueError(f"{cfg.init_weights}: architecture {start.model.config} does not fit "
+                             f"{model.config}: {exc}") from None
+        log.info("initialised from %s (sha256 %s, %s)", cfg.init_weights, start.sha256[:16], start.model.config)
+    if ckpt.exists():
+        meta = load_checkpoint(ckpt, model, opt)
+        step, elapsed = int(meta["step"]), float(meta["elapsed_s"])
+        log.info("resumed %s at step %d", ckpt, step)
+    stream = PatchStream(cfg)
+    val = validation_set(cfg)
+    log_path = run_dir / "train_log.csv"
+    new_log = not log_path.exists()
+    last: dict[str, Any] = {"step": step}
+    loss_acc, n_acc = 0.0, 0
+    t0 = time.perf_counter() - elapsed
+    model.train()
+    with open(log_path, "a", newline="") as fh:
+        writer = csv.writer(fh)
+        if new_log:
+            writer.writerow(["step", "loss", "val_psnr", "lr", "elapsed_s"])
+        bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="batch", disable=not progress)
+        started = time.perf_counter()
+        stop_at = min(cfg.steps, until_step or cfg.steps)
+        while step < stop_at:
+            noisy, clean, level = (t.to(device, non_blocking=True) for t in stream.batch(step))
+            lr = learning_rate(cfg, step)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            per_patch = ((model(noisy, level) - clean) ** 2).mean(dim=(1, 2, 3))
+            objective(cfg, per_patch).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            loss_acc += per_patch.mean().item()  # logged as plain MSE whatever the objective
+            n_acc += 1
+            step += 1
+            bar.update(1)
+            out_of_time = max_seconds is not None and time.perf_counter() - started > max_seconds
+            if step % cfg.checkpoint_every == 0 or step in (cfg.steps, stop_at) or out_of_time:
+                val_psnr = evaluate(model, val, cfg.val_sigma) if (step % cfg.val_every == 0 or step == cfg.steps) else ""
+                last = {"step": step, "loss": loss_acc / n_acc, "val_psnr": val_psnr, "lr": lr,
+                        "elapsed_s": time.perf_counter() - t0}
+                writer.writerow([last[k] for k in ("step", "loss", "val_psnr", "lr", "elapsed_s")])
+                fh.flush()
+                save_checkpoint(ckpt, model, opt, {"step": step, "elapsed_s": last["elapsed_s"]})
+                bar.set_postfix(loss=f"{last['loss']:.2e}", val=val_psnr if val_psnr == "" else f"{val_psnr:.2f}")
+                if val_psnr != "":
+                    plot_curves(log_path, run_dir / "loss_curve.png")
+                loss_acc, n_acc = 0.0, 0
+            if out_of_time:
+                log.info("time budget of %.0f s used: stopped at step %d (rerun to resume)", max_seconds, step)
+                break
+        bar.close()
+    return last
+
+
+def plot_curves(log_csv: Path, png: Path) -> None:
+    """Loss and validation PSNR against step, from ``train_log.csv`` (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(open(log_csv)))
+    steps = [int(r["step"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.semilogy(steps, [float(r["loss"]) for r in rows], color="tab:blue", label="training loss (MSE)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss", color="tab:blue")
+    val = [(int(r["step"]), float(r["val_psnr"])) for r in rows if r["val_psnr"]]
+    if val:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*val), "o-", color="tab:red", label="validation PSNR")
+        ax2.set_ylabel("validation PSNR (dB)", color="tab:red")
+    ax.set_title(log_csv.parent.name)
+    fig.tight_layout()
+    atomic_file(png, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
