@@ -5,7 +5,8 @@
 Each candidate is trained from scratch with the shipped training configuration
 (``models/configs/ct_denoiser.json``: same data, noise and schedule shape, no initial weights) for
 ``--steps`` batches into ``runs/candidates/<name>/`` (resumable), then scored on the held-out
-validation slices (seeds 900 000 + i, Gaussian sigma 0.07) and timed on one 512x512 slice on the
+validation slices (the real CT set's validation part when the configuration trains on it, else phantoms
+with seeds 900 000 + i; Gaussian sigma 0.07) and timed on one 512x512 slice on the
 CPU. A short equal budget ranks the candidates; it does not reach their final quality. With
 ``--card`` the table is recorded in that model card under ``candidates``.
 """
@@ -30,16 +31,18 @@ from models.training.data import validation_set  # noqa: E402
 from models.training.train import build_model, evaluate, train  # noqa: E402
 from pipeline.atomic import write_json  # noqa: E402
 
-CANDIDATES = {"w16-l2": (16, 2, 2), "w32-l2-c1": (32, 2, 1), "w32-l2": (32, 2, 2), "w32-l3": (32, 3, 2)}
+# name: (width, levels, convs per level, residual blocks at the coarsest level)
+CANDIDATES = {"w16-l2": (16, 2, 2, 0), "w32-l2-c1": (32, 2, 1, 0), "w32-l2": (32, 2, 2, 0), "w32-l3": (32, 3, 2, 0),
+              "w32-l2-b2": (32, 2, 2, 2), "w32-l2-b4": (32, 2, 2, 4), "w40-l2-b2": (40, 2, 2, 2)}
 
 
 def cpu_seconds_per_slice(model: torch.nn.Module, repeats: int = 3) -> float:
     x = torch.rand(1, 1, 512, 512)
     with torch.inference_mode():
-        model.eval()(x)
+        model.eval()(x, 0.05)
         t = time.perf_counter()
         for _ in range(repeats):
-            model(x)
+            model(x, 0.05)
     return (time.perf_counter() - t) / repeats
 
 
@@ -54,17 +57,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []
-    for name, (width, levels, convs) in CANDIDATES.items():
+    for name, (width, levels, convs, blocks) in CANDIDATES.items():
         if args.only and name not in args.only:
             continue
         cfg = dataclasses.replace(load_config(args.config), steps=args.steps, width=width, levels=levels,
-                                  convs_per_level=convs, init_weights="", val_every=args.steps,
+                                  convs_per_level=convs, blocks=blocks, init_weights="", val_every=args.steps,
                                   checkpoint_every=min(250, args.steps))
         train(cfg, args.runs / name, progress=False)
         model = build_model(cfg)
         load_checkpoint(args.runs / name / "checkpoint.safetensors", model, torch.optim.Adam(model.parameters()))
         psnr = evaluate(model, validation_set(cfg), cfg.val_sigma)
-        rows.append({"name": name, "width": width, "levels": levels, "convs_per_level": convs,
+        rows.append({"name": name, "width": width, "levels": levels, "convs_per_level": convs, "blocks": blocks,
                      "parameters": count_parameters(model), "steps": args.steps,
                      "val_psnr_db_sigma_0.07": round(psnr, 3),
                      "cpu_s_per_512_slice": round(cpu_seconds_per_slice(model), 3), "threads": args.threads})

@@ -36,15 +36,30 @@ from tqdm import tqdm
 from . import __version__
 from .atomic import atomic_directory, write_csv, write_json
 from .denoise import Denoiser
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .panels import PanelSlice, panel_slices, write_series_panels
 from .provenance import provenance
 from .qa import MethodSummary, SliceScore, qa_series
-from .reader import DERIVED_MARKER, ScanResult, SeriesRef, Skipped, StudyScan, plan_series
+from .reader import (
+    DERIVED_MARKER,
+    ScanResult,
+    SeriesRef,
+    Skipped,
+    StudyScan,
+    plan_series,
+)
 from .scanquality import ScanMeasures, measure_slice, summarize
 from .settings import Settings
+from .strength import strength_hu
 from .uids import path_safe_uid
-from .writer import DerivedSeriesInfo, derived_series_uid, derived_sop_uid, source_key, stack_to_stored, write_series
+from .writer import (
+    DerivedSeriesInfo,
+    derived_series_uid,
+    derived_sop_uid,
+    source_key,
+    stack_to_stored,
+    write_series,
+)
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +121,10 @@ def study_output_folder(output_dir: Path, study_uid: str) -> Path:
 def derivation_info(settings: Settings, denoiser: Denoiser) -> DerivedSeriesInfo:
     m = denoiser.loaded
     description = (f"{DERIVED_MARKER} {__version__}: denoised by convolutional autoencoder {m.name} "
-                   f"(weights sha256 {m.sha256[:16]}), HU window {settings.window}")
-    fingerprint = f"{m.sha256}|{settings.window.low}|{settings.window.high}|{__version__}"
+                   f"(weights sha256 {m.sha256[:16]}), HU window {settings.window}, strength {denoiser.strength} "
+                   f"({denoiser.strength_hu:g} HU)")
+    # the derived UIDs follow from it: another model, window or strength is another derived series
+    fingerprint = f"{m.sha256}|{settings.window.low}|{settings.window.high}|{__version__}|{denoiser.strength_hu:g}"
     return DerivedSeriesInfo(description, fingerprint, settings.series_description_suffix,
                              settings.series_number_offset)
 
@@ -270,6 +287,9 @@ def process_scan(scan_result: ScanResult, output_dir: Path, settings: Settings, 
 
     A study that fails is logged and re-raised after the others have been processed (with
     ``record_failures``, see :func:`process_study`, it is recorded instead)."""
+    if strength_hu(settings.strength) != denoiser.strength_hu:
+        raise ConfigError(f"strength {settings.strength!r} in the settings, but the denoiser runs at "
+                          f"{denoiser.strength!r}: build the Denoiser with the settings' strength")
     trained = denoiser.loaded.card.get("window_hu")
     if trained and list(map(float, trained)) != [settings.window.low, settings.window.high]:
         log.warning("window %s differs from the model's training window %s HU: results may degrade",

@@ -51,3 +51,27 @@ def test_real_ct_figures_are_recorded_in_the_model_card(tmp_path):
     assert real["psnr_db"] == {"test: orthanc_tests (2)": {"0.07": {"autoencoder": 41.0, "bm3d": 39.5}}}
     assert real["cpu_seconds_per_512_slice"] == {"autoencoder": 0.4, "bm3d": 8.0}
     assert "not clipped" in real["data"]
+
+
+def test_the_qa_report_and_the_bench_score_the_same_slice_alike(tmp_path, ct_small, tiny_model):
+    """Same slice, same noise, same filter settings: the QA report's PSNR per method is the bench's,
+    so their margins agree (the target is within 0.3 dB; here they are equal)."""
+    import csv
+
+    from bench.quality import Cache, score_level
+    from pipeline.denoise import Denoiser
+    from pipeline.filters import FilterParams, classical_filters
+    from pipeline.reader import scan
+    from pipeline.settings import Settings
+    from pipeline.study import process_scan
+
+    (outcome,) = process_scan(scan(ct_small), tmp_path / "out", Settings(progress=False, qa_panels=0),
+                              Denoiser(tiny_model, "cpu"))
+    with open(outcome.folder / "qa_slices.csv", newline="") as fh:
+        qa = {r["method"]: float(r["psnr_db"]) for r in csv.DictReader(fh)}
+    small = pydicom_slices()[0]
+    filters = {name: ((), f) for name, f in classical_filters(FilterParams()).items()}
+    bench = score_level("0.07", [small], 1, Denoiser(tiny_model, "cpu"), filters, False, {}, Cache(None))
+    assert set(qa) == set(bench[small.name])
+    for method, value in qa.items():
+        assert value == pytest.approx(bench[small.name][method][0], abs=1e-3), method

@@ -181,3 +181,19 @@ def test_qa_report_has_the_strength_and_what_the_derived_series_did_to_the_real_
     assert float(row["scan_noise_hu_denoised"]) > 0 and float(row["scan_edge_hu_per_mm_original"]) > 100
     (s,) = outcome.series
     assert s.scan is not None and float(row["scan_edge_hu_per_mm_denoised"]) == pytest.approx(s.scan.edge_after, abs=0.06)
+
+
+def test_the_strength_names_the_derived_series_and_must_agree_with_the_denoiser(study, tmp_path, tiny_model):
+    from pipeline.errors import ConfigError
+
+    low = process_scan(scan(study), tmp_path / "low", Settings(progress=False, strength="low"),
+                       Denoiser(tiny_model, "cpu", strength="low"))
+    high = process_scan(scan(study), tmp_path / "high", Settings(progress=False, strength="high"),
+                        Denoiser(tiny_model, "cpu", strength="high"))
+    # other content, other derived UIDs: a PACS never sees two strengths under one series UID
+    assert {s.derived_series_uid for s in low[0].series}.isdisjoint(s.derived_series_uid for s in high[0].series)
+    files = sorted((low[0].folder / low[0].series[0].derived_series_uid).glob("*.dcm"))
+    assert "strength low (10 HU)" in pydicom.dcmread(files[0]).DerivationDescription
+    with pytest.raises(ConfigError, match="strength 'high' in the settings, but the denoiser runs at 'low'"):
+        process_scan(scan(study), tmp_path / "x", Settings(progress=False, strength="high"),
+                     Denoiser(tiny_model, "cpu", strength="low"))

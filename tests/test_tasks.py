@@ -37,6 +37,9 @@ def test_settings_come_from_luigi_cfg():
     assert (s.batch_size, s.cpu_batch_size, s.strength) == (8, 1, "medium")
     assert s.model_path == REPO / "models" / "weights" / "ct_denoiser.safetensors"
     assert s.series_description_suffix == " DENOISED" and s.filters.median_ksize == 5
+    from pipeline.filters import FilterParams
+
+    assert s.filters == FilterParams()  # luigi.cfg states the tuned defaults
 
 
 def test_denoise_study_writes_series_reports_and_provenance(chest_run):
