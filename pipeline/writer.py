@@ -52,6 +52,19 @@ def stored_range(ds: Dataset) -> tuple[int, int]:
     return 0, (1 << bits) - 1
 
 
+def padding_value(ds: Dataset) -> int | None:
+    """PixelPaddingValue as a stored value of the image's pixel representation. Its VR is US or SS
+    (PS3.3 C.7.5.1.1.2); GE writes US 63536 on signed pixel data, which means -2000 there."""
+    pad = ds.get("PixelPaddingValue")
+    if pad is None or pad == "":
+        return None
+    value = int(pad)
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    if int(ds.get("PixelRepresentation", 0)) == 1 and value >= 1 << (bits - 1):
+        value -= 1 << bits  # the same bits read as two's complement
+    return value
+
+
 def hu_to_stored(hu: np.ndarray, ds: Dataset, source_stored: np.ndarray | None = None) -> np.ndarray:
     """HU -> stored values through the source's RescaleSlope/Intercept, rounded and clipped to the
     source's BitsStored and PixelRepresentation. Pixels that held PixelPaddingValue in the source
@@ -62,9 +75,9 @@ def hu_to_stored(hu: np.ndarray, ds: Dataset, source_stored: np.ndarray | None =
     stored = np.clip(np.rint((hu.astype(np.float64) - intercept) / slope), lo, hi)
     dtype = np.int16 if int(ds.get("PixelRepresentation", 0)) == 1 else np.uint16
     out = stored.astype(dtype)
-    pad = ds.get("PixelPaddingValue")
-    if pad is not None and source_stored is not None:
-        out[source_stored == int(pad)] = int(pad)
+    pad = padding_value(ds)
+    if pad is not None and source_stored is not None and lo <= pad <= hi:
+        out[source_stored == pad] = pad
     return out
 
 

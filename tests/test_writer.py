@@ -98,3 +98,43 @@ def test_rewriting_gives_the_same_uids(source, tmp_path):
     _, first = _write(source, tmp_path / "a", source.hu)
     _, second = _write(source, tmp_path / "b", source.hu)
     assert [d.SOPInstanceUID for d in first] == [d.SOPInstanceUID for d in second]
+
+
+def test_padding_written_as_us_on_signed_pixels_is_read_in_the_pixel_representation():
+    """GE writes PixelPaddingValue as US 63536 on signed data: that is -2000, and it is kept."""
+    from pipeline.writer import padding_value
+
+    stored = np.array([[-2000, -1024], [0, 1000]], np.int16)
+    ds = ct_dataset(stored, z=0.0, padding=-2000)
+    ds["PixelPaddingValue"].VR, ds.PixelPaddingValue = "US", 63536
+    assert padding_value(ds) == -2000
+    out = hu_to_stored(np.array([[-1000.0, -1010.0], [-1024.0, 0.0]], np.float32), ds, source_stored=stored)
+    assert out.dtype == np.int16 and out.tolist() == [[-2000, 14], [0, 1024]]
+    ds.PixelRepresentation = 0
+    assert padding_value(ds) == 63536  # unsigned data: the value as written
+
+
+def test_a_real_ge_slice_with_us_padding_on_signed_pixels_goes_through(tmp_path, tiny_model):
+    """tests/data/lidc_ge_padding.dcm (LIDC-IDRI, CC BY 3.0; see tests/data/README.md)."""
+    import shutil
+
+    from pipeline.denoise import Denoiser
+    from pipeline.settings import Settings
+    from pipeline.study import process_scan
+    from pipeline.writer import padding_value
+    from tests.conftest import REPO
+
+    src = REPO / "tests" / "data" / "lidc_ge_padding.dcm"
+    header = pydicom.dcmread(src, stop_before_pixels=True)
+    assert (header["PixelPaddingValue"].VR, header.PixelPaddingValue, header.PixelRepresentation) == ("US", 63536, 1)
+    assert padding_value(header) == -2000
+    (tmp_path / "in").mkdir()
+    shutil.copy(src, tmp_path / "in" / "slice.dcm")
+    (outcome,) = process_scan(scan(tmp_path / "in"), tmp_path / "out", Settings(progress=False, qa_panels=0),
+                              Denoiser(tiny_model, "cpu"))
+    (series,) = outcome.series
+    (written,) = (outcome.folder / series.derived_series_uid).glob("*.dcm")
+    out = pydicom.dcmread(written)
+    assert out.PixelPaddingValue == 63536 and out.pixel_array.shape == (512, 512)
+    source_pixels = pydicom.dcmread(src).pixel_array
+    assert np.abs(out.pixel_array.astype(int) - source_pixels).mean() < 200  # denoised, not garbage
