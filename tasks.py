@@ -26,12 +26,18 @@ from models.training.train import train
 from pipeline.archive import study_folders, write_archive_report
 from pipeline.dashboard import write_dashboard
 from pipeline.denoise import Denoiser
+from pipeline.discovery import skipped_summary
 from pipeline.errors import InputError
 from pipeline.filters import FilterParams
 from pipeline.reader import ScanResult, scan
 from pipeline.selection import SelectionRules
 from pipeline.settings import Settings
-from pipeline.study import process_scan, recorded_attempt, study_output_folder, study_status
+from pipeline.study import (
+    process_scan,
+    recorded_attempt,
+    study_output_folder,
+    study_status,
+)
 from pipeline.window import Window
 
 INSTALL_ROOT = Path(models.__file__).resolve().parent.parent
@@ -171,7 +177,7 @@ class DenoiseStudy(luigi.Task):
         settings = settings_from_config()
         if not self.output():
             raise InputError(self.study_dir, f"no CT image series found{' for study ' + self.study_uid if self.study_uid else ''}"
-                                             f" ({len(self._scan.skipped)} files skipped)")
+                                             f" ({skipped_summary(self._scan.skipped)})")
         denoiser = Denoiser(load_model(settings.model_path), settings.device, settings.batch_size, settings.amp,
                             settings.cpu_batch_size, settings.strength)
         process_scan(self._scan, Path(self.output_dir), settings, denoiser, self.record_failures,

@@ -12,7 +12,7 @@ import logging
 import math
 import os
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +52,16 @@ class Skipped:
     series_uid: str = ""
     study_uid: str = ""  # empty when the file has none (not DICOM, unreadable)
     status: str = "skipped"
+
+
+def skipped_summary(skipped: Sequence[Skipped], limit: int = 10) -> str:
+    """``"N files skipped: <file>: <reason>; ..."``, the first ``limit`` of them and a count of the
+    rest, on one line (why a folder gave nothing to denoise)."""
+    if not skipped:
+        return "no files found"
+    shown = "; ".join(f"{Path(f.path).name}: {f.reason}" for f in skipped[:limit])
+    more = f"; and {len(skipped) - limit} more (see the log)" if len(skipped) > limit else ""
+    return f"{len(skipped)} file{'s' if len(skipped) != 1 else ''} skipped: {shown}{more}"
 
 
 @dataclass

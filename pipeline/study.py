@@ -215,7 +215,8 @@ def process_study(study: StudyScan, output_dir: Path, settings: Settings, denois
                   skipped: Iterable[Skipped] = (), record_failure: bool = False, attempt: str = "") -> StudyOutcome:
     """Denoise every series of ``study`` and write its QA reports into ``<output_dir>/<StudyUID>``.
 
-    A series that fails (unreadable file, inconsistent geometry, ...) is logged with file and reason,
+    A series that fails (unreadable file, inconsistent geometry, or any unexpected error: its type
+    and message are the reason) is logged with file and reason,
     listed in ``skipped.csv`` (status ``failed``) and left out; the other series go on. If no series
     succeeds, the study raises :class:`InputError` and nothing is written; with ``record_failure``
     the folder is written with its reports only and ``status: failed`` in provenance.json (the
@@ -233,9 +234,14 @@ def process_study(study: StudyScan, output_dir: Path, settings: Settings, denois
             before = set(tmp.iterdir())
             try:
                 series_outcome, scores = _process_series(ref, tmp, settings, denoiser, info)
-            except InputError as exc:
-                log.error("series %s not denoised: %s", ref.key, exc)
-                outcome.failures.append(Skipped(exc.path, exc.reason, ref.series_uid, ref.study_uid, "failed"))
+            except Exception as exc:  # whatever broke, one series never costs the others or the reports
+                if isinstance(exc, InputError):
+                    path, reason = exc.path, exc.reason
+                else:
+                    path, reason = ref.key, f"unexpected {type(exc).__name__}: {exc}"
+                    log.debug("series %s", ref.key, exc_info=True)
+                log.error("series %s not denoised: %s", ref.key, InputError(path, reason))
+                outcome.failures.append(Skipped(path, reason, ref.series_uid, ref.study_uid, "failed"))
                 for partial in set(tmp.iterdir()) - before:  # nothing written for a failed series
                     shutil.rmtree(partial, ignore_errors=True)
                 continue

@@ -124,3 +124,14 @@ def test_unsafe_uids_and_descriptions_never_reach_a_path(tmp_path):
     result = scan(tmp_path)
     assert "StudyInstanceUID '../../etc' is not a DICOM UID" in _reasons(result)["bad"]
     assert len(result.studies) == 1  # the description does not matter: only UIDs make paths
+
+
+def test_a_folder_without_series_says_why_each_file_was_left_out():
+    from pipeline.discovery import Skipped, skipped_summary
+
+    files = [Skipped(f"/in/f{k}.dcm", f"reason {k}") for k in range(12)]
+    text = skipped_summary(files)
+    assert text.startswith("12 files skipped: f0.dcm: reason 0; f1.dcm: reason 1;")
+    assert "f9.dcm: reason 9; and 2 more (see the log)" in text and "f10" not in text and "\n" not in text
+    assert skipped_summary(files[:1]) == "1 file skipped: f0.dcm: reason 0"
+    assert skipped_summary([]) == "no files found"

@@ -197,3 +197,27 @@ def test_the_strength_names_the_derived_series_and_must_agree_with_the_denoiser(
     with pytest.raises(ConfigError, match="strength 'high' in the settings, but the denoiser runs at 'low'"):
         process_scan(scan(study), tmp_path / "x", Settings(progress=False, strength="high"),
                      Denoiser(tiny_model, "cpu", strength="low"))
+
+
+def test_an_unexpected_error_in_one_series_is_recorded_and_the_rest_goes_on(study, tmp_path, tiny_model, monkeypatch,
+                                                                            caplog):
+    from pipeline import study as study_mod
+
+    real = study_mod._process_series
+    broken = sorted(next(iter(scan(study).studies.values())).series)[0]
+
+    def flaky(ref, *a, **k):
+        if ref.series_uid == broken:
+            raise OverflowError("Python integer 63536 out of bounds for int16")
+        return real(ref, *a, **k)
+
+    monkeypatch.setattr(study_mod, "_process_series", flaky)
+    (outcome,) = process_scan(scan(study), tmp_path / "out", SETTINGS, Denoiser(tiny_model, "cpu"))
+    assert [s.source_series_uid for s in outcome.series] != [] and broken not in {s.source_series_uid
+                                                                                 for s in outcome.series}
+    rows = _csv(outcome.folder / "skipped.csv")
+    (row,) = [r for r in rows if r["status"] == "failed"]
+    assert row["series_uid"] == broken
+    assert row["reason"] == "unexpected OverflowError: Python integer 63536 out of bounds for int16"
+    assert outcome.status == "partial" and (outcome.folder / "qa_report.csv").is_file()
+    assert "not denoised" in caplog.text and "Traceback" not in caplog.text  # one line at error level

@@ -100,7 +100,7 @@ def test_folder_without_ct_fails_with_nonzero_exit_code(tmp_path):
          "--output-dir", str(tmp_path / "out"), "--local-scheduler"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 30, proc.stderr[-2000:]  # [retcode] task_failed in luigi.cfg
-    assert "no CT image series found" in proc.stderr
+    assert "no CT image series found (1 file skipped: note.txt: " in proc.stderr  # each file with its reason
     assert not (tmp_path / "out").exists()
 
 
