@@ -299,7 +299,9 @@ def compare_with_qa(results, test: list[BenchSlice], loaded) -> None:
     noise, at the QA's default noise (Gaussian 0.07)."""
     qa = qa_margins(test, "0.07", loaded)
     bench = results["0.07"]["test"]
-    print("\n# QA report vs bench on the test slices, sigma 0.07 (mean PSNR margins, dB)")
+    left = sorted({sl.name for sl in test} - set(qa))
+    print(f"\n# QA report vs bench on the test slices, sigma 0.07 (mean PSNR margins, dB): the {len(qa)} of "
+          f"{len(test)} slices DenoiseStudy selects" + (f" (not selected: {', '.join(left)})" if left else ""))
     print("| margin | QA report | bench | difference |\n|---|---|---|---|")
     for f in ("gaussian", "average", "median", "bilateral", "nlm"):
         q = np.mean([qa[n]["autoencoder"] - qa[n][f] for n in qa])

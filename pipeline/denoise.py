@@ -103,6 +103,7 @@ class Denoiser:
         if self.noise_map:
             correction = self.denoise_unit(clipped, self.strength_hu / window.width, on_batch) - clipped
         else:
-            correction = (self.denoise_unit(clipped, None, on_batch) - clipped) * np.float32(blend_weight(self.strength))
+            share = np.float32(blend_weight(self.strength))
+            correction = (self.denoise_unit(clipped, None, on_batch) - clipped) * share
         corrected = unit + correction
         return unit_to_hu(corrected, window)

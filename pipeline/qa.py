@@ -53,7 +53,8 @@ class MethodSummary:
 
 
 def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray | Sequence[np.ndarray], window: Window,
-              noise: NoiseModel | float, model_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], filters: FilterParams, pixel_mm: float = 0.75,
+              noise: NoiseModel | float, model_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+              filters: FilterParams, pixel_mm: float = 0.75,
               indices: Sequence[int] | None = None, kept: dict[int, dict[str, np.ndarray]] | None = None
               ) -> tuple[list[MethodSummary], list[SliceScore]]:
     """Score every method on every slice of ``hu`` ((N, H, W) float32 HU, or N (H, W) slices).
@@ -61,8 +62,8 @@ def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray | Sequen
     ``noise`` is a :class:`NoiseModel` or a Gaussian sigma; ``pixel_mm`` (the pixel spacing) scales
     the low-dose model. ``slice_ids`` name each slice (its SOPInstanceUID, ``uid/n`` for frame n of a multi-frame
     image) and seed its noise. ``model_fn(images, sigma)`` maps (N, H, W) float32 in [0, 1] (the noisy
-    copies clipped to the window) and the std of each one's added noise ((N,), unit scale) to the model's output
-    (batched by the caller). ``indices`` are the slices' positions in their stack (default 0..N-1).
+    copies clipped to the window) and the std of each one's added noise ((N,), unit scale) to the
+    model's output (batched by the caller). ``indices`` are the slices' positions in their stack (default 0..N-1).
     ``kept``: positions (its keys) whose images to keep: each gets method -> (H, W) result in
     [0, 1] (``noisy`` is the noisy copy), for the QA panels.
     """

@@ -24,7 +24,7 @@ from .train import build_model
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "ct-denoise-unet"
-MODEL_VERSION = "2.1.0"
+MODEL_VERSION = "3.0.0"
 
 
 @torch.inference_mode()
