@@ -24,7 +24,7 @@ from pydicom.errors import InvalidDicomError
 
 from .errors import InputError
 from .selection import ENHANCED_CT_IMAGE_STORAGE, SelectionRules
-from .uids import path_safe_uid
+from .uids import path_safe_uid, uuid_uid
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,8 @@ class SeriesRef:
 class StudyScan:
     study_uid: str
     series: dict[str, SeriesRef] = field(default_factory=dict)  # by SeriesRef.key
+    # the files' own StudyInstanceUID where it is not a DICOM UID and study_uid stands in for it
+    source_study_uid: str = ""
 
 
 @dataclass
@@ -225,6 +227,24 @@ def _walk(root: Path) -> Iterator[Path]:
         yield from (Path(folder) / f for f in sorted(files) if not f.startswith("."))
 
 
+def usable_uid(uid: str, what: str, path: Path, warned: set[tuple[str, str]]) -> str:
+    """``uid`` where it can name a folder (digits and dots, at most 64 characters); for any other
+    non-empty value (hex hashes written by some anonymisers) a valid UID derived from it, the same on
+    every run, with a warning once per value (``warned`` holds those already warned of). The files themselves keep their own UIDs: a derived
+    series is written with its source's StudyInstanceUID, so it stays in the same study."""
+    try:
+        return path_safe_uid(uid, what)
+    except ValueError:
+        if not uid.strip():
+            raise ValueError(f"{what} missing") from None
+    stand_in = uuid_uid("ct-denoise stand-in", what, uid)
+    if (what, uid) not in warned:
+        warned.add((what, uid))
+        log.warning("%s: %s %r is not a DICOM UID; %s stands in for it in folder names and reports (the derived "
+                    "series keep the source's own)", path, what, uid[:80], stand_in)
+    return stand_in
+
+
 def scan(root: Path | str, rules: SelectionRules | None = None) -> ScanResult:
     """Walk ``root`` (a folder of any depth, or a single file) and group CT stacks by study and series."""
     rules = rules or SelectionRules()
@@ -235,6 +255,8 @@ def scan(root: Path | str, rules: SelectionRules | None = None) -> ScanResult:
     result = ScanResult()
     series_files: dict[tuple[str, str], list[FileRef]] = defaultdict(list)
     series_errors: dict[tuple[str, str], Skipped] = {}
+    substituted: dict[str, str] = {}  # stand-in StudyInstanceUID -> the files' own
+    warned: set[tuple[str, str]] = set()
     for path in paths:
         try:
             ds = read_dicom(path)
@@ -247,8 +269,11 @@ def scan(root: Path | str, rules: SelectionRules | None = None) -> ScanResult:
             reason = rules.file_skip_reason(ds)
             if not reason:
                 try:
-                    path_safe_uid(study_uid, "StudyInstanceUID")
-                    path_safe_uid(series_uid, "SeriesInstanceUID")
+                    own_study = study_uid
+                    study_uid = usable_uid(study_uid, "StudyInstanceUID", path, warned)
+                    series_uid = usable_uid(series_uid, "SeriesInstanceUID", path, warned)
+                    if study_uid != own_study:
+                        substituted[study_uid] = own_study
                 except ValueError as exc:
                     reason, study_uid, series_uid = str(exc), "", ""
             if reason:
@@ -267,7 +292,8 @@ def scan(root: Path | str, rules: SelectionRules | None = None) -> ScanResult:
         refs = ([SeriesRef(study_uid, series_uid, files, error=error)] if error
                 else split_stacks(study_uid, series_uid, files, rules, result.skipped))
         for ref in refs:
-            study = result.studies.setdefault(study_uid, StudyScan(study_uid))
+            study = result.studies.setdefault(study_uid, StudyScan(study_uid,
+                                                                    source_study_uid=substituted.get(study_uid, "")))
             study.series[ref.key] = ref
     for s in result.skipped:
         log.info("skipped %s: %s", s.path, s.reason)

@@ -254,7 +254,8 @@ def process_study(study: StudyScan, output_dir: Path, settings: Settings, denois
         _write_reports(tmp, outcome, all_scores, settings)
         outcome.seconds = time.perf_counter() - started
         write_json(tmp / "provenance.json", provenance(
-            settings, denoiser.loaded, str(denoiser.device), study_uid=study.study_uid, status=outcome.status,
+            settings, denoiser.loaded, str(denoiser.device), study_uid=study.study_uid,
+            **({"source_study_uid": study.source_study_uid} if study.source_study_uid else {}), status=outcome.status,
             attempt=attempt, seconds=round(outcome.seconds, 3),
             series=[{"source_series_uid": s.source_series_uid, "derived_series_uid": s.derived_series_uid,
                      "slices": s.slices} for s in outcome.series],

@@ -7,6 +7,7 @@ from pipeline.discovery import scan
 from pipeline.errors import ConfigError
 from pipeline.reader import load_series
 from pipeline.selection import SelectionRules
+from pipeline.uids import is_valid_uid
 from tests.conftest import ct_dataset
 
 IMG = np.zeros((32, 32), np.uint16)
@@ -113,7 +114,7 @@ def test_files_without_preamble_zero_bytes_and_garbage(tmp_path):
     assert r["garbage.dcm"].startswith("not a DICOM file")
 
 
-def test_unsafe_uids_and_descriptions_never_reach_a_path(tmp_path):
+def test_unsafe_uids_and_descriptions_never_reach_a_path(tmp_path, caplog):
     bad = ct_dataset(IMG, z=0.0)
     bad.StudyInstanceUID = "../../etc"
     _save(bad, tmp_path / "bad")
@@ -121,9 +122,15 @@ def test_unsafe_uids_and_descriptions_never_reach_a_path(tmp_path):
     evil.SeriesDescription = "../../x\x01"
     evil.PatientName = "A/B^..\\C"
     _save(evil, tmp_path / "evil")
+    nameless = ct_dataset(IMG, z=0.0, series="nameless")
+    nameless.StudyInstanceUID = ""
+    _save(nameless, tmp_path / "nameless")
     result = scan(tmp_path)
-    assert "StudyInstanceUID '../../etc' is not a DICOM UID" in _reasons(result)["bad"]
-    assert len(result.studies) == 1  # the description does not matter: only UIDs make paths
+    assert _reasons(result)["nameless"] == "StudyInstanceUID missing"
+    assert len(result.studies) == 2  # the description does not matter: only UIDs make paths
+    stand_in = [s for s in result.studies.values() if s.source_study_uid]
+    assert [s.source_study_uid for s in stand_in] == ["../../etc"] and is_valid_uid(stand_in[0].study_uid)
+    assert "StudyInstanceUID '../../etc' is not a DICOM UID" in caplog.text
 
 
 def test_a_folder_without_series_says_why_each_file_was_left_out():

@@ -221,3 +221,29 @@ def test_an_unexpected_error_in_one_series_is_recorded_and_the_rest_goes_on(stud
     assert row["reason"] == "unexpected OverflowError: Python integer 63536 out of bounds for int16"
     assert outcome.status == "partial" and (outcome.folder / "qa_report.csv").is_file()
     assert "not denoised" in caplog.text and "Traceback" not in caplog.text  # one line at error level
+
+
+def test_a_study_whose_uids_are_hex_hashes_is_denoised_and_stays_in_its_study(tmp_path, series_writer, tiny_model,
+                                                                             caplog):
+    """Some anonymisers write hex hashes as UIDs: the study is denoised; folder names and the derived
+    UIDs are valid UIDs derived from the hashes; the derived series keeps the source's Study UID."""
+    paths = series_writer(tmp_path / "in", np.full((2, 16, 16), 1024, np.uint16))
+    for k, path in enumerate(paths):
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID = "05fa52f0c3e94b0f8e1d7a3b9c2e4f60"
+        ds.SeriesInstanceUID = "9b1c0e7d2a"
+        ds.SOPInstanceUID = f"a1b2c3d4e5f6{k}"
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.save_as(path, enforce_file_format=True)
+    (outcome,) = process_scan(scan(tmp_path / "in"), tmp_path / "out", SETTINGS, Denoiser(tiny_model, "cpu"))
+    assert is_valid_uid(outcome.study_uid) and outcome.folder.name == outcome.study_uid
+    (series,) = outcome.series
+    files = sorted((outcome.folder / series.derived_series_uid).glob("*.dcm"))
+    assert len(files) == 2 and is_valid_uid(series.derived_series_uid)
+    for f in files:
+        ds = pydicom.dcmread(f)
+        assert ds.StudyInstanceUID == "05fa52f0c3e94b0f8e1d7a3b9c2e4f60"  # same study as the source
+        assert is_valid_uid(ds.SeriesInstanceUID) and is_valid_uid(ds.SOPInstanceUID)
+    prov = json.loads((outcome.folder / "provenance.json").read_text())
+    assert prov["source_study_uid"] == "05fa52f0c3e94b0f8e1d7a3b9c2e4f60"
+    assert caplog.text.count("is not a DICOM UID") == 2  # once per value (study, series), not per file
