@@ -122,9 +122,9 @@ def test_two_workers_on_luigid_denoise_every_series_exactly_once(archive, tmp_pa
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for k in range(2)]
         logs = [p.communicate(timeout=600)[0] for p in procs]
         codes = sorted(p.returncode for p in procs)
-        # a process whose tasks were all taken by the other one ends with Luigi's already_running (10)
-        # or not_run (25) code; nothing failed
-        assert codes[0] == 0 and codes[1] in (0, 10, 25), "\n".join(log[-2000:] for log in logs)
+        # a process whose tasks were all taken by the other one saw no failure: it exits 0 too, so cron on
+        # every host but one does not report a healthy night as an error ([retcode] in luigi.cfg)
+        assert codes == [0, 0], "\n".join(log[-2000:] for log in logs)
         assert all("* 1 failed" not in log and "failed:" not in log for log in logs)
     finally:
         os.killpg(luigid.pid, signal.SIGTERM)
