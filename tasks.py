@@ -190,7 +190,7 @@ class ArchiveFailures(RuntimeError):
 
 class DenoiseArchive(luigi.Task):
     """Nightly run over an archive folder: one DenoiseStudy per study found, then ``summary.csv``,
-    ``failures.csv`` and the QA dashboard ``index.html`` (with ``qa_gain.png``) in ``output_dir``.
+    ``failures.csv``, ``skipped.csv`` (files left out that no study's report lists, with the reason) and the QA dashboard ``index.html`` (with ``qa_gain.png``) in ``output_dir``.
     Any failure (a broken file, a failed series or study) fails this task after the reports are written, so ``luigi`` exits non-zero ([retcode] in
     luigi.cfg) and cron notices; the next run retries failed studies and rewrites the reports."""
 
@@ -213,6 +213,7 @@ class DenoiseArchive(luigi.Task):
         out = Path(self.output_dir)
         return {"summary": luigi.LocalTarget(str(out / "summary.csv")),
                 "failures": luigi.LocalTarget(str(out / "failures.csv")),
+                "skipped": luigi.LocalTarget(str(out / "skipped.csv")),
                 "dashboard": luigi.LocalTarget(str(out / "index.html"))}
 
     def complete(self) -> bool:
@@ -223,7 +224,8 @@ class DenoiseArchive(luigi.Task):
 
     def run(self) -> None:
         _log_to_stderr()
-        unattributed = [s for s in self._scan.skipped if not s.study_uid]
+        # files of no study, or of a study with nothing to denoise (no DenoiseStudy lists them)
+        unattributed = [s for s in self._scan.skipped if s.study_uid not in self._scan.studies]
         failures = write_archive_report(Path(self.output_dir), self._scan.studies, unattributed)
         write_dashboard(Path(self.output_dir))
         if failures:

@@ -5,6 +5,9 @@
 modalities, ...), series_failed, slices, files_skipped, autoencoder_psnr_db, best_filter,
 best_filter_psnr_db, seconds.
 ``failures.csv``: study_uid, series_uid, path, reason (inputs that could not be processed).
+``skipped.csv``: study_uid, path, reason (files left out by the selection rules that no study's
+report lists: not DICOM, not a CT image object, every file of a study a localizer, ...; what a
+denoised study left out is in its own ``skipped.csv``).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from .study import study_output_folder
 SUMMARY_HEADER = ["study_uid", "status", "series_denoised", "series_skipped", "series_failed", "slices",
                   "files_skipped", "autoencoder_psnr_db", "best_filter", "best_filter_psnr_db", "seconds"]
 FAILURES_HEADER = ["study_uid", "series_uid", "path", "reason"]
+SKIPPED_HEADER = ["study_uid", "path", "reason"]
 FILTERS = METHODS[2:]  # the classical filters
 
 
@@ -45,12 +49,14 @@ def _weighted_psnr(rows: list[dict[str, str]], method: str) -> float | None:
 
 
 def write_archive_report(output_dir: Path, study_uids: Iterable[str], unattributed: Iterable[Skipped]) -> int:
-    """Write ``summary.csv`` and ``failures.csv`` in ``output_dir``; returns the number of failures
-    (failed inputs, failed or missing studies)."""
-    summary, failures = [], []
+    """Write ``summary.csv``, ``failures.csv`` and ``skipped.csv`` in ``output_dir``; returns the number
+    of failures (failed inputs, failed or missing studies)."""
+    summary, failures, skipped = [], [], []
     for s in unattributed:
         if s.status == "failed":
             failures.append(["", s.series_uid, s.path, s.reason])
+        else:
+            skipped.append([s.study_uid, s.path, s.reason])
     for uid in sorted(study_uids):
         folder = study_output_folder(output_dir, uid)
         prov_path = folder / "provenance.json"
@@ -82,4 +88,5 @@ def write_archive_report(output_dir: Path, study_uids: Iterable[str], unattribut
                         f"{filters[best]:.3f}" if best else "", prov.get("seconds", "")])
     write_csv(output_dir / "summary.csv", SUMMARY_HEADER, summary)
     write_csv(output_dir / "failures.csv", FAILURES_HEADER, failures)
+    write_csv(output_dir / "skipped.csv", SKIPPED_HEADER, skipped)
     return len(failures)

@@ -227,21 +227,25 @@ def _walk(root: Path) -> Iterator[Path]:
         yield from (Path(folder) / f for f in sorted(files) if not f.startswith("."))
 
 
-def usable_uid(uid: str, what: str, path: Path, warned: set[tuple[str, str]]) -> str:
+def usable_uid(uid: str, what: str, path: Path, warned: set[tuple[str, str]], anchor: str = "") -> str:
     """``uid`` where it can name a folder (digits and dots, at most 64 characters); for any other
-    non-empty value (hex hashes written by some anonymisers) a valid UID derived from it, the same on
-    every run, with a warning once per value (``warned`` holds those already warned of). The files themselves keep their own UIDs: a derived
-    series is written with its source's StudyInstanceUID, so it stays in the same study."""
+    value a valid UID derived from it, the same on every run, with a warning once per value
+    (``warned`` holds those already warned of). A value that is not a UID (hex hashes written by some
+    anonymisers) is kept in the files: a derived series is written with its source's
+    StudyInstanceUID, so it stays in the same study. A missing one (some converters write none) is
+    derived from ``anchor`` (what the files of one study or series share) and written into the
+    derived series, which must have one."""
     try:
         return path_safe_uid(uid, what)
     except ValueError:
-        if not uid.strip():
-            raise ValueError(f"{what} missing") from None
-    stand_in = uuid_uid("ct-denoise stand-in", what, uid)
-    if (what, uid) not in warned:
-        warned.add((what, uid))
-        log.warning("%s: %s %r is not a DICOM UID; %s stands in for it in folder names and reports (the derived "
-                    "series keep the source's own)", path, what, uid[:80], stand_in)
+        pass
+    missing = not uid.strip()
+    stand_in = uuid_uid("ct-denoise stand-in", what, f"missing|{anchor}" if missing else uid)
+    if (what, stand_in) not in warned:
+        warned.add((what, stand_in))
+        told = f"{what} missing" if missing else f"{what} {uid[:80]!r} is not a DICOM UID"
+        log.warning("%s: %s; %s stands in for it in folder names and reports%s", path, told, stand_in,
+                    " and in the derived series" if missing else " (the derived series keep the source's own)")
     return stand_in
 
 
@@ -270,8 +274,11 @@ def scan(root: Path | str, rules: SelectionRules | None = None) -> ScanResult:
             if not reason:
                 try:
                     own_study = study_uid
-                    study_uid = usable_uid(study_uid, "StudyInstanceUID", path, warned)
-                    series_uid = usable_uid(series_uid, "SeriesInstanceUID", path, warned)
+                    # files without UIDs belong together when they share a frame of reference (else a folder)
+                    anchor = str(ds.get("FrameOfReferenceUID", "") or path.parent)
+                    study_uid = usable_uid(study_uid, "StudyInstanceUID", path, warned, anchor)
+                    series_uid = usable_uid(series_uid, "SeriesInstanceUID", path, warned,
+                                            f"{anchor}|{ds.get('SeriesNumber', '')}")
                     if study_uid != own_study:
                         substituted[study_uid] = own_study
                 except ValueError as exc:

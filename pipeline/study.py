@@ -152,6 +152,9 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
     an I/O thread pool decodes the next ones and writes the previous ones, so memory stays bounded
     by a few chunks whatever the length of the series."""
     plan = plan_series(ref)
+    for ds in plan.datasets:  # a source without a Study UID: its derived series gets the stand-in (Type 1)
+        if not str(ds.get("StudyInstanceUID", "") or "").strip():
+            ds.StudyInstanceUID = ref.study_uid
     derived_uid = derived_series_uid(ref.key, info)
     number = int(plan.datasets[0].get("SeriesNumber", 0) or 0) + settings.series_number_offset
     folder = tmp / settings.series_folder.format(series_uid=derived_uid, source_series_uid=ref.series_uid,

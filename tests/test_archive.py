@@ -54,6 +54,8 @@ def test_clean_archive_exits_zero_and_reports_every_study(archive, tmp_path):
                   for r in summary.values()) == [("ok", "1", "0", "0", "4"), ("ok", "2", "1", "2", "5")]
     assert all(float(r["autoencoder_psnr_db"]) > 0 and r["best_filter"] for r in summary.values())
     assert _csv(out / "failures.csv") == []
+    (dirfile,) = _csv(out / "skipped.csv")  # a file of no study is listed with its reason too
+    assert dirfile["path"].endswith("DIRFILE") and dirfile["reason"].startswith("not a DICOM")
     page = (out / "index.html").read_text()
     images = re.findall(r'<img src="([^"]+)"', page)
     panels = sorted(str(p.relative_to(out)) for p in out.glob("*/qa_*.png"))
@@ -162,3 +164,41 @@ def test_sigkill_mid_series_leaves_nothing_at_the_final_path_and_the_rerun_compl
     (series,) = [p for p in study.iterdir() if p.is_dir()]
     assert len(list(series.glob("*.dcm"))) == 16 and (study / "qa_report.csv").exists()
     assert not list(out.glob(".*.tmp-*"))  # the killed run's temporary folder was cleaned up
+
+
+@pytest.mark.skipif(not __import__("models.training.realct", fromlist=["available"]).available(),
+                    reason="the real CT set (../shared/data/realct) is not here")
+def test_the_real_ct_set_as_a_nightly_archive(tmp_path):
+    """141 real slices of 20 scanner models (read-only): every axial slice is denoised, every file left
+    out is listed with its reason, and the reports and the dashboard are written."""
+    import json
+
+    import pydicom
+
+    from models.training import realct
+
+    root = realct.resolve()
+    out = tmp_path / "out"
+    proc = _luigi(root, out)
+    assert proc.returncode in (0, 30), proc.stderr[-3000:]
+    assert (out / "summary.csv").is_file() and (out / "failures.csv").is_file() and (out / "index.html").is_file()
+    summary = _csv(out / "summary.csv")
+    assert summary and all(r["status"] != "missing" for r in summary)
+    denoised = set()
+    for prov in out.glob("*/*/provenance.json"):
+        denoised.update(json.loads(prov.read_text())["source_images"])
+    left_out = {r["path"]: r["reason"] for r in _csv(out / "failures.csv") + _csv(out / "skipped.csv")}
+    for skipped in out.glob("*/skipped.csv"):
+        left_out.update({r["path"]: r["reason"] for r in _csv(skipped)})
+    for row in realct.manifest():
+        path = root / row["file"]
+        uid = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+        cosines = [float(v) for v in row["orientation"].split("\\")] if row["orientation"] else []
+        axial = len(cosines) == 6 and abs(np.cross(cosines[:3], cosines[3:])[2]) > 0.99
+        if uid in denoised:
+            continue
+        assert str(path) in left_out and left_out[str(path)], f"{row['file']} neither denoised nor listed"
+        # an axial slice is left out only when it is no CT image object at all (TotalSegmentator's example
+        # files carry no SOP Class, Study or Series UID) or a duplicate position
+        reason = left_out[str(path)]
+        assert not axial or "is not a CT image class" in reason or "duplicate" in reason, f"{row['file']}: {reason}"

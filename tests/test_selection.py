@@ -126,11 +126,12 @@ def test_unsafe_uids_and_descriptions_never_reach_a_path(tmp_path, caplog):
     nameless.StudyInstanceUID = ""
     _save(nameless, tmp_path / "nameless")
     result = scan(tmp_path)
-    assert _reasons(result)["nameless"] == "StudyInstanceUID missing"
-    assert len(result.studies) == 2  # the description does not matter: only UIDs make paths
+    assert not result.skipped and len(result.studies) == 3  # the description does not matter: only UIDs make paths
     stand_in = [s for s in result.studies.values() if s.source_study_uid]
-    assert [s.source_study_uid for s in stand_in] == ["../../etc"] and is_valid_uid(stand_in[0].study_uid)
+    assert [s.source_study_uid for s in stand_in] == ["../../etc"]
+    assert all(is_valid_uid(uid) for uid in result.studies)
     assert "StudyInstanceUID '../../etc' is not a DICOM UID" in caplog.text
+    assert "StudyInstanceUID missing; 2.25." in caplog.text
 
 
 def test_a_folder_without_series_says_why_each_file_was_left_out():

@@ -247,3 +247,22 @@ def test_a_study_whose_uids_are_hex_hashes_is_denoised_and_stays_in_its_study(tm
     prov = json.loads((outcome.folder / "provenance.json").read_text())
     assert prov["source_study_uid"] == "05fa52f0c3e94b0f8e1d7a3b9c2e4f60"
     assert caplog.text.count("is not a DICOM UID") == 2  # once per value (study, series), not per file
+
+
+def test_slices_without_study_and_series_uids_are_denoised_as_one_series_with_a_stand_in(tmp_path, series_writer,
+                                                                                      tiny_model):
+    """Some converters write no Study or Series UID: the slices sharing a frame of reference form one
+    series; the derived series carries the stand-in Study UID (Type 1), the same on every run."""
+    paths = series_writer(tmp_path / "in", np.full((3, 16, 16), 1024, np.uint16))
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = "", ""
+        ds.save_as(path, enforce_file_format=True)
+    first = scan(tmp_path / "in")
+    assert list(first.studies) == list(scan(tmp_path / "in").studies)  # the same stand-in every run
+    (outcome,) = process_scan(first, tmp_path / "out", SETTINGS, Denoiser(tiny_model, "cpu"))
+    (series,) = outcome.series
+    assert series.slices == 3 and is_valid_uid(outcome.study_uid)
+    for f in (outcome.folder / series.derived_series_uid).glob("*.dcm"):
+        assert pydicom.dcmread(f).StudyInstanceUID == outcome.study_uid
+    assert pydicom.dcmread(paths[0]).StudyInstanceUID == ""  # the source is never touched
