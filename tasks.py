@@ -54,6 +54,9 @@ class denoise(luigi.Config):  # noqa: N801 - section name in luigi.cfg
     cpu_batch_size = luigi.IntParameter(default=1, description="slices per model batch on the CPU")
     device = luigi.Parameter(default="auto", description="auto, cpu or cuda[:N]")
     strength = luigi.Parameter(default="medium", description="low, medium, high or a noise std in HU")
+    output_transfer_syntax = luigi.ChoiceParameter(
+        default="explicit_le", choices=["explicit_le", "rle", "jpeg_ls_lossless", "jpeg2000_lossless"],
+        description="transfer syntax of the derived series (uncompressed or lossless)")
     amp = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                               description="mixed precision on CUDA")
     model_path = luigi.Parameter(default="models/weights/ct_denoiser.safetensors",
@@ -125,7 +128,7 @@ def settings_from_config() -> Settings:
     return Settings(
         window=Window(c.window_low_hu, c.window_high_hu), qa_sigma=c.qa_sigma, qa_noise=c.qa_noise,
         qa_lowdose_i0=c.qa_lowdose_i0, batch_size=c.batch_size, cpu_batch_size=c.cpu_batch_size,
-        device=c.device, strength=c.strength, amp=c.amp, model_path=model_path if model_path.is_absolute() else INSTALL_ROOT / model_path,
+        device=c.device, strength=c.strength, output_transfer_syntax=c.output_transfer_syntax, amp=c.amp, model_path=model_path if model_path.is_absolute() else INSTALL_ROOT / model_path,
         filters=FilterParams(**{k: getattr(f, k) for k in FilterParams.__dataclass_fields__}),
         selection=selection_from_config(),
         series_folder=c.series_folder, file_name=c.file_name,

@@ -1,8 +1,16 @@
 """Transfer syntaxes: which package decodes which, and which are lossy (PS3.5 section 8, 10)."""
 from __future__ import annotations
 
-from pydicom.pixels import get_decoder
-from pydicom.uid import UID
+from pydicom.pixels import get_decoder, get_encoder
+from pydicom.uid import (
+    UID,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+)
+
+from .errors import ConfigError
 
 # transfer syntax UID prefix -> what to install when no decoder plugin is available
 _DECODER_PACKAGES = {
@@ -41,3 +49,23 @@ def missing_decoder_reason(transfer_syntax: str) -> str | None:
     if decoder.is_available:
         return None
     return f"no decoder installed for {ts.name} pixel data: pip install {_DECODER_PACKAGES.get(str(ts), 'python-gdcm')}"
+
+
+# [denoise] output_transfer_syntax -> the syntax of the derived series: uncompressed or lossless
+# (a derived series doubles a site's CT storage; lossless compression halves that)
+OUTPUT_SYNTAXES = {"explicit_le": ExplicitVRLittleEndian, "rle": RLELossless, "jpeg_ls_lossless": JPEGLSLossless,
+                   "jpeg2000_lossless": JPEG2000Lossless}
+_ENCODER_PACKAGES = {RLELossless: "pylibjpeg-rle (or pydicom's own RLE encoder)", JPEGLSLossless: "pyjpegls",
+                     JPEG2000Lossless: "pylibjpeg-openjpeg"}
+
+
+def output_syntax(name: str) -> UID:
+    """The transfer syntax UID an ``output_transfer_syntax`` setting names; ``ConfigError`` for an
+    unknown name or a syntax no installed encoder writes (naming the package to install)."""
+    if name not in OUTPUT_SYNTAXES:
+        raise ConfigError(f"output_transfer_syntax must be one of {sorted(OUTPUT_SYNTAXES)}, got {name!r}")
+    ts = UID(OUTPUT_SYNTAXES[name])
+    if ts.is_compressed and not get_encoder(ts).is_available:
+        raise ConfigError(f"output_transfer_syntax {name}: no encoder installed for {ts.name}: "
+                          f"pip install {_ENCODER_PACKAGES[ts]}")
+    return ts

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .codecs import output_syntax
 from .errors import ConfigError
 from .filters import FilterParams
 from .noise import NoiseModel
@@ -30,6 +31,7 @@ class Settings:
     cpu_batch_size: int = 1  # on the CPU: larger batches are not faster there and hold more memory
     device: str = "auto"
     strength: str = DEFAULT_STRENGTH  # low, medium, high or a noise std in HU (pipeline.strength)
+    output_transfer_syntax: str = "explicit_le"  # or rle, jpeg_ls_lossless, jpeg2000_lossless
     amp: bool = True
     model_path: Path | None = None  # None: the shipped weights
     filters: FilterParams = field(default_factory=FilterParams)
@@ -53,6 +55,7 @@ class Settings:
         except ValueError as exc:
             raise ConfigError(f"qa noise: {exc}") from None
         strength_hu(self.strength)  # validates it
+        output_syntax(self.output_transfer_syntax)  # known, and an encoder is installed
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.qa_panels < 0:

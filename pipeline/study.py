@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .atomic import atomic_directory, write_csv, write_json
+from .codecs import output_syntax
 from .denoise import Denoiser
 from .errors import ConfigError, InputError
 from .panels import PanelSlice, panel_slices, write_series_panels
@@ -126,7 +127,7 @@ def derivation_info(settings: Settings, denoiser: Denoiser) -> DerivedSeriesInfo
     # the derived UIDs follow from it: another model, window or strength is another derived series
     fingerprint = f"{m.sha256}|{settings.window.low}|{settings.window.high}|{__version__}|{denoiser.strength_hu:g}"
     return DerivedSeriesInfo(description, fingerprint, settings.series_description_suffix,
-                             settings.series_number_offset)
+                             settings.series_number_offset, str(output_syntax(settings.output_transfer_syntax)))
 
 
 def _fmt(x: float, nd: int = 4) -> str:

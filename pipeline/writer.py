@@ -36,6 +36,7 @@ class DerivedSeriesInfo:
     fingerprint: str  # model hash + settings; enters every new UID
     description_suffix: str = " DENOISED"
     series_number_offset: int = 1000
+    transfer_syntax: str = ExplicitVRLittleEndian  # or a lossless one (pipeline.codecs.OUTPUT_SYNTAXES)
 
 
 def _code_item(code: tuple[str, str, str]) -> Dataset:
@@ -181,6 +182,8 @@ def write_series(datasets: Sequence[Dataset], stored: Sequence[np.ndarray], fold
     frames = frames if frames is not None else [None] * len(datasets)
     for src, pixels, name, frame in zip(datasets, stored, file_names, frames, strict=True):
         ds = derive_dataset(src, pixels, series_uid, info, now, frame)
+        if info.transfer_syntax != ExplicitVRLittleEndian:
+            ds.compress(info.transfer_syntax, generate_instance_uid=False)  # lossless: decodes to the same values
         path = folder / name
         ds.save_as(path, enforce_file_format=True)  # an output error (disk full) fails the task
         paths.append(path)

@@ -132,3 +132,41 @@ def test_real_scanner_jpeg2000_slice_reads_as_plausible_hu():
     assert 20 <= np.median(hu[300:360, 220:300]) <= 50  # brain
     assert np.median(hu[:20, :20]) == -2000  # the scanner's padding outside the field of view
     assert 0.01 < (hu > 700).mean() < 0.1 and hu.max() < 3000  # skull, no wrapped values
+
+
+@pytest.mark.parametrize("name", ["rle", "jpeg_ls_lossless", "jpeg2000_lossless"])
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16])
+def test_lossless_output_decodes_to_the_uncompressed_output_exactly(tmp_path, series_writer, tiny_model, name, dtype):
+    from pipeline.codecs import OUTPUT_SYNTAXES
+    from pipeline.denoise import Denoiser
+    from pipeline.settings import Settings
+    from pipeline.study import process_scan
+
+    rng = np.random.default_rng(3)
+    vol = rng.integers(0, 3000, (2, 40, 48)).astype(dtype) - (1024 if dtype == np.int16 else 0)
+    if dtype == np.int16:
+        vol[:, :4] = -2000  # padding, signed
+    series_writer(tmp_path / "in", vol.astype(dtype), intercept=0.0 if dtype == np.int16 else -1024.0,
+                  padding=-2000 if dtype == np.int16 else None)
+    outputs = {}
+    for syntax in ("explicit_le", name):
+        (outcome,) = process_scan(scan(tmp_path / "in"), tmp_path / syntax,
+                                  Settings(progress=False, qa_panels=0, output_transfer_syntax=syntax),
+                                  Denoiser(tiny_model, "cpu"))
+        (series,) = outcome.series
+        outputs[syntax] = [pydicom.dcmread(f) for f in sorted((outcome.folder / series.derived_series_uid).glob("*.dcm"))]
+    plain, packed = outputs["explicit_le"], outputs[name]
+    assert [d.SOPInstanceUID for d in plain] == [d.SOPInstanceUID for d in packed]  # lossless: the same images
+    for a, b in zip(plain, packed, strict=True):
+        assert b.file_meta.TransferSyntaxUID == OUTPUT_SYNTAXES[name]
+        np.testing.assert_array_equal(a.pixel_array, b.pixel_array)
+        assert "LossyImageCompression" not in b or b.LossyImageCompression == "00"
+    assert all(b["PixelData"].is_undefined_length for b in packed)  # encapsulated (compressed) pixel data
+
+
+def test_an_unknown_output_syntax_fails_before_any_file_is_read():
+    from pipeline.errors import ConfigError
+    from pipeline.settings import Settings
+
+    with pytest.raises(ConfigError, match="output_transfer_syntax must be one of"):
+        Settings(output_transfer_syntax="jpeg_baseline")
