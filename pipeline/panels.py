@@ -214,8 +214,9 @@ def _draw_panel(fig, ps: PanelSlice, name: str, window: Window, display: tuple[f
     denoised = np.asarray(ps.denoised_hu, np.float32)
     half = diff_range_hu / 2  # same span as the absolute maps: one colour step means the same HU
     before, after = _scan_lines(ps.scan)
-    _image(axes[3, 0], reference, d_lo, d_hi, f"original, {display_label}\n{before}")
-    _image(axes[3, 1], denoised, d_lo, d_hi, f"denoised (no synthetic noise)\n{after}")
+    _image(axes[3, 0], reference, d_lo, d_hi, f"original\n{before}" if before else f"original\n{display_label}")
+    _image(axes[3, 1], denoised, d_lo, d_hi, f"denoised (no synthetic noise)\n{after}" if after
+           else f"denoised (no synthetic noise)\n{display_label}")
     if ps.scan is not None:
         from matplotlib.patches import Rectangle
 
@@ -240,13 +241,12 @@ def _scan_lines(scan: ScanMeasures | None) -> tuple[str, str]:
     if scan is None:
         return "", ""
 
-    def line(noise: float, edge: float) -> str:
-        shown = f"noise {noise:.1f} HU" if math.isfinite(noise) else "noise: no uniform soft tissue"
-        return f"{shown}, edges {edge:.0f} HU/mm"
+    def lines(noise: float, edge: float) -> str:  # two short lines: the panel columns are narrow
+        shown = f"noise {noise:.1f} HU" if math.isfinite(noise) else "no uniform soft tissue"
+        return f"{shown}\nedges {edge:.0f} HU/mm"
 
-    kept = f" ({scan.edge_kept:.0%} of the original's)" if math.isfinite(scan.edge_kept) else ""
-    return (line(scan.noise_hu_before, scan.edge_before),
-            line(scan.noise_hu_after, scan.edge_after) + kept)
+    kept = f" ({scan.edge_kept:.0%})" if math.isfinite(scan.edge_kept) else ""
+    return lines(scan.noise_hu_before, scan.edge_before), lines(scan.noise_hu_after, scan.edge_after) + kept
 
 
 def _draw_psnr(fig, name: str, scores: Sequence[SliceScore], marks: Sequence[int]) -> None:

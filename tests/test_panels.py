@@ -145,9 +145,9 @@ def test_row_four_shows_the_real_scan_noise_and_edges_and_outlines_the_uniform_r
     from pipeline.scanquality import ScanMeasures
 
     scan = ScanMeasures(18.04, 9.51, 400.0, 372.0, [(10, 12), (30, 40)])
-    assert _scan_lines(scan) == ("noise 18.0 HU, edges 400 HU/mm", "noise 9.5 HU, edges 372 HU/mm (93% of the original's)")
+    assert _scan_lines(scan) == ("noise 18.0 HU\nedges 400 HU/mm", "noise 9.5 HU\nedges 372 HU/mm (93%)")
     assert _scan_lines(ScanMeasures(float("nan"), float("nan"), 400.0, 400.0))[0] == \
-        "noise: no uniform soft tissue, edges 400 HU/mm"
+        "no uniform soft tissue\nedges 400 HU/mm"
     slices, _ = synthetic_series(n=1)
     (plain,) = write_series_panels(tmp_path / "a", "s", slices, [], WINDOW)[:1]
     slices[0].scan = scan
