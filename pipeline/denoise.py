@@ -63,6 +63,10 @@ class Denoiser:
             return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
         return contextlib.nullcontext()
 
+    def strength_sigma(self, window: Window) -> float:
+        """The strength as the noise std the model is told, on ``window``'s unit scale."""
+        return self.strength_hu / window.width
+
     @property
     def noise_map(self) -> bool:
         """Whether the model takes the noise level to remove (else it is blind and ignores sigma)."""
@@ -101,7 +105,7 @@ class Denoiser:
         unit = hu_to_unit(hu, window)
         clipped = np.clip(unit, 0.0, 1.0)
         if self.noise_map:
-            correction = self.denoise_unit(clipped, self.strength_hu / window.width, on_batch) - clipped
+            correction = self.denoise_unit(clipped, self.strength_sigma(window), on_batch) - clipped
         else:
             share = np.float32(blend_weight(self.strength))
             correction = (self.denoise_unit(clipped, None, on_batch) - clipped) * share
