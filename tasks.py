@@ -24,6 +24,7 @@ from models.training.card import export
 from models.training.config import load_config
 from models.training.train import train
 from pipeline.archive import study_folders, write_archive_report
+from pipeline.codecs import OUTPUT_SYNTAXES
 from pipeline.dashboard import write_dashboard
 from pipeline.denoise import Denoiser
 from pipeline.discovery import skipped_summary
@@ -32,12 +33,7 @@ from pipeline.filters import FilterParams
 from pipeline.reader import ScanResult, scan
 from pipeline.selection import SelectionRules
 from pipeline.settings import Settings
-from pipeline.study import (
-    process_scan,
-    recorded_attempt,
-    study_output_folder,
-    study_status,
-)
+from pipeline.study import process_scan, recorded_attempt, study_output_folder, study_status
 from pipeline.window import Window
 
 INSTALL_ROOT = Path(models.__file__).resolve().parent.parent
@@ -55,7 +51,7 @@ class denoise(luigi.Config):  # noqa: N801 - section name in luigi.cfg
     device = luigi.Parameter(default="auto", description="auto, cpu or cuda[:N]")
     strength = luigi.Parameter(default="medium", description="low, medium, high or a noise std in HU")
     output_transfer_syntax = luigi.ChoiceParameter(
-        default="explicit_le", choices=["explicit_le", "rle", "jpeg_ls_lossless", "jpeg2000_lossless"],
+        default="explicit_le", choices=list(OUTPUT_SYNTAXES),
         description="transfer syntax of the derived series (uncompressed or lossless)")
     amp = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                               description="mixed precision on CUDA")
@@ -128,7 +124,8 @@ def settings_from_config() -> Settings:
     return Settings(
         window=Window(c.window_low_hu, c.window_high_hu), qa_sigma=c.qa_sigma, qa_noise=c.qa_noise,
         qa_lowdose_i0=c.qa_lowdose_i0, batch_size=c.batch_size, cpu_batch_size=c.cpu_batch_size,
-        device=c.device, strength=c.strength, output_transfer_syntax=c.output_transfer_syntax, amp=c.amp, model_path=model_path if model_path.is_absolute() else INSTALL_ROOT / model_path,
+        device=c.device, strength=c.strength, output_transfer_syntax=c.output_transfer_syntax, amp=c.amp,
+        model_path=model_path if model_path.is_absolute() else INSTALL_ROOT / model_path,
         filters=FilterParams(**{k: getattr(f, k) for k in FilterParams.__dataclass_fields__}),
         selection=selection_from_config(),
         series_folder=c.series_folder, file_name=c.file_name,
@@ -193,7 +190,8 @@ class ArchiveFailures(RuntimeError):
 
 class DenoiseArchive(luigi.Task):
     """Nightly run over an archive folder: one DenoiseStudy per study found, then ``summary.csv``,
-    ``failures.csv``, ``skipped.csv`` (files left out that no study's report lists, with the reason) and the QA dashboard ``index.html`` (with ``qa_gain.png``) in ``output_dir``.
+    ``failures.csv``, ``skipped.csv`` (files left out that no study's report lists, with the reason) and
+    the QA dashboard ``index.html`` (with ``qa_gain.png``) in ``output_dir``.
     Any failure (a broken file, a failed series or study) fails this task after the reports are written, so ``luigi`` exits non-zero ([retcode] in
     luigi.cfg) and cron notices; the next run retries failed studies and rewrites the reports."""
 

@@ -181,7 +181,7 @@ def score_level(level: str, slices: list[BenchSlice], seeds: int, denoiser: Deno
     return out
 
 
-def qa_margins(slices: list[BenchSlice], level: str, loaded) -> dict[str, dict[str, float]]:
+def qa_margins(slices: list[BenchSlice], level: str, loaded, folder: str) -> dict[str, dict[str, float]]:
     """The pipeline's own QA (process_scan, default [qa_filters], every slice scored) on ``slices``:
     file name -> method -> PSNR, read back from the studies' qa_report.csv."""
     import csv
@@ -191,7 +191,7 @@ def qa_margins(slices: list[BenchSlice], level: str, loaded) -> dict[str, dict[s
     from pipeline.study import process_scan
 
     nm = noise_model(level)
-    root = realct.resolve(args_realct_dir)
+    root = realct.resolve(folder)
     out: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "in"
@@ -210,11 +210,7 @@ def qa_margins(slices: list[BenchSlice], level: str, loaded) -> dict[str, dict[s
     return out
 
 
-args_realct_dir = realct.DEFAULT_DIR
-
-
 def main() -> None:
-    global args_realct_dir
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", nargs="*", default=["validation", "test", "pydicom"])
     ap.add_argument("--levels", nargs="*", default=["0.02", "0.05", "0.07", "0.1", "lowdose@20000"])
@@ -228,7 +224,6 @@ def main() -> None:
                     help="JSON file of the classical methods' scores, reused by later runs (e.g. runs/quality_cache.json)")
     args = ap.parse_args()
     cache = Cache(args.cache)
-    args_realct_dir = args.realct_dir
     torch.set_num_threads(max(1, torch.get_num_threads()))
     loaded = load_model(args.weights)
     denoiser = Denoiser(loaded, "cpu", cpu_batch_size=1)
@@ -258,7 +253,7 @@ def main() -> None:
     for level, line in tuned.items():
         print(f"#   {level}: {line}")
     if args.qa_check and have_real and "test" in slices:
-        compare_with_qa(results, slices["test"], loaded)
+        compare_with_qa(results, slices["test"], loaded, args.realct_dir)
     if args.card:
         record_real_ct(args.card, results, slices, args.seeds, seconds)
 
@@ -294,10 +289,10 @@ def print_tables(results, slices) -> None:
         print(f"| {level} | {part} | {source} | " + " | ".join(cells) + f" | {bm} | {m['seed filters']:+.2f} |")
 
 
-def compare_with_qa(results, test: list[BenchSlice], loaded) -> None:
+def compare_with_qa(results, test: list[BenchSlice], loaded, folder: str) -> None:
     """The QA report's margins (model - each filter) against the bench's on the same test slices and
     noise, at the QA's default noise (Gaussian 0.07)."""
-    qa = qa_margins(test, "0.07", loaded)
+    qa = qa_margins(test, "0.07", loaded, folder)
     bench = results["0.07"]["test"]
     left = sorted({sl.name for sl in test} - set(qa))
     print(f"\n# QA report vs bench on the test slices, sigma 0.07 (mean PSNR margins, dB): the {len(qa)} of "

@@ -2,13 +2,7 @@
 from __future__ import annotations
 
 from pydicom.pixels import get_decoder, get_encoder
-from pydicom.uid import (
-    UID,
-    ExplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGLSLossless,
-    RLELossless,
-)
+from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
 
 from .errors import ConfigError
 

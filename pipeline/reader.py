@@ -15,15 +15,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from .codecs import missing_decoder_reason
-from .discovery import (
-    ScanResult,
-    SeriesRef,
-    Skipped,
-    StudyScan,
-    finite_numbers,
-    read_dicom,
-    scan,
-)
+from .discovery import ScanResult, SeriesRef, Skipped, StudyScan, finite_numbers, read_dicom, scan
 from .enhanced import frame_header, is_enhanced
 from .errors import InputError
 from .geometry import position_along, same_orientation, slice_normal

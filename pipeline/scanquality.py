@@ -67,19 +67,21 @@ def uniform_regions(hu: np.ndarray, size: int = REGION_PX, count: int = MAX_REGI
     return [(r, c) for s, r, c in cands[:count] if s <= limit]
 
 
+def _gradient(hu: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gradient magnitude (HU per pixel) of ``hu`` smoothed with a Gaussian of ``sigma_px``, HU clipped
+    to [-1000, 2000] so that padding outside the scan is no edge."""
+    img = cv2.GaussianBlur(np.clip(np.asarray(hu, np.float32), -1000, 2000), (0, 0), sigma_px)
+    return np.hypot(cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=3)) / 8.0
+
+
 def edge_gradient(hu: np.ndarray, pixel_mm: float, mask: np.ndarray) -> float:
     """Mean gradient magnitude (HU/mm, Gaussian derivative, sigma 1 px) of ``hu`` on ``mask``."""
-    img = cv2.GaussianBlur(np.clip(np.asarray(hu, np.float32), -1000, 2000), (0, 0), 1.0)
-    gx = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-    gy = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-    return float(np.sqrt(gx**2 + gy**2)[mask].mean()) / pixel_mm
+    return float(_gradient(hu, 1.0)[mask].mean()) / pixel_mm
 
 
 def strong_edges(hu: np.ndarray) -> np.ndarray:
-    """The original's strongest edges: top 1 % of its smoothed gradient (sigma 2 px), HU clipped to
-    [-1000, 2000] so that padding outside the scan is no edge."""
-    img = cv2.GaussianBlur(np.clip(np.asarray(hu, np.float32), -1000, 2000), (0, 0), 2.0)
-    g = np.hypot(cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=3))
+    """The original's strongest edges: top 1 % of its smoothed gradient (sigma 2 px)."""
+    g = _gradient(hu, 2.0)
     return g >= np.percentile(g, EDGE_PERCENTILE)
 
 

@@ -41,26 +41,12 @@ from .errors import ConfigError, InputError
 from .panels import PanelSlice, panel_slices, write_series_panels
 from .provenance import provenance
 from .qa import MethodSummary, SliceScore, qa_series
-from .reader import (
-    DERIVED_MARKER,
-    ScanResult,
-    SeriesRef,
-    Skipped,
-    StudyScan,
-    plan_series,
-)
+from .reader import DERIVED_MARKER, ScanResult, SeriesRef, Skipped, StudyScan, plan_series
 from .scanquality import ScanMeasures, measure_slice, summarize
 from .settings import Settings
 from .strength import strength_hu
 from .uids import path_safe_uid
-from .writer import (
-    DerivedSeriesInfo,
-    derived_series_uid,
-    derived_sop_uid,
-    source_key,
-    stack_to_stored,
-    write_series,
-)
+from .writer import DerivedSeriesInfo, derived_series_uid, derived_sop_uid, source_key, stack_to_stored, write_series
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,7 @@ from .data import VAL_SEED_BASE, PatchStream, Reference, validation_set
 
 log = logging.getLogger(__name__)
 
+
 @torch.inference_mode()
 def evaluate(model: DenoisingAutoencoder, refs: list[Reference], sigma: float) -> float:
     """Mean PSNR (data range 1, in the window) of the model on seeded noisy copies of ``refs``: noise
