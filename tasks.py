@@ -2,13 +2,15 @@
 
     luigi --module tasks DenoiseStudy --study-dir STUDY_DIR --output-dir OUT [--local-scheduler]
     luigi --module tasks DenoiseArchive --archive-dir ARCHIVE --output-dir OUT [--workers N]
+    luigi --module tasks DenoisePacs (--study-date YYYYMMDD[-YYYYMMDD] | --since-hours N) --output-dir OUT
     luigi --module tasks TrainModel --run-dir runs/NAME [--config models/configs/ct_denoiser.json] [--local-scheduler]
 
-Every default lives in ``luigi.cfg`` (sections ``[denoise]``, ``[selection]``, ``[qa_filters]``).
+Every default lives in ``luigi.cfg`` (sections ``[denoise]``, ``[selection]``, ``[qa_filters]``, ``[pacs]``).
 """
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import re
 import shlex
@@ -24,18 +26,37 @@ from models.training.card import export
 from models.training.config import load_config
 from models.training.train import train
 from pipeline.archive import study_folders, write_archive_report
+from pipeline.atomic import write_json
 from pipeline.codecs import OUTPUT_SYNTAXES
 from pipeline.dashboard import write_dashboard
 from pipeline.denoise import Denoiser
 from pipeline.discovery import skipped_summary
 from pipeline.errors import InputError
 from pipeline.filters import FilterParams
+from pipeline.pacs.client import connect
+from pipeline.pacs.config import KEEP_WORK, PROTOCOLS, RETRIEVE_METHODS, PacsConfig, date_query, load_password
+from pipeline.pacs.errors import PacsError
+from pipeline.pacs.nightly import (
+    DONE_STATES,
+    StudyRecord,
+    clean_work,
+    folder_name,
+    publish_reports,
+    read_record,
+    record_path,
+    retrieve_study,
+    store_study,
+    write_record,
+)
+from pipeline.pacs.report import write_pacs_report
+from pipeline.pacs.retry import with_retries
 from pipeline.reader import ScanResult, scan
 from pipeline.selection import SelectionRules
 from pipeline.settings import Settings
 from pipeline.study import process_scan, recorded_attempt, study_output_folder, study_status
 from pipeline.window import Window
 
+log = logging.getLogger("pipeline.pacs")
 INSTALL_ROOT = Path(models.__file__).resolve().parent.parent
 RUN_STARTED = datetime.datetime.now().isoformat(timespec="seconds")  # this luigi process's run
 
@@ -231,6 +252,179 @@ class DenoiseArchive(luigi.Task):
         write_dashboard(Path(self.output_dir))
         if failures:
             raise ArchiveFailures(f"{failures} failure(s) in {self.archive_dir}: see {self.output()['failures'].path}")
+
+
+class pacs(luigi.Config):  # noqa: N801
+    protocol = luigi.ChoiceParameter(default="dicomweb", choices=list(PROTOCOLS))
+    url = luigi.Parameter(default="", description="DICOMweb root, http(s)://host:port/dicom-web")
+    host = luigi.Parameter(default="", description="DIMSE: PACS host")
+    port = luigi.IntParameter(default=104, description="DIMSE: PACS port")
+    called_aet = luigi.Parameter(default="ORTHANC", description="DIMSE: the PACS's AE title")
+    calling_aet = luigi.Parameter(default="DENOISER", description="our AE title")
+    retrieve = luigi.ChoiceParameter(default="get", choices=list(RETRIEVE_METHODS),
+                                     description="DIMSE: C-GET or C-MOVE")
+    move_port = luigi.IntParameter(default=11113, description="DIMSE C-MOVE: port of our storage SCP")
+    username = luigi.Parameter(default="")
+    password_file = luigi.Parameter(default="", description="file whose first line is the password")
+    password_env = luigi.Parameter(default="", description="environment variable holding the password")
+    tls = luigi.BoolParameter(default=False, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
+    tls_ca_file = luigi.Parameter(default="")
+    tls_cert_file = luigi.Parameter(default="")
+    tls_key_file = luigi.Parameter(default="")
+    tls_verify = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
+    connect_timeout = luigi.FloatParameter(default=10.0)
+    timeout = luigi.FloatParameter(default=120.0)
+    retries = luigi.IntParameter(default=3)
+    backoff_seconds = luigi.FloatParameter(default=5.0)
+    store_batch = luigi.IntParameter(default=50)
+    work_dir = luigi.Parameter(default="", description="work folders (default <output-dir>/work)")
+    keep_work = luigi.ChoiceParameter(default="on_failure", choices=list(KEEP_WORK))
+
+
+def pacs_config_from_config() -> PacsConfig:
+    """``[pacs]`` as a validated PacsConfig, the password read from its file or variable."""
+    c = pacs()
+    fields = {k: getattr(c, k) for k in PacsConfig.__dataclass_fields__ if k != "password"}
+    return PacsConfig(**fields, password=load_password(c.password_file, c.password_env))
+
+
+def work_root(output_dir: str) -> Path:
+    return Path(pacs().work_dir or Path(output_dir) / "work")
+
+
+class PacsStudy(luigi.Task):
+    """One PACS study: retrieve it into a work folder, denoise it with DenoiseStudy, store the derived
+    series back and verify them, record the outcome in ``<output_dir>/pacs_studies/`` and publish
+    its QA reports in ``<output_dir>/<StudyInstanceUID>/``. A failure is recorded, not raised (the
+    night's reports list it; the next run retries it)."""
+
+    study_uid = luigi.Parameter()
+    output_dir = luigi.Parameter()
+    attempt = luigi.Parameter(default=RUN_STARTED, significant=False)
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(record_path(Path(self.output_dir), self.study_uid)))
+
+    def complete(self) -> bool:
+        """Recorded done (or nothing to denoise), or recorded failed by this same run."""
+        rec = read_record(Path(self.output_dir), self.study_uid)
+        return rec is not None and (rec.status in DONE_STATES or rec.attempt == self.attempt)
+
+    def _finish(self, record: StudyRecord, work: Path, config: PacsConfig, stage: str = "",
+                error: Exception | None = None) -> None:
+        if error is not None:  # whatever broke, one study never costs the others or the night's reports
+            known = isinstance(error, (PacsError, InputError))
+            record.status, record.stage = "failed", stage
+            record.reason = str(error) if known else " ".join(f"unexpected {type(error).__name__}: {error}".split())
+            log.error("study %s failed (%s): %s", self.study_uid, stage, error)
+        write_record(Path(self.output_dir), record)
+        clean_work(work, config, record.status != "failed")
+
+    def run(self):
+        _log_to_stderr()
+        config = pacs_config_from_config()
+        work = work_root(self.output_dir) / folder_name(self.study_uid)
+        record = StudyRecord(self.study_uid, "failed", self.attempt, config.describe())
+        try:
+            with connect(config) as client:
+                fetched = retrieve_study(client, config, self.study_uid, work, selection_from_config())
+        except Exception as exc:
+            return self._finish(record, work, config, "retrieve", exc)
+        record.retrieve_seconds, record.instances_retrieved = fetched["seconds"], fetched["instances"]
+        record.not_retrieved = fetched["not_retrieved"]
+        denoise_task = DenoiseStudy(study_dir=str(work / "input"), output_dir=str(work / "output"),
+                                    record_failures=True, attempt=self.attempt)
+        if not fetched["instances"] or not denoise_task.output():
+            why = skipped_summary(scan(work / "input", selection_from_config()).skipped) if fetched["instances"] \
+                else "no series to retrieve"
+            record.status, record.reason = "skipped", f"nothing to denoise ({why})"
+            log.info("study %s: %s", self.study_uid, record.reason)
+            return self._finish(record, work, config)
+        yield denoise_task  # the folder pipeline, unchanged (it holds the model's resource, not this task)
+        folders = [Path(t.path) for t in denoise_task.output().values()]
+        try:
+            record.denoise_seconds = sum(float(_provenance(f).get("seconds", 0)) for f in folders)
+            for folder in folders:
+                record.report_folder = publish_reports(folder, Path(self.output_dir)).name
+            if all(study_status(f) == "failed" for f in folders):
+                raise InputError(self.study_uid, "no series of the study could be denoised (see its skipped.csv)")
+        except Exception as exc:
+            return self._finish(record, work, config, "denoise", exc)
+        record.derived_series = [s["derived_series_uid"] for f in folders for s in _provenance(f).get("series", [])]
+        try:
+            with connect(config) as client:
+                for folder in folders:
+                    sent, verified, seconds = store_study(client, config, folder)
+                    record.instances_stored += sent
+                    record.verified_instances += verified
+                    record.store_seconds = (record.store_seconds or 0.0) + seconds
+        except Exception as exc:
+            return self._finish(record, work, config, "store", exc)
+        record.status = "done"
+        log.info("study %s: %d derived instances verified in the PACS (%d sent)", self.study_uid,
+                 record.verified_instances, record.instances_stored)
+        self._finish(record, work, config)
+
+
+def _provenance(folder: Path) -> dict:
+    return json.loads((folder / "provenance.json").read_text())
+
+
+class DenoisePacs(luigi.Task):
+    """Nightly run against the PACS of ``[pacs]``: query the CT studies of ``--study-date`` (a day or
+    a range) or of the last ``--since-hours``, run a PacsStudy for each one not done yet, then write
+    ``summary.csv``, ``failures.csv``, ``skipped.csv`` and ``index.html`` in ``output_dir``. Any
+    failure (the query, a study) fails this task after the reports are written: luigi exits non-zero."""
+
+    study_date = luigi.Parameter(default="", description="YYYYMMDD or YYYYMMDD-YYYYMMDD")
+    since_hours = luigi.OptionalFloatParameter(default=None, description="studies of the last N hours")
+    output_dir = luigi.Parameter(description="reports, study records and QA folders")
+
+    @cached_property
+    def _query(self) -> tuple[list[str], str]:
+        """The StudyInstanceUIDs the PACS lists for the dates, and the query's error ('' if none)."""
+        _log_to_stderr()
+        dates = date_query(self.study_date, self.since_hours)
+        config = pacs_config_from_config()
+        try:
+            with connect(config) as client:
+                found = with_retries(lambda: client.find_studies(dates.dicom_range), "study query",
+                                     config.retries, config.backoff_seconds)
+        except PacsError as exc:
+            log.error("query of CT studies (%s) failed: %s", dates.label(), exc)
+            return [], str(exc)
+        uids = sorted({s.study_uid for s in found if dates.matches(s.study_date, s.study_time)})
+        log.info("%s: %d CT studies for %s", config.describe(), len(uids), dates.label())
+        return uids, ""
+
+    def requires(self) -> list[PacsStudy]:
+        return [PacsStudy(study_uid=uid, output_dir=self.output_dir) for uid in self._query[0]]
+
+    def output(self) -> dict[str, luigi.LocalTarget]:
+        out = Path(self.output_dir)
+        return {name: luigi.LocalTarget(str(out / name))
+                for name in ("summary.csv", "failures.csv", "skipped.csv", "index.html", "pacs_run.json")}
+
+    def complete(self) -> bool:
+        """The reports were written by this run (every night's run writes its own)."""
+        run = Path(self.output()["pacs_run.json"].path)
+        try:
+            return json.loads(run.read_text()).get("attempt") == RUN_STARTED
+        except (OSError, ValueError):
+            return False
+
+    def run(self) -> None:
+        _log_to_stderr()
+        out = Path(self.output_dir)
+        uids, error = self._query
+        config = pacs_config_from_config()
+        failures = write_pacs_report(out, uids, {u: read_record(out, u) for u in uids}, config.describe(), error)
+        write_dashboard(out, title="ct-denoise nightly PACS run")
+        write_json(out / "pacs_run.json", {"attempt": RUN_STARTED, "pacs": config.describe(),
+                                           "dates": date_query(self.study_date, self.since_hours).label(),
+                                           "studies": len(uids), "failures": failures})
+        if failures:
+            raise ArchiveFailures(f"{failures} failure(s) in the PACS run: see {out / 'failures.csv'}")
 
 
 class TrainModel(luigi.Task):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -48,6 +47,36 @@ def _weighted_psnr(rows: list[dict[str, str]], method: str) -> float | None:
     return sum(p * n for p, n in picked) / total if total else None
 
 
+def study_summary(output_dir: Path, uid: str) -> tuple[list, list[list]]:
+    """The summary row (``SUMMARY_HEADER``) of one study output folder and its failures
+    (``FAILURES_HEADER`` rows); status ``missing`` when the folder has no provenance.json."""
+    folder = study_output_folder(output_dir, uid)
+    prov_path = folder / "provenance.json"
+    if not prov_path.exists():
+        missing = [[uid, "", "", "no output: the study task did not complete"]]
+        return [uid, "missing", 0, 0, 0, 0, 0, "", "", "", ""], missing
+    prov = json.loads(prov_path.read_text())
+    left_out = _rows(folder / "skipped.csv")
+    failed = [r for r in left_out if r.get("status") == "failed"]
+    failures = [[uid, r["series_uid"], r["path"], r["reason"]] for r in failed]
+    if prov.get("status") == "failed" and not failed:
+        failures.append([uid, "", "", "no series of the study could be denoised"])
+    qa = _rows(folder / "qa_report.csv")
+    model = _weighted_psnr(qa, "autoencoder")
+    filters = {m: v for m in FILTERS if (v := _weighted_psnr(qa, m)) is not None}
+    best = max(filters, key=filters.get) if filters else ""
+    failed_series = {r["series_uid"] for r in failed}
+    denoised = {s["source_series_uid"] for s in prov.get("series", [])}
+    skipped_series = {r["series_uid"] for r in left_out
+                      if r.get("status") == "skipped" and r["series_uid"] and r["series_uid"] not in denoised}
+    row = [uid, prov.get("status", "ok"), len(prov.get("series", [])), len(skipped_series - failed_series),
+           len(failed_series), sum(int(s["slices"]) for s in prov.get("series", [])),
+           sum(1 for r in left_out if r.get("status") == "skipped"),
+           f"{model:.3f}" if model is not None else "", best, f"{filters[best]:.3f}" if best else "",
+           prov.get("seconds", "")]
+    return row, failures
+
+
 def write_archive_report(output_dir: Path, study_uids: Iterable[str], unattributed: Iterable[Skipped]) -> int:
     """Write ``summary.csv``, ``failures.csv`` and ``skipped.csv`` in ``output_dir``; returns the number
     of failures (failed inputs, failed or missing studies)."""
@@ -58,34 +87,9 @@ def write_archive_report(output_dir: Path, study_uids: Iterable[str], unattribut
         else:
             skipped.append([s.study_uid, s.path, s.reason])
     for uid in sorted(study_uids):
-        folder = study_output_folder(output_dir, uid)
-        prov_path = folder / "provenance.json"
-        if not prov_path.exists():
-            summary.append([uid, "missing", 0, 0, 0, 0, 0, "", "", "", ""])
-            failures.append([uid, "", "", "no output: the study task did not complete"])
-            continue
-        prov = json.loads(prov_path.read_text())
-        left_out = _rows(folder / "skipped.csv")
-        failed = [r for r in left_out if r.get("status") == "failed"]
-        failures.extend([uid, r["series_uid"], r["path"], r["reason"]] for r in failed)
-        if prov.get("status") == "failed" and not failed:
-            failures.append([uid, "", "", "no series of the study could be denoised"])
-        qa = _rows(folder / "qa_report.csv")
-        model = _weighted_psnr(qa, "autoencoder")
-        filters = {m: v for m in FILTERS if (v := _weighted_psnr(qa, m)) is not None}
-        best = max(filters, key=filters.get) if filters else ""
-        failed_series = defaultdict(int)
-        for r in failed:
-            failed_series[r["series_uid"]] += 1
-        denoised = {s["source_series_uid"] for s in prov.get("series", [])}
-        skipped_series = {r["series_uid"] for r in left_out
-                          if r.get("status") == "skipped" and r["series_uid"] and r["series_uid"] not in denoised}
-        summary.append([uid, prov.get("status", "ok"), len(prov.get("series", [])),
-                        len(skipped_series - set(failed_series)), len(failed_series),
-                        sum(int(s["slices"]) for s in prov.get("series", [])),
-                        sum(1 for r in left_out if r.get("status") == "skipped"),
-                        f"{model:.3f}" if model is not None else "", best,
-                        f"{filters[best]:.3f}" if best else "", prov.get("seconds", "")])
+        row, failed = study_summary(output_dir, uid)
+        summary.append(row)
+        failures.extend(failed)
     write_csv(output_dir / "summary.csv", SUMMARY_HEADER, summary)
     write_csv(output_dir / "failures.csv", FAILURES_HEADER, failures)
     write_csv(output_dir / "skipped.csv", SKIPPED_HEADER, skipped)

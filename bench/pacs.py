@@ -1,0 +1,112 @@
+"""Nightly PACS run against a local Orthanc: what retrieving and storing add to a CPU run.
+
+    python bench/pacs.py [--slices 300] [--protocols dicomweb dimse-get dimse-move] [--workdir DIR]
+
+Generates one 512x512 CT series of ``--slices`` slices, then measures, each as a separate
+``luigi`` command as cron would run it (CPU, the configured model and QA):
+
+* folder run: ``DenoiseStudy`` on the generated folder (wall seconds);
+* per protocol: a fresh Orthanc (Debian ``orthanc`` + ``orthanc-dicomweb``, auth on) loaded with the
+  series, then ``DenoisePacs``: wall seconds, and from its ``summary.csv`` the retrieve, denoise
+  and store(+verify) seconds of the study;
+* for comparison, the model alone (batched inference on slices in memory) and the I/O floor (read,
+  decode and write the files with pydicom alone, 2 threads).
+
+Prints a table; the target: (PACS wall - folder wall) / folder wall <= 20 %.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from bench.throughput import io_floor, model_alone  # noqa: E402
+from models.store import load_model  # noqa: E402
+from pipeline.denoise import Denoiser  # noqa: E402
+from pipeline.synthetic.samples import generate, long_study  # noqa: E402
+from tests.orthanc import Orthanc, available  # noqa: E402
+
+PROTOCOLS = ("dicomweb", "dimse-get", "dimse-move")
+
+
+def luigi(*args: str, env: dict[str, str] | None = None) -> float:
+    """Wall seconds of one luigi command (raises with its log tail when it fails)."""
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "luigi", "--module", "tasks", *args, "--local-scheduler",
+                           "--denoise-progress", "false"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+    if proc.returncode != 0:
+        raise RuntimeError(f"luigi {' '.join(args[:1])} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - t
+
+
+def pacs_settings(pacs: Orthanc, protocol: str) -> list[str]:
+    if protocol == "dicomweb":
+        return ["--pacs-protocol", "dicomweb", "--pacs-url", pacs.dicomweb_url, "--pacs-username", pacs.user,
+                "--pacs-password-env", "BENCH_PACS_PASSWORD"]
+    return ["--pacs-protocol", "dimse", "--pacs-host", "127.0.0.1", "--pacs-port", str(pacs.dicom_port),
+            "--pacs-called-aet", pacs.aet, "--pacs-calling-aet", pacs.our_aet,
+            "--pacs-retrieve", protocol.split("-")[1], "--pacs-move-port", str(pacs.our_port)]
+
+
+def pacs_run(files: list[Path], study_date: str, protocol: str, work: Path) -> dict[str, float]:
+    with Orthanc(work / f"orthanc-{protocol}") as pacs:
+        t = time.perf_counter()
+        pacs.upload(files)
+        load_s = time.perf_counter() - t
+        out = work / f"out-{protocol}"
+        wall = luigi("DenoisePacs", "--study-date", study_date, "--output-dir", str(out),
+                     *pacs_settings(pacs, protocol), env={"BENCH_PACS_PASSWORD": pacs.password})
+        with open(out / "summary.csv", newline="") as fh:
+            (row,) = list(csv.DictReader(fh))
+        assert row["pacs_status"] == "done" and int(row["verified_instances"]) == len(files), row
+    return {"wall": wall, "load": load_s, **{k: float(row[f"{k}_seconds"]) for k in ("retrieve", "denoise", "store")}}
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--slices", type=int, default=300)
+    ap.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS))
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args(argv)
+    if not available():
+        sys.exit("Orthanc with the DICOMweb plugin is not installed: bash .ci/install-dicom-tools")
+    work = Path(tempfile.mkdtemp(prefix="ct-denoise-pacs-bench-", dir=args.workdir))
+    try:
+        files = generate(work / "in", (long_study(args.slices),))
+        import pydicom
+
+        study_date = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyDate)
+        denoiser = Denoiser(load_model(None), "cpu")
+        model_s = model_alone(denoiser, min(64, len(files))) * len(files)
+        floor_s = io_floor(files, work / "io", 2)
+        folder_s = luigi("DenoiseStudy", "--study-dir", str(work / "in"), "--output-dir", str(work / "out-folder"))
+        runs = {p: pacs_run(files, study_date, p, work) for p in args.protocols}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"# {len(files)} slices 512x512, one series; CPU ({os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {platform.machine()}); model alone {model_s:.1f} s "
+          f"({model_s / len(files):.3f} s/slice); I/O floor (pydicom read+decode+write, 2 threads) {floor_s:.1f} s; "
+          f"folder run (luigi DenoiseStudy, wall) {folder_s:.1f} s")
+    print("| protocol | retrieve s | denoise s | store + verify s | PACS run wall s | folder run wall s | "
+          "transfers / denoise | wall added |\n|---|---|---|---|---|---|---|---|")
+    for p, r in runs.items():
+        print(f"| {p} | {r['retrieve']:.1f} | {r['denoise']:.1f} | {r['store']:.1f} | {r['wall']:.1f} | "
+              f"{folder_s:.1f} | {(r['retrieve'] + r['store']) / r['denoise']:.1%} | "
+              f"{(r['wall'] - folder_s) / folder_s:+.1%} |")
+    return {"folder": {"wall": folder_s, "model": model_s, "io_floor": floor_s}, **runs}
+
+
+if __name__ == "__main__":
+    main()
