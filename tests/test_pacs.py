@@ -239,3 +239,25 @@ def test_a_study_that_cannot_be_decoded_is_listed_and_the_others_complete(pacs, 
     assert reasons and any("pixel" in r.lower() or "decod" in r.lower() for r in reasons)
     assert len(derived_in_pacs(pacs)) == 4
     assert (out / "work" / study_c).is_dir()  # kept to look at ([pacs] keep_work = on_failure)
+
+
+@pytest.mark.parametrize("protocol", ["dicomweb", "dimse-get"])
+def test_a_half_stored_series_is_completed_and_nothing_is_sent_twice(pacs, tmp_path, protocol):
+    from pipeline.pacs.client import connect
+    from pipeline.pacs.config import PacsConfig
+    from pipeline.pacs.nightly import store_study
+
+    study = tmp_path / "study"
+    files = write_series(study / "derived", _vol(4), study="H", series="d1")
+    if protocol == "dicomweb":
+        config = PacsConfig(url=pacs.dicomweb_url, username=pacs.user, password=pacs.password, retries=0)
+    else:
+        config = PacsConfig(protocol="dimse", host="127.0.0.1", port=pacs.dicom_port, called_aet=pacs.aet,
+                            calling_aet=pacs.our_aet, retries=0)
+    with connect(config) as client:
+        client.store(files[:2])  # an earlier run stopped half-way
+        changes = len(pacs.get("/changes?limit=1000")["Changes"])
+        assert store_study(client, config, study)[:2] == (2, 4)  # the two missing ones sent, all four verified
+        assert len(pacs.get("/changes?limit=1000")["Changes"]) - changes >= 2
+        assert store_study(client, config, study)[:2] == (0, 4)  # complete: nothing sent
+    assert pacs.get("/statistics")["CountInstances"] == 4

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,48 +35,12 @@ from pipeline.pacs.client import instance_file_name
 from pipeline.pacs.config import PacsConfig
 from pipeline.pacs.dimse import DimseClient
 from pipeline.pacs.errors import PacsAuthError, PacsError
-from tests.conftest import write_series
 from tests.orthanc import Orthanc, available, free_port
+from tests.pacs_archive import DATE_RANGE, Series, common_series, make_series
 
 # The stand-in SCP tests run everywhere; the others need Debian's orthanc and orthanc-dicomweb.
 needs_orthanc = pytest.mark.skipif(not available(), reason="Orthanc or its DICOMweb plugin is not installed "
                                                            "(bash .ci/install-dicom-tools)")
-
-DATE_RANGE = "20260101-20260131"
-
-
-@dataclass
-class Series:
-    """An uploaded series: its UIDs, transfer syntax, files and stored values by SOP Instance UID."""
-
-    study_uid: str
-    series_uid: str
-    syntax: UID
-    paths: list[Path]
-    pixels: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-def make_series(folder: Path, study: str, series: str, seed: int, syntax: UID = ExplicitVRLittleEndian,
-                modality: str = "CT", sop_class: UID | None = None, study_date: str | None = None) -> Series:
-    """A 3-slice 32x32 CT series written by ``write_series``, then recoded / relabelled as asked."""
-    # 4x4 blocks of random values: runs for RLE (random noise would come out no smaller than it went in)
-    volume = np.random.default_rng(seed).integers(900, 1200, (3, 8, 8)).repeat(4, 1).repeat(4, 2).astype(np.uint16)
-    paths = write_series(folder, volume, study=study, series=series)
-    pixels = {}
-    for p, img in zip(paths, volume):
-        ds = pydicom.dcmread(p)
-        ds.Modality = modality
-        if sop_class:
-            ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
-        if study_date:
-            ds.StudyDate = study_date
-        if syntax != ExplicitVRLittleEndian:
-            ds.compress(syntax, generate_instance_uid=False)
-        ds.save_as(p, enforce_file_format=True)
-        pixels[ds.SOPInstanceUID] = img
-    ds = pydicom.dcmread(paths[0], stop_before_pixels=True)
-    return Series(ds.StudyInstanceUID, ds.SeriesInstanceUID, syntax, paths, pixels)
-
 
 @dataclass
 class Archive:
@@ -100,15 +64,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
     cfg = json.loads(pacs.config.read_text())
     cfg.update({"DicomCheckCalledAet": True, "DicomAlwaysAllowStore": False})
     pacs.config.write_text(json.dumps(cfg))
-    series = {
-        "plain": make_series(tmp / "plain", "A", "plain", 1),
-        "j2k": make_series(tmp / "j2k", "A", "j2k", 2, JPEG2000Lossless),
-        "rle": make_series(tmp / "rle", "A", "rle", 3, RLELossless),
-        "b_ct": make_series(tmp / "b_ct", "B", "ct", 4),
-        "b_mr": make_series(tmp / "b_mr", "B", "mr", 5, modality="MR", sop_class=MRImageStorage),
-        "m_mr": make_series(tmp / "m_mr", "M", "mr", 6, modality="MR"),
-        "old": make_series(tmp / "old", "O", "ct", 7, study_date="20251231"),
-    }
+    series = common_series(tmp)
     with pacs:
         pacs.upload([p for s in series.values() for p in s.paths])
         yield Archive(pacs, series)

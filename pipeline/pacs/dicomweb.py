@@ -36,8 +36,8 @@ from .errors import PacsAuthError, PacsError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 TRANSIENT_HTTP = {408, 429, 502, 503, 504}
-STORED_SYNTAX = (("application/dicom", "*"),)
-PAGE = 1000  # QIDO results per request  # WADO-RS: the transfer syntax the PACS stored, no transcoding
+STORED_SYNTAX = (("application/dicom", "*"),)  # WADO-RS: the transfer syntax the PACS stored, no transcoding
+PAGE = 1000  # QIDO results per request
 
 
 class _Session(requests.Session):
@@ -96,8 +96,8 @@ class DicomWebClient(PacsClient):
 
     def _search(self, what: str, call: Callable[..., list[dict]], key: str) -> list[Dataset]:
         """Every result of a QIDO search, ``PAGE`` at a time (``limit``/``offset``). Paging stops at a
-        short page or at a page with nothing new: some servers ignore ``offset`` under some filters,
-        and dicomweb-client's own ``get_remaining`` then loops for ever (seen with Orthanc)."""
+        short page, or at a page with nothing new (a server that ignores ``offset``). dicomweb-client's
+        own ``get_remaining`` never ended on a filtered study search against Orthanc (seen)."""
         rows: dict[str, Dataset] = {}
         with self._faults(what):
             while True:
