@@ -277,6 +277,7 @@ class pacs(luigi.Config):  # noqa: N801
     retries = luigi.IntParameter(default=3)
     backoff_seconds = luigi.FloatParameter(default=5.0)
     store_batch = luigi.IntParameter(default=50)
+    store_associations = luigi.IntParameter(default=4, description="DIMSE: C-STORE associations in parallel")
     work_dir = luigi.Parameter(default="", description="work folders (default <output-dir>/work)")
     keep_work = luigi.ChoiceParameter(default="on_failure", choices=list(KEEP_WORK))
 

@@ -60,7 +60,8 @@ def test_password_from_file_or_environment_and_never_in_repr(tmp_path, monkeypat
 @pytest.mark.parametrize("kwargs, message", [
     ({"protocol": "hl7"}, "protocol"), ({"url": "pacs:8042"}, "url"), ({"protocol": "dimse"}, "host is empty"),
     ({"protocol": "dimse", "host": "h", "calling_aet": "A" * 17}, "AE title"), ({"retrieve": "push"}, "retrieve"),
-    ({"keep_work": "sometimes"}, "keep_work"), ({"retries": -1}, "retries"), ({"timeout": 0}, "timeout")])
+    ({"keep_work": "sometimes"}, "keep_work"), ({"retries": -1}, "retries"), ({"timeout": 0}, "timeout"),
+    ({"store_associations": 0}, "store_associations")])
 def test_bad_settings_fail_before_anything_is_contacted(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         PacsConfig(**{"url": "http://pacs/dicom-web", **kwargs})

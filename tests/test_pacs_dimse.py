@@ -248,7 +248,9 @@ def stand_in(handlers: list, aet: str = "FAKE") -> Iterator[PacsConfig]:
     port = free_port()
     server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
     try:
-        yield PacsConfig(protocol="dimse", host="127.0.0.1", port=port, called_aet=aet, connect_timeout=2, timeout=5)
+        # one C-STORE association: the statuses below are answered by the n-th instance sent
+        yield PacsConfig(protocol="dimse", host="127.0.0.1", port=port, called_aet=aet, connect_timeout=2, timeout=5,
+                         store_associations=1)
     finally:
         server.shutdown()
 
@@ -426,3 +428,13 @@ def test_tls(tmp_path: Path) -> None:
             with pytest.raises(PacsError, match="TLS handshake failed.*CERTIFICATE_VERIFY_FAILED") as err:
                 client.find_studies(DATE_RANGE)
         assert not err.value.transient
+
+
+@needs_orthanc
+def test_store_over_several_associations_sends_every_instance_once(archive: Archive, tmp_path: Path) -> None:
+    files = make_series(tmp_path / "par", "PAR", "par", 21, slices=7).paths
+    series_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+    with DimseClient(archive.config(store_associations=3)) as client:
+        client.store(files)
+    stored = [t["SOPInstanceUID"] for t in archive.pacs.instances(series_uid)]
+    assert sorted(stored) == sorted(str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files)

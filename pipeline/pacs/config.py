@@ -44,6 +44,7 @@ class PacsConfig:
     retries: int = 3                   # retries of a transient fault, per operation of a study
     backoff_seconds: float = 5.0       # first wait; doubles on every retry
     store_batch: int = 50              # instances per STOW-RS request
+    store_associations: int = 4        # DIMSE: C-STORE associations in parallel
     keep_work: str = "on_failure"      # never, on_failure, always: the retrieved and derived files
 
     def __post_init__(self) -> None:
@@ -63,8 +64,9 @@ class PacsConfig:
             aet = getattr(self, name)
             if not 0 < len(aet) <= 16 or not aet.isascii() or "\\" in aet:
                 raise ConfigError(f"[pacs] {name} {aet!r}: an AE title is 1 to 16 ASCII characters")
-        if self.retries < 0 or self.backoff_seconds < 0 or self.store_batch < 1:
-            raise ConfigError("[pacs] retries and backoff_seconds must be >= 0, store_batch >= 1")
+        if self.retries < 0 or self.backoff_seconds < 0 or self.store_batch < 1 or self.store_associations < 1:
+            raise ConfigError("[pacs] retries and backoff_seconds must be >= 0, store_batch and "
+                              "store_associations >= 1")
         if self.connect_timeout <= 0 or self.timeout <= 0:
             raise ConfigError("[pacs] connect_timeout and timeout must be > 0 seconds")
 

@@ -15,6 +15,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -487,9 +488,18 @@ class DimseClient(PacsClient):
                 raise self._fail(what, f"{p}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
             pairs.setdefault(key, []).append(p)
         keys = sorted(pairs)
+        lanes = max(1, self.config.store_associations)
         for start in range(0, len(keys), MAX_CONTEXTS):
             chunk = keys[start:start + MAX_CONTEXTS]
-            self._store_files(what, chunk, [p for k in chunk for p in pairs[k]])
+            files = [p for k in chunk for p in pairs[k]]
+            # C-STORE waits on each response (~50 ms per CT image against Orthanc): several associations
+            # in parallel keep the link busy; the first failure is raised once all have ended
+            groups = [g for g in (files[i::lanes] for i in range(lanes)) if g]
+            with ThreadPoolExecutor(len(groups), thread_name_prefix="c-store") as pool:
+                jobs = [pool.submit(self._store_files, what, chunk, g) for g in groups]
+                errors = [j.exception() for j in jobs if j.exception() is not None]
+            if errors:
+                raise errors[0]
         log.info("%s: stored %d instances", self.config.describe(), len(paths))
 
     def _store_files(self, what: str, keys: Sequence[tuple[str, str]], paths: Sequence[Path]) -> None:
