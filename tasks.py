@@ -34,7 +34,15 @@ from pipeline.discovery import skipped_summary
 from pipeline.errors import InputError
 from pipeline.filters import FilterParams
 from pipeline.pacs.client import connect
-from pipeline.pacs.config import KEEP_WORK, PROTOCOLS, RETRIEVE_METHODS, PacsConfig, date_query, load_password
+from pipeline.pacs.config import (
+    KEEP_WORK,
+    PROTOCOLS,
+    RETRIEVE_METHODS,
+    DateQuery,
+    PacsConfig,
+    date_query,
+    load_password,
+)
 from pipeline.pacs.errors import PacsError
 from pipeline.pacs.nightly import (
     DONE_STATES,
@@ -45,15 +53,15 @@ from pipeline.pacs.nightly import (
     read_record,
     record_path,
     retrieve_study,
+    retrying,
     store_study,
     write_record,
 )
 from pipeline.pacs.report import write_pacs_report
-from pipeline.pacs.retry import with_retries
 from pipeline.reader import ScanResult, scan
 from pipeline.selection import SelectionRules
 from pipeline.settings import Settings
-from pipeline.study import process_scan, recorded_attempt, study_output_folder, study_status
+from pipeline.study import process_scan, read_provenance, recorded_attempt, study_output_folder, study_status
 from pipeline.window import Window
 
 log = logging.getLogger("pipeline.pacs")
@@ -336,22 +344,22 @@ class PacsStudy(luigi.Task):
         denoise_task = DenoiseStudy(study_dir=str(work / "input"), output_dir=str(work / "output"),
                                     record_failures=True, attempt=self.attempt)
         if not fetched["instances"] or not denoise_task.output():
-            why = skipped_summary(scan(work / "input", selection_from_config()).skipped) if fetched["instances"] \
-                else "no series to retrieve"
+            why = skipped_summary(denoise_task._scan.skipped) if fetched["instances"] else "no series to retrieve"
             record.status, record.reason = "skipped", f"nothing to denoise ({why})"
             log.info("study %s: %s", self.study_uid, record.reason)
             return self._finish(record, work, config)
         yield denoise_task  # the folder pipeline, unchanged (it holds the model's resource, not this task)
         folders = [Path(t.path) for t in denoise_task.output().values()]
         try:
-            record.denoise_seconds = sum(float(_provenance(f).get("seconds", 0)) for f in folders)
+            provenances = [read_provenance(f) for f in folders]
+            record.denoise_seconds = sum(float(p.get("seconds", 0)) for p in provenances)
+            record.derived_series = [s["derived_series_uid"] for p in provenances for s in p.get("series", [])]
             for folder in folders:
                 record.report_folder = publish_reports(folder, Path(self.output_dir)).name
-            if all(study_status(f) == "failed" for f in folders):
+            if all(p.get("status", "ok") == "failed" for p in provenances):
                 raise InputError(self.study_uid, "no series of the study could be denoised (see its skipped.csv)")
         except Exception as exc:
             return self._finish(record, work, config, "denoise", exc)
-        record.derived_series = [s["derived_series_uid"] for f in folders for s in _provenance(f).get("series", [])]
         try:
             with connect(config) as client:
                 for folder in folders:
@@ -367,10 +375,6 @@ class PacsStudy(luigi.Task):
         self._finish(record, work, config)
 
 
-def _provenance(folder: Path) -> dict:
-    return json.loads((folder / "provenance.json").read_text())
-
-
 class DenoisePacs(luigi.Task):
     """Nightly run against the PACS of ``[pacs]``: query the CT studies of ``--study-date`` (a day or
     a range) or of the last ``--since-hours``, run a PacsStudy for each one not done yet, then write
@@ -382,24 +386,24 @@ class DenoisePacs(luigi.Task):
     output_dir = luigi.Parameter(description="reports, study records and QA folders")
 
     @cached_property
-    def _query(self) -> tuple[list[str], str]:
-        """The StudyInstanceUIDs the PACS lists for the dates, and the query's error ('' if none)."""
+    def _query(self) -> tuple[DateQuery, list[str], str]:
+        """The dates asked for (``--since-hours`` counts from the query's time), the StudyInstanceUIDs
+        the PACS lists for them, and the query's error ('' if none)."""
         _log_to_stderr()
         dates = date_query(self.study_date, self.since_hours)
         config = pacs_config_from_config()
         try:
             with connect(config) as client:
-                found = with_retries(lambda: client.find_studies(dates.dicom_range), "study query",
-                                     config.retries, config.backoff_seconds)
+                found = retrying(config, "study query", lambda: client.find_studies(dates.dicom_range))
         except PacsError as exc:
             log.error("query of CT studies (%s) failed: %s", dates.label(), exc)
-            return [], str(exc)
+            return dates, [], str(exc)
         uids = sorted({s.study_uid for s in found if dates.matches(s.study_date, s.study_time)})
         log.info("%s: %d CT studies for %s", config.describe(), len(uids), dates.label())
-        return uids, ""
+        return dates, uids, ""
 
     def requires(self) -> list[PacsStudy]:
-        return [PacsStudy(study_uid=uid, output_dir=self.output_dir) for uid in self._query[0]]
+        return [PacsStudy(study_uid=uid, output_dir=self.output_dir) for uid in self._query[1]]
 
     def output(self) -> dict[str, luigi.LocalTarget]:
         out = Path(self.output_dir)
@@ -417,12 +421,11 @@ class DenoisePacs(luigi.Task):
     def run(self) -> None:
         _log_to_stderr()
         out = Path(self.output_dir)
-        uids, error = self._query
+        dates, uids, error = self._query
         config = pacs_config_from_config()
         failures = write_pacs_report(out, uids, {u: read_record(out, u) for u in uids}, config.describe(), error)
         write_dashboard(out, title="ct-denoise nightly PACS run")
-        write_json(out / "pacs_run.json", {"attempt": RUN_STARTED, "pacs": config.describe(),
-                                           "dates": date_query(self.study_date, self.since_hours).label(),
+        write_json(out / "pacs_run.json", {"attempt": RUN_STARTED, "pacs": config.describe(), "dates": dates.label(),
                                            "studies": len(uids), "failures": failures})
         if failures:
             raise ArchiveFailures(f"{failures} failure(s) in the PACS run: see {out / 'failures.csv'}")

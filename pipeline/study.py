@@ -84,9 +84,14 @@ class StudyOutcome:
         return "partial" if any(f.status == "failed" for f in self.failures) else "ok"
 
 
+def read_provenance(folder: Path) -> dict:
+    """The provenance.json of a study output folder (raises OSError/ValueError when unreadable)."""
+    return json.loads((folder / "provenance.json").read_text())
+
+
 def _provenance_field(folder: Path, key: str, default: str) -> str | None:
     try:
-        return str(json.loads((folder / "provenance.json").read_text()).get(key, default))
+        return str(read_provenance(folder).get(key, default))
     except (OSError, ValueError):
         return None
 

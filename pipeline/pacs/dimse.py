@@ -17,13 +17,12 @@ import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.multival import MultiValue
 from pydicom.uid import (
     JPEG2000,
     UID,
@@ -97,21 +96,17 @@ def receive_contexts() -> list[PresentationContext]:
     return contexts
 
 
+def query(level: str, **keys: str) -> Dataset:
+    """A C-FIND identifier at ``level``: the matching keys with values, the return keys empty."""
+    q = Dataset()
+    q.QueryRetrieveLevel = level
+    for keyword, value in keys.items():
+        setattr(q, keyword, value)
+    return q
+
+
 def status_hex(status: int) -> str:
     return f"0x{status:04X}"
-
-
-def values(ds: Dataset, keyword: str) -> tuple[str, ...]:
-    """A multi-valued attribute's values. (``client.text`` joins lists and tuples, but a pydicom
-    ``MultiValue`` is neither: it gave ``"['CT', 'MR']"``; this reads the values themselves.)"""
-    value = ds.get(keyword, None)
-    if value is None or value == "":
-        return ()
-    if isinstance(value, str):
-        return tuple(v.strip() for v in value.split("\\") if v.strip())
-    if isinstance(value, MultiValue | list | tuple):
-        return tuple(str(v).strip() for v in value if str(v).strip())
-    return (str(value).strip(),)
 
 
 def refused_pairs(keys: Sequence[tuple[str, str]], accepted: Sequence[PresentationContext]) -> list[tuple[str, str]]:
@@ -352,51 +347,25 @@ class DimseClient(PacsClient):
         return found
 
     def find_studies(self, date_range: str) -> list[StudyInfo]:
-        q = Dataset()
-        q.QueryRetrieveLevel = "STUDY"
-        q.StudyDate = date_range
-        q.StudyTime = ""
-        q.StudyInstanceUID = ""
-        q.ModalitiesInStudy = "CT"
-        q.NumberOfStudyRelatedInstances = ""
+        q = query("STUDY", StudyDate=date_range, StudyTime="", StudyInstanceUID="", ModalitiesInStudy="CT",
+                  NumberOfStudyRelatedInstances="")
         studies: dict[str, StudyInfo] = {}
-        for ds in self._find(f"C-FIND studies {date_range}", q):
-            info = study_info(ds)
-            mods = values(ds, "ModalitiesInStudy")
-            if mods != info.modalities:
-                info = replace(info, modalities=mods)
+        for info in map(study_info, self._find(f"C-FIND studies {date_range}", q)):
             # Orthanc filters ModalitiesInStudy itself; a PACS that ignores the key is filtered here.
             if info.study_uid and (not info.modalities or "CT" in info.modalities):
                 studies.setdefault(info.study_uid, info)
         return list(studies.values())
 
     def find_series(self, study_uid: str) -> list[SeriesInfo]:
-        q = Dataset()
-        q.QueryRetrieveLevel = "SERIES"
-        q.StudyInstanceUID = study_uid
-        q.SeriesInstanceUID = ""
-        q.Modality = ""
-        q.SeriesNumber = ""
-        q.NumberOfSeriesRelatedInstances = ""
+        q = query("SERIES", StudyInstanceUID=study_uid, SeriesInstanceUID="", Modality="", SeriesNumber="",
+                  NumberOfSeriesRelatedInstances="")
         return [s for s in map(series_info, self._find(f"C-FIND series of study {study_uid}", q)) if s.series_uid]
 
     def find_instances(self, study_uid: str, series_uid: str) -> list[InstanceInfo]:
-        q = Dataset()
-        q.QueryRetrieveLevel = "IMAGE"
-        q.StudyInstanceUID = study_uid
-        q.SeriesInstanceUID = series_uid
-        q.SOPInstanceUID = ""
-        q.SOPClassUID = ""
-        q.ImageType = ""
-        q.DerivationDescription = ""
+        q = query("IMAGE", StudyInstanceUID=study_uid, SeriesInstanceUID=series_uid, SOPInstanceUID="",
+                  SOPClassUID="", ImageType="", DerivationDescription="")
         found = self._find(f"C-FIND instances of series {series_uid}", q)
-        infos = []
-        for ds in found:
-            info = instance_info(ds)
-            if info.sop_uid:
-                types = tuple(t.strip().upper() for t in values(ds, "ImageType") if t.strip())
-                infos.append(replace(info, image_type=types) if types != info.image_type else info)
-        return infos
+        return [i for i in map(instance_info, found) if i.sop_uid]
 
     # -- retrieval ------------------------------------------------------------------------------------
     def retrieve_series(self, study_uid: str, series_uid: str, folder: Path) -> int:

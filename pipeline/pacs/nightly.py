@@ -86,7 +86,8 @@ def write_record(output_dir: Path, record: StudyRecord) -> None:
     write_json(record_path(output_dir, record.study_uid), asdict(record))
 
 
-def _retrying(config: PacsConfig, what: str, op: Callable[[], T]) -> T:
+def retrying(config: PacsConfig, what: str, op: Callable[[], T]) -> T:
+    """``op()`` with the retries and back-off of ``config`` (see :func:`.retry.with_retries`)."""
     return with_retries(op, what, config.retries, config.backoff_seconds)
 
 
@@ -110,11 +111,11 @@ def select_series(client: PacsClient, config: PacsConfig, study_uid: str,
     Decided from what the PACS answers (modality, SOP class, image type); where it does not say,
     the series is retrieved and the folder pipeline decides."""
     wanted, left_out = [], []
-    for series in _retrying(config, f"study {study_uid}: series query", lambda: client.find_series(study_uid)):
+    for series in retrying(config, f"study {study_uid}: series query", lambda: client.find_series(study_uid)):
         if series.modality and series.modality.upper() != "CT":
             left_out.append({"series_uid": series.series_uid, "reason": f"modality {series.modality} is not CT"})
             continue
-        instances = _retrying(config, f"series {series.series_uid}: instance query",
+        instances = retrying(config, f"series {series.series_uid}: instance query",
                               lambda s=series: client.find_instances(study_uid, s.series_uid))
         reasons = [rules.file_skip_reason(_header(i.sop_class_uid, "CT", i.image_type, i.derivation, rules))
                    for i in instances if i.sop_class_uid]
@@ -151,7 +152,7 @@ def retrieve_study(client: PacsClient, config: PacsConfig, study_uid: str, work:
                                     f"{expected} instances", transient=True)
                 return got
 
-            files += _retrying(config, f"series {series.series_uid}: retrieve", fetch)
+            files += retrying(config, f"series {series.series_uid}: retrieve", fetch)
     summary = {"study_uid": study_uid, "seconds": round(time.perf_counter() - started, 3), "instances": files,
                "series": [s.series_uid for s, _ in wanted], "not_retrieved": left_out}
     write_json(summary_path, summary)
@@ -180,12 +181,12 @@ def store_study(client: PacsClient, config: PacsConfig, study_folder: Path) -> t
         def held(s: str = series_uid, st: str = study_uid) -> set[str]:
             return {i.sop_uid for i in client.find_instances(st, s)}
 
-        present = _retrying(config, f"derived series {series_uid}: query", held)
+        present = retrying(config, f"derived series {series_uid}: query", held)
         missing = [files[uid] for uid in sorted(set(files) - present)]
         if missing:
-            _retrying(config, f"derived series {series_uid}: store", lambda m=missing: client.store(m))
+            retrying(config, f"derived series {series_uid}: store", lambda m=missing: client.store(m))
             sent += len(missing)
-        present = _retrying(config, f"derived series {series_uid}: verify", held)
+        present = retrying(config, f"derived series {series_uid}: verify", held)
         lacking = set(files) - present
         if lacking:
             raise PacsError(f"{config.describe()}: after storing, the PACS holds {len(files) - len(lacking)} of "
