@@ -67,15 +67,6 @@ def model_on(denoiser: Denoiser, files: list[Path]) -> float:
     return (time.perf_counter() - t) / len(files)
 
 
-def pacs_settings(pacs: Orthanc, protocol: str) -> list[str]:
-    if protocol == "dicomweb":
-        return ["--pacs-protocol", "dicomweb", "--pacs-url", pacs.dicomweb_url, "--pacs-username", pacs.user,
-                "--pacs-password-env", "BENCH_PACS_PASSWORD"]
-    return ["--pacs-protocol", "dimse", "--pacs-host", "127.0.0.1", "--pacs-port", str(pacs.dicom_port),
-            "--pacs-called-aet", pacs.aet, "--pacs-calling-aet", pacs.our_aet,
-            "--pacs-retrieve", protocol.split("-")[1], "--pacs-move-port", str(pacs.our_port)]
-
-
 def pacs_run(files: list[Path], study_date: str, protocol: str, work: Path) -> dict[str, float]:
     with Orthanc(work / f"orthanc-{protocol}") as pacs:
         t = time.perf_counter()
@@ -83,7 +74,7 @@ def pacs_run(files: list[Path], study_date: str, protocol: str, work: Path) -> d
         load_s = time.perf_counter() - t
         out = work / f"out-{protocol}"
         wall = luigi("DenoisePacs", "--study-date", study_date, "--output-dir", str(out),
-                     *pacs_settings(pacs, protocol), env={"BENCH_PACS_PASSWORD": pacs.password})
+                     *pacs.luigi_args(protocol, "BENCH_PACS_PASSWORD"), env={"BENCH_PACS_PASSWORD": pacs.password})
         with open(out / "summary.csv", newline="") as fh:
             (row,) = list(csv.DictReader(fh))
         assert row["pacs_status"] == "done" and int(row["verified_instances"]) == len(files), row

@@ -103,6 +103,16 @@ class Orthanc:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def luigi_args(self, protocol: str, password_env: str) -> list[str]:
+        """``[pacs]`` settings on the luigi command line for this server: ``dicomweb``, ``dimse-get`` or
+        ``dimse-move``; the password is read from the environment variable ``password_env``."""
+        if protocol == "dicomweb":
+            return ["--pacs-protocol", "dicomweb", "--pacs-url", self.dicomweb_url, "--pacs-username", self.user,
+                    "--pacs-password-env", password_env]
+        return ["--pacs-protocol", "dimse", "--pacs-host", "127.0.0.1", "--pacs-port", str(self.dicom_port),
+                "--pacs-called-aet", self.aet, "--pacs-calling-aet", self.our_aet,
+                "--pacs-retrieve", protocol.split("-")[1], "--pacs-move-port", str(self.our_port)]
+
     # -- REST, with the test user's credentials -------------------------------------------------
     def _request(self, path: str, data: bytes | None = None, method: str | None = None) -> bytes:
         req = urllib.request.Request(self.url + path, data=data, method=method)

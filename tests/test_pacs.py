@@ -67,17 +67,10 @@ def _load(pacs: Orthanc, root: Path) -> None:
     pacs.upload(sorted(root.rglob("*.dcm")))
 
 
-def pacs_args(pacs: Orthanc, protocol: str, password: str | None = None) -> list[str]:
-    """Command-line settings of [pacs] for the test Orthanc (the password through an environment variable)."""
-    if protocol == "dicomweb":
-        args = ["--pacs-protocol", "dicomweb", "--pacs-url", pacs.dicomweb_url, "--pacs-username", pacs.user,
-                "--pacs-password-env", "TEST_PACS_PASSWORD"]
-    else:
-        args = ["--pacs-protocol", "dimse", "--pacs-host", "127.0.0.1", "--pacs-port", str(pacs.dicom_port),
-                "--pacs-called-aet", pacs.aet, "--pacs-calling-aet", pacs.our_aet,
-                "--pacs-retrieve", protocol.split("-")[1], "--pacs-move-port", str(pacs.our_port)]
-    return args + ["--pacs-retries", "2", "--pacs-backoff-seconds", "0.2", "--pacs-connect-timeout", "3",
-                   "--pacs-timeout", "30"]
+def pacs_args(pacs: Orthanc, protocol: str) -> list[str]:
+    """Command-line settings of [pacs] for the test Orthanc, with short retries and timeouts."""
+    return pacs.luigi_args(protocol, "TEST_PACS_PASSWORD") + [
+        "--pacs-retries", "2", "--pacs-backoff-seconds", "0.2", "--pacs-connect-timeout", "3", "--pacs-timeout", "30"]
 
 
 def run_pacs(pacs: Orthanc, protocol: str, out: Path, *extra: str, password: str | None = None,
