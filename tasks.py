@@ -78,7 +78,7 @@ class denoise(luigi.Config):  # noqa: N801 - section name in luigi.cfg
     batch_size = luigi.IntParameter(default=8, description="slices per model batch on a GPU")
     cpu_batch_size = luigi.IntParameter(default=1, description="slices per model batch on the CPU")
     device = luigi.Parameter(default="auto", description="auto, cpu or cuda[:N]")
-    strength = luigi.Parameter(default="medium", description="low, medium, high or a noise std in HU")
+    strength = luigi.Parameter(default="medium", description="low, medium, high, full, a percentage of the series' noise (60%) or a noise std in HU")
     output_transfer_syntax = luigi.ChoiceParameter(
         default="explicit_le", choices=list(OUTPUT_SYNTAXES),
         description="transfer syntax of the derived series (uncompressed or lossless)")

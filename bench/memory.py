@@ -40,11 +40,10 @@ def child(args: argparse.Namespace) -> None:
 
     from models.autoencoder import DenoisingAutoencoder
     from models.store import load_model, save_model
-    from pipeline.denoise import Denoiser
+    from pipeline.denoise import TYPICAL_SIGMA, Denoiser
     from pipeline.reader import scan
     from pipeline.settings import Settings
     from pipeline.study import process_study
-    from pipeline.window import Window
 
     weights = None
     if args.tiny_model:
@@ -52,7 +51,7 @@ def child(args: argparse.Namespace) -> None:
         save_model(DenoisingAutoencoder(width=8, levels=2, convs_per_level=1), weights,
                    {"name": "tiny-bench", "version": "0", "window_hu": [-1000, 1000]})
     denoiser = Denoiser(load_model(weights), args.device, args.batch_size, cpu_batch_size=args.cpu_batch_size)
-    denoiser.denoise_unit(np.zeros((denoiser.batch_size, 512, 512), np.float32), denoiser.strength_sigma(Window()))
+    denoiser.denoise_unit(np.zeros((denoiser.batch_size, 512, 512), np.float32), TYPICAL_SIGMA)
     model_peak = _peak_mib()
     settings = Settings(progress=False, batch_size=args.batch_size, cpu_batch_size=args.cpu_batch_size,
                         device=args.device, qa_every=args.qa_every)

@@ -10,9 +10,11 @@ pydicom's two real slices (``pydicom``: CT_small.dcm and the 512x512 head J2K_pi
 which need no ``../shared``. Yardstick (:mod:`pipeline.noise`): noise added in HU to the slice as
 stored (Gaussian sigma as a fraction of the window [-1000, 1000] HU, or the low-dose model at the
 slice's own pixel size) and never clipped; every method gets that same noisy image, seeded from the
-slice's SOPInstanceUID as in the QA report (``--seeds`` > 1 adds further seeds); the model clips it
-through its input window and is told the std of the added noise, as BM3D is; outputs and reference
-are clipped to the window for PSNR (data range 1) and SSIM. Each classical filter uses its best-PSNR
+slice's SOPInstanceUID as in the QA report (``--seeds`` > 1 adds further seeds). The model runs
+twice, as in the QA report: ``autoencoder`` as the derived series runs it (told nothing: the noise
+is estimated from the noisy copy, strength ``full``; the QA report's own function), and
+``autoencoder_told``, told the std of the added noise, as BM3D is; outputs and reference are
+clipped to the window for PSNR (data range 1) and SSIM. Each classical filter uses its best-PSNR
 setting for the noise level, tuned on the validation part with other noise seeds (so the test part
 stays untouched by any choice). Prints mean PSNR / SSIM per part and source, the model's margins
 over BM3D and the seed filters, and CPU seconds per 512x512 slice. ``--qa-check`` runs the pipeline's
@@ -42,6 +44,7 @@ from pipeline.denoise import Denoiser  # noqa: E402
 from pipeline.metrics import psnr, ssim  # noqa: E402
 from pipeline.noise import NoiseModel, seed_from_uid  # noqa: E402
 from pipeline.reader import load_series, scan  # noqa: E402
+from pipeline.study import delivered_model  # noqa: E402
 from pipeline.window import Window, hu_to_unit  # noqa: E402
 
 W = Window()
@@ -134,13 +137,15 @@ def tune(level: str, slices: list[BenchSlice], cache: Cache) -> dict[str, tuple[
 
 
 def margins(psnr_by_method: dict[str, float]) -> dict[str, float]:
-    """The model's PSNR minus BM3D's (when measured), the best of the four seed filters' and the best
-    classical method's."""
+    """The model's PSNR (as delivered: told nothing) minus BM3D's (when measured), the best of the four
+    seed filters' and the best classical method's, and the delivered model's minus the told one's."""
     model = psnr_by_method["autoencoder"]
-    classical = {m: v for m, v in psnr_by_method.items() if m not in ("noisy", "autoencoder")}
+    classical = {m: v for m, v in psnr_by_method.items() if m not in ("noisy", "autoencoder", "autoencoder_told")}
     out = {"bm3d": model - classical["bm3d"]} if "bm3d" in classical else {}
     out["seed filters"] = model - max(classical[m] for m in SEED_FILTERS)
     out["best classical"] = model - max(classical.values())
+    if "autoencoder_told" in psnr_by_method:
+        out["estimate"] = model - psnr_by_method["autoencoder_told"]
     return out
 
 
@@ -150,19 +155,21 @@ def score_level(level: str, slices: list[BenchSlice], seeds: int, denoiser: Deno
     """slice name -> method -> (mean PSNR, mean SSIM) over the seeds."""
     if use_bm3d:
         import bm3d
+    delivered = delivered_model(denoiser, W, [])
     out = {}
     for sl in slices:
         acc: dict[str, list[tuple[float, float]]] = defaultdict(list)
         for k in range(seeds):
             noisy, sigma = noisy_copy(sl, level, k)
-            methods = {"noisy": lambda x: x,
-                       "autoencoder": lambda x, s=sigma: denoiser.denoise_unit(np.clip(x, 0, 1)[None], s)[0]}
+            methods = {"noisy": lambda x: x, "autoencoder": lambda x: delivered(x[None])[0]}
+            if denoiser.noise_map:  # a blind model cannot be told anything: no told row (as in the QA report)
+                methods["autoencoder_told"] = lambda x, s=sigma: denoiser.denoise_unit(np.clip(x, 0, 1)[None], s)[0]
             methods.update({name: f for name, (_, f) in filters.items()})
             if use_bm3d:
                 methods["bm3d"] = lambda x, s=sigma: bm3d.bm3d(x, sigma_psd=s)
             for name, f in methods.items():
                 key = f"score|{level}|{sl.name}|{k}|{name}|{filters[name][0] if name in filters else ''}"
-                hit = cache.get(key) if name != "autoencoder" else None
+                hit = cache.get(key) if not name.startswith("autoencoder") else None
                 if hit:
                     acc[name].append(tuple(hit[:2]))
                     if hit[2] is not None:
@@ -171,10 +178,10 @@ def score_level(level: str, slices: list[BenchSlice], seeds: int, denoiser: Deno
                 t = time.process_time()
                 result = np.clip(f(noisy), 0, 1)
                 cpu = time.process_time() - t if sl.hu.shape == (512, 512) else None
-                if cpu is not None and name in ("autoencoder", "bm3d", "nlm"):
+                if cpu is not None and name in ("autoencoder", "autoencoder_told", "bm3d", "nlm"):
                     seconds[name].append(cpu)
                 acc[name].append((psnr(sl.reference, result), ssim(sl.reference, result)))
-                if name != "autoencoder":
+                if not name.startswith("autoencoder"):
                     cache.put(key, [*acc[name][-1], cpu if name in ("bm3d", "nlm") else None])
         out[sl.name] = {m: (float(np.mean([v[0] for v in vals])), float(np.mean([v[1] for v in vals])))
                         for m, vals in acc.items()}
@@ -213,7 +220,7 @@ def qa_margins(slices: list[BenchSlice], level: str, loaded, folder: str) -> dic
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", nargs="*", default=["validation", "test", "pydicom"])
-    ap.add_argument("--levels", nargs="*", default=["0.02", "0.05", "0.07", "0.1", "lowdose@20000"])
+    ap.add_argument("--levels", nargs="*", default=["0.02", "0.03", "0.05", "0.07", "0.1", "lowdose@20000"])
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--no-bm3d", action="store_true")
     ap.add_argument("--weights", type=Path, default=None)
@@ -280,13 +287,17 @@ def rows(results, slices):
 def print_tables(results, slices) -> None:
     all_rows = list(rows(results, slices))
     methods = list(all_rows[0][3])
-    print("\n| noise | part | source (slices) | " + " | ".join(methods) + " | model - BM3D | model - best seed filter |")
-    print("|" + "---|" * (len(methods) + 5))
+    print("\n(autoencoder: as the derived series runs it, strength full, told nothing; autoencoder_told: told "
+          "the added noise's std)")
+    print("\n| noise | part | source (slices) | " + " | ".join(methods)
+          + " | model - BM3D | model - best seed filter | model - model told |")
+    print("|" + "---|" * (len(methods) + 6))
     for level, part, source, means in all_rows:
         m = margins({k: v[0] for k, v in means.items()})
         cells = [f"{means[k][0]:.2f} / {means[k][1]:.3f}" for k in methods]
         bm = f"{m['bm3d']:+.2f}" if "bm3d" in m else "-"
-        print(f"| {level} | {part} | {source} | " + " | ".join(cells) + f" | {bm} | {m['seed filters']:+.2f} |")
+        print(f"| {level} | {part} | {source} | " + " | ".join(cells)
+              + f" | {bm} | {m['seed filters']:+.2f} | {m.get('estimate', float('nan')):+.2f} |")
 
 
 def compare_with_qa(results, test: list[BenchSlice], loaded, folder: str) -> None:
@@ -298,7 +309,7 @@ def compare_with_qa(results, test: list[BenchSlice], loaded, folder: str) -> Non
     print(f"\n# QA report vs bench on the test slices, sigma 0.07 (mean PSNR margins, dB): the {len(qa)} of "
           f"{len(test)} slices DenoiseStudy selects" + (f" (not selected: {', '.join(left)})" if left else ""))
     print("| margin | QA report | bench | difference |\n|---|---|---|---|")
-    for f in ("gaussian", "average", "median", "bilateral", "nlm"):
+    for f in ("gaussian", "average", "median", "bilateral", "nlm", "autoencoder_told"):
         q = np.mean([qa[n]["autoencoder"] - qa[n][f] for n in qa])
         b = np.mean([bench[n]["autoencoder"][0] - bench[n][f][0] for n in qa])
         print(f"| model - {f} | {q:+.2f} | {b:+.2f} | {q - b:+.2f} |")

@@ -34,12 +34,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.store import load_model  # noqa: E402
-from pipeline.denoise import Denoiser  # noqa: E402
+from pipeline.denoise import TYPICAL_SIGMA, Denoiser  # noqa: E402
 from pipeline.reader import scan  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.study import process_study  # noqa: E402
 from pipeline.synthetic.samples import generate, long_study  # noqa: E402
-from pipeline.window import Window  # noqa: E402
 
 
 def io_floor(files: list[Path], out: Path, workers: int) -> float:
@@ -60,11 +59,11 @@ def io_floor(files: list[Path], out: Path, workers: int) -> float:
 def model_alone(denoiser: Denoiser, n: int) -> float:
     """Seconds per slice of batched inference on 512x512 slices already in memory."""
     x = np.random.default_rng(0).random((n, 512, 512), dtype=np.float32)
-    denoiser.denoise_unit(x[: denoiser.batch_size], denoiser.strength_sigma(Window()))  # warm-up (allocations, CUDA context, autotuning)
+    denoiser.denoise_unit(x[: denoiser.batch_size], TYPICAL_SIGMA)  # warm-up (allocations, CUDA context, autotuning)
     if denoiser.device.type == "cuda":
         torch.cuda.synchronize()
     t = time.perf_counter()
-    denoiser.denoise_unit(x, denoiser.strength_sigma(Window()))
+    denoiser.denoise_unit(x, TYPICAL_SIGMA)
     if denoiser.device.type == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - t) / n

@@ -19,14 +19,13 @@ from pathlib import Path
 
 from .atomic import write_csv
 from .discovery import Skipped
-from .qa import METHODS
+from .qa import FILTERS
 from .study import study_output_folder
 
 SUMMARY_HEADER = ["study_uid", "status", "series_denoised", "series_skipped", "series_failed", "slices",
                   "files_skipped", "autoencoder_psnr_db", "best_filter", "best_filter_psnr_db", "seconds"]
 FAILURES_HEADER = ["study_uid", "series_uid", "path", "reason"]
 SKIPPED_HEADER = ["study_uid", "path", "reason"]
-FILTERS = METHODS[2:]  # the classical filters
 
 
 def study_folders(study_paths: dict[str, list[Path]]) -> dict[str, Path]:

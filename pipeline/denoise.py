@@ -12,10 +12,14 @@ from models.store import LoadedModel
 
 from .allocator import keep_freed_memory
 from .errors import ConfigError
-from .strength import DEFAULT_STRENGTH, blend_weight, strength_hu
+from .noise_level import SeriesNoise
+from .strength import DEFAULT_STRENGTH, Strength, parse_strength
 from .window import Window, hu_to_unit, unit_to_hu
 
 log = logging.getLogger(__name__)
+
+EDGE_BAND = 0.025  # of the window (50 HU of [-1000, 1000]): where the output counts as at a window edge
+TYPICAL_SIGMA = 0.01  # 20 HU in the [-1000, 1000] window: a level for timing runs (the level does not change the cost)
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -36,16 +40,16 @@ def resolve_device(requested: str) -> torch.device:
 class Denoiser:
     """Runs a loaded model over stacks of slices in batches of ``batch_size`` (of
     ``cpu_batch_size``, when given, where the device is the CPU), at the denoising ``strength`` of
-    :mod:`pipeline.strength` for the derived series."""
+    :mod:`pipeline.strength` for the derived series (a relative strength needs each series' noise
+    estimate, :mod:`pipeline.noise_level`)."""
 
     def __init__(self, loaded: LoadedModel, device: str = "auto", batch_size: int = 8, amp: bool = True,
-                 cpu_batch_size: int | None = None, strength: str | float = DEFAULT_STRENGTH) -> None:
+                 cpu_batch_size: int | None = None, strength: str | float | Strength = DEFAULT_STRENGTH) -> None:
         for name, value in (("batch_size", batch_size), ("cpu_batch_size", cpu_batch_size)):
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         self.loaded = loaded
-        self.strength = str(strength)
-        self.strength_hu = strength_hu(strength)
+        self.strength = parse_strength(strength)
         self.device = resolve_device(device)
         self.batch_size = cpu_batch_size if cpu_batch_size and self.device.type == "cpu" else batch_size
         self.amp = amp and self.device.type == "cuda"
@@ -53,19 +57,22 @@ class Denoiser:
         if self.device.type == "cpu":
             keep_freed_memory()  # activations of a 512x512 slice are 32 MiB+: reuse them, no page faults
         self.model = loaded.model.to(self.device).eval()
-        log.info("model %s on %s (batch %d%s); strength %s (%g HU, %s)", loaded.name, self.device, self.batch_size,
+        log.info("model %s on %s (batch %d%s); strength %s%s", loaded.name, self.device, self.batch_size,
                  f", autocast {str(self.amp_dtype).removeprefix('torch.')}" if self.amp else "", self.strength,
-                 self.strength_hu, "the model's noise-level input" if self.noise_map
-                 else f"blind model: {blend_weight(strength):.0%} of its correction")
+                 "" if self.noise_map else f" (blind model: {self.strength.blend(False):.0%} of its correction)")
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp:
             return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
         return contextlib.nullcontext()
 
-    def strength_sigma(self, window: Window) -> float:
-        """The strength as the noise std the model is told, on ``window``'s unit scale."""
-        return self.strength_hu / window.width
+    def level_hu(self, noise: SeriesNoise | None, strength: Strength | None = None) -> float | None:
+        """The noise std (HU) the model is told for a series with the estimate ``noise`` (None for a
+        blind model)."""
+        if not self.noise_map:
+            return None
+        s = strength or self.strength
+        return s.model_hu(noise.sigma_hu if noise else None, noise.whiteness if noise else 1.0)
 
     @property
     def noise_map(self) -> bool:
@@ -95,19 +102,24 @@ class Denoiser:
                 on_batch(len(chunk))
         return out
 
-    def denoise_hu(self, hu: np.ndarray, window: Window, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
-        """Denoise (N, H, W) float32 HU at the denoiser's strength; returns float32 HU.
+    def denoise_hu(self, hu: np.ndarray, window: Window, noise: SeriesNoise | None = None,
+                   on_batch: Callable[[int], None] | None = None, strength: Strength | None = None) -> np.ndarray:
+        """Denoise (N, H, W) float32 HU of one series at the denoiser's strength (or ``strength``);
+        returns float32 HU. ``noise``: the series' noise estimate, required by a relative strength.
 
-        The model sees the slices clipped to ``window``; its correction (output minus input) is
-        added to the unclipped values, so HU outside the window (air below -1000, bone and metal
-        above the window) keep their level instead of being clipped to the window's edges.
+        The model sees the slices clipped to ``window``. Where its output lies at a window edge (air,
+        padding, bone, metal), the part of the slice beyond the window is put back, so those keep
+        their HU instead of being clipped to the window's edges; where it lies inside the window, a
+        value that noise pushed beyond the edge (lung at -850 HU with 150 HU of noise) is denoised,
+        not given its noise back. The weight goes from 1 at that edge to 0 at :data:`EDGE_BAND` inside
+        it. The strength's blend share of that result's change is applied to the original.
         """
+        s = strength or self.strength
+        level = self.level_hu(noise, s)
         unit = hu_to_unit(hu, window)
         clipped = np.clip(unit, 0.0, 1.0)
-        if self.noise_map:
-            correction = self.denoise_unit(clipped, self.strength_sigma(window), on_batch) - clipped
-        else:
-            share = np.float32(blend_weight(self.strength))
-            correction = (self.denoise_unit(clipped, None, on_batch) - clipped) * share
-        corrected = unit + correction
-        return unit_to_hu(corrected, window)
+        out = self.denoise_unit(clipped, None if level is None else level / window.width, on_batch)
+        band = np.float32(EDGE_BAND)
+        below, above = np.minimum(unit, 0.0), np.maximum(unit - 1.0, 0.0)  # what lies beyond each edge
+        full = out + np.clip(1.0 - out / band, 0.0, 1.0) * below + np.clip(1.0 - (1.0 - out) / band, 0.0, 1.0) * above
+        return unit_to_hu(unit + (full - unit) * np.float32(s.blend(self.noise_map)), window)

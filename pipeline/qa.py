@@ -4,10 +4,17 @@ The yardstick (see :mod:`pipeline.noise`): the reference is each slice normalize
 window and clipped to [0, 1]. The noisy copy is the slice as it is (NOT clipped) + sigma * N(0, 1)
 (or low-dose CT noise, see :class:`~pipeline.noise.NoiseModel`), seeded from the slice's
 SOPInstanceUID, and it is NOT clipped either: every method gets that same copy, and a method may clip
-it to the window itself (the model does, through its input window). A noise-conditioned model is
-told the std of the noise that was added, as BM3D would be. Every result is clipped to [0, 1] and
-compared with the same reference by PSNR (data range 1) and SSIM. Method ``noisy`` is the noisy copy
-itself (clipped to the window for scoring, as every result).
+it to the window itself (the model does, through its input window). Every result is clipped to
+[0, 1] and compared with the same reference by PSNR (data range 1) and SSIM. Method ``noisy`` is the
+noisy copy itself (clipped to the window for scoring, as every result).
+
+Two rows for the model:
+
+* ``autoencoder``: the model as the derived series runs it, told nothing: the noise is estimated
+  from the noisy copies themselves (:mod:`pipeline.noise_level`, the series' value over the copies
+  scored together), at strength ``full``.
+* ``autoencoder_told`` (noise-conditioned models): the model told the std of the noise that was
+  added, as BM3D would be; the difference between the two rows is the cost of the estimate.
 """
 from __future__ import annotations
 
@@ -25,7 +32,8 @@ from .metrics import psnr, ssim
 from .noise import NoiseModel, seed_from_uid
 from .window import Window, hu_to_unit
 
-METHODS = ("noisy", "autoencoder", "gaussian", "average", "median", "bilateral", "nlm")
+METHODS = ("noisy", "autoencoder", "autoencoder_told", "gaussian", "average", "median", "bilateral", "nlm")
+FILTERS = METHODS[3:]  # the classical filters
 QA_BLOCK = 16  # slices scored together (the model runs them in its own batches)
 # The filters, noisy copies and metrics run on several slices of a block at once (they release the GIL).
 QA_THREADS = min(QA_BLOCK, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
@@ -53,26 +61,33 @@ class MethodSummary:
 
 
 def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray | Sequence[np.ndarray], window: Window,
-              noise: NoiseModel | float, model_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+              noise: NoiseModel | float, model_fn: Callable[[np.ndarray], np.ndarray],
               filters: FilterParams, pixel_mm: float = 0.75,
-              indices: Sequence[int] | None = None, kept: dict[int, dict[str, np.ndarray]] | None = None
+              indices: Sequence[int] | None = None, kept: dict[int, dict[str, np.ndarray]] | None = None,
+              told_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
               ) -> tuple[list[MethodSummary], list[SliceScore]]:
     """Score every method on every slice of ``hu`` ((N, H, W) float32 HU, or N (H, W) slices).
 
     ``noise`` is a :class:`NoiseModel` or a Gaussian sigma; ``pixel_mm`` (the pixel spacing) scales
     the low-dose model. ``slice_ids`` name each slice (its SOPInstanceUID, ``uid/n`` for frame n of a multi-frame
-    image) and seed its noise. ``model_fn(images, sigma)`` maps (N, H, W) float32 in [0, 1] (the noisy
-    copies clipped to the window) and the std of each one's added noise ((N,), unit scale) to the
-    model's output (batched by the caller). ``indices`` are the slices' positions in their stack (default 0..N-1).
+    image) and seed its noise. ``model_fn(noisy)`` maps (N, H, W) float32 noisy copies on the window's
+    unit scale, NOT clipped (slices of one series, scored together), to the model's output as the
+    derived series makes it (row ``autoencoder``). ``told_fn(images, sigma)`` (row
+    ``autoencoder_told``, left out when None) maps the copies clipped to [0, 1] and the std of each
+    one's added noise ((N,), unit scale) to the model's output. ``indices`` are the slices' positions
+    in their stack (default 0..N-1).
     ``kept``: positions (its keys) whose images to keep: each gets method -> (H, W) result in
     [0, 1] (``noisy`` is the noisy copy), for the QA panels.
     """
     positions = list(range(len(hu))) if indices is None else list(indices)
     noise = noise if isinstance(noise, NoiseModel) else NoiseModel("gaussian", float(noise))
     funcs: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-        "noisy": lambda x, s: x, "autoencoder": lambda x, s: model_fn(np.clip(x, 0.0, 1.0), s)}
-    rows: dict[str, list[SliceScore]] = {m: [] for m in METHODS}
-    seconds = dict.fromkeys(METHODS, 0.0)
+        "noisy": lambda x, s: x, "autoencoder": lambda x, s: model_fn(x)}
+    if told_fn is not None:
+        funcs["autoencoder_told"] = lambda x, s: told_fn(np.clip(x, 0.0, 1.0), s)
+    methods = [m for m in METHODS if m != "autoencoder_told" or told_fn is not None]
+    rows: dict[str, list[SliceScore]] = {m: [] for m in methods}
+    seconds = dict.fromkeys(methods, 0.0)
     with ThreadPoolExecutor(QA_THREADS, thread_name_prefix="qa") as pool:  # numpy, OpenCV, skimage release the GIL
         funcs.update({name: (lambda x, s, f=f: np.stack(list(pool.map(f, x))))
                       for name, f in classical_filters(filters).items()})
@@ -85,7 +100,7 @@ def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray | Sequen
                                    unit, block_hu, ids))
             noisy = np.stack([c[0] for c in copies])
             sigma = np.array([c[1] for c in copies], np.float32)  # per slice (low-dose noise differs by slice)
-            for method in METHODS:
+            for method in methods:
                 t0 = time.perf_counter()
                 result = np.clip(funcs[method](noisy, sigma), 0.0, 1.0)
                 seconds[method] += time.perf_counter() - t0
@@ -96,7 +111,7 @@ def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray | Sequen
                 rows[method].extend(SliceScore(series_uid, uid, p, method, *score)
                                     for p, uid, score in zip(pos, ids, scored, strict=True))
     summaries, scores = [], []
-    for method in METHODS:
+    for method in methods:
         scores.extend(rows[method])
         ps = [r.psnr for r in rows[method]]
         summaries.append(MethodSummary(series_uid, method, len(ps), _mean(ps), min(ps),

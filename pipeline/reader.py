@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,9 +226,14 @@ class SeriesPlan:
     def read(self, start: int, stop: int) -> np.ndarray:
         """Slices ``start:stop`` in HU, (n, rows, columns) float32. A multi-frame file is decoded
         once for consecutive frames of it."""
-        out = np.empty((stop - start, *self.shape), np.float32)
+        return self.read_at(range(start, stop))
+
+    def read_at(self, positions: Sequence[int]) -> np.ndarray:
+        """The slices at ``positions`` (stack order) in HU, (n, rows, columns) float32; a file is
+        decoded once for consecutive positions in it (the frames of a multi-frame image)."""
+        out = np.empty((len(positions), *self.shape), np.float32)
         decoded_path, decoded = None, np.empty((0, 0, 0))
-        for i in range(start, stop):
+        for j, i in enumerate(positions):
             path, k = self.paths[i], self.frames[i] or 0
             if path != decoded_path:
                 decoded_path, decoded = path, _decode_file(path)
@@ -237,7 +243,7 @@ class SeriesPlan:
             if stored.shape != self.shape:
                 raise InputError(path, f"pixel data of {stored.shape[0]}x{stored.shape[1]} does not match the "
                                        f"series' {self.shape[0]}x{self.shape[1]}")
-            out[i - start] = stored_to_hu(stored, self.datasets[i], path)
+            out[j] = stored_to_hu(stored, self.datasets[i], path)
         return out
 
 

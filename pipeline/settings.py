@@ -12,7 +12,7 @@ from .errors import ConfigError
 from .filters import FilterParams
 from .noise import NoiseModel
 from .selection import SelectionRules
-from .strength import DEFAULT_STRENGTH, strength_hu
+from .strength import DEFAULT_STRENGTH, parse_strength
 from .window import Window
 
 _SERIES_FIELDS = {"series_uid", "source_series_uid", "series_number"}
@@ -30,7 +30,7 @@ class Settings:
     batch_size: int = 8  # slices per model batch on a GPU
     cpu_batch_size: int = 1  # on the CPU: larger batches are not faster there and hold more memory
     device: str = "auto"
-    strength: str = DEFAULT_STRENGTH  # low, medium, high or a noise std in HU (pipeline.strength)
+    strength: str = DEFAULT_STRENGTH  # low, medium, high, full, a percentage or a noise std in HU (pipeline.strength)
     output_transfer_syntax: str = "explicit_le"  # or rle, jpeg_ls_lossless, jpeg2000_lossless
     amp: bool = True
     model_path: Path | None = None  # None: the shipped weights
@@ -54,7 +54,7 @@ class Settings:
             NoiseModel(self.qa_noise, self.qa_sigma, self.qa_lowdose_i0)  # validates the noise settings
         except ValueError as exc:
             raise ConfigError(f"qa noise: {exc}") from None
-        strength_hu(self.strength)  # validates it
+        parse_strength(self.strength)  # validates it
         output_syntax(self.output_transfer_syntax)  # known, and an encoder is installed
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")

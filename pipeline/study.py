@@ -5,9 +5,11 @@ Output layout (``<output_dir>/<StudyInstanceUID>/``, renamed into place only whe
     <derived SeriesInstanceUID>/00001_<SOPInstanceUID>.dcm ...   one folder per derived series
     <derived SeriesInstanceUID>/provenance.json
     qa_report.csv      one row per source series x method (on the sampled slices, see qa_sample), with
-                       the series' strength and what the derived series did to the real scan (noise
-                       in uniform soft tissue and strong-edge gradient, original and denoised, see
-                       pipeline.scanquality; empty where no uniform soft tissue was found)
+                       the series' strength, its estimated noise (pipeline.noise_level) and the level
+                       the model was told, the noise estimated from the QA copies (what the
+                       ``autoencoder`` row was told), and what the derived series did to the real scan
+                       (noise in uniform soft tissue and strong-edge gradient, original and denoised,
+                       see pipeline.scanquality; empty where no uniform soft tissue was found)
     qa_slices.csv      one row per sampled slice x method
     qa_<derived SeriesInstanceUID>_slice<NNNN>.png   QA panels of representative sampled slices
     qa_<derived SeriesInstanceUID>_psnr.png          PSNR per sampled slice along the stack
@@ -18,6 +20,7 @@ A folder that holds several studies gives one such output folder per study.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -38,22 +41,29 @@ from .atomic import atomic_directory, write_csv, write_json
 from .codecs import output_syntax
 from .denoise import Denoiser
 from .errors import ConfigError, InputError
+from .noise_level import SeriesNoise, estimate_series, sample_positions
 from .panels import PanelSlice, panel_slices, write_series_panels
 from .provenance import provenance
 from .qa import MethodSummary, SliceScore, qa_series
-from .reader import DERIVED_MARKER, ScanResult, SeriesRef, Skipped, StudyScan, plan_series
+from .reader import DERIVED_MARKER, ScanResult, SeriesPlan, SeriesRef, Skipped, StudyScan, plan_series
 from .scanquality import ScanMeasures, measure_slice, summarize
 from .settings import Settings
-from .strength import strength_hu
+from .strength import parse_strength
 from .uids import path_safe_uid
+from .window import Window, hu_to_unit, unit_to_hu
 from .writer import DerivedSeriesInfo, derived_series_uid, derived_sop_uid, source_key, stack_to_stored, write_series
 
 log = logging.getLogger(__name__)
 
 QA_HEADER = ["study_uid", "series_uid", "derived_series_uid", "method", "slices", "mean_psnr_db",
              "min_psnr_db", "mean_ssim", "seconds", "window_low_hu", "window_high_hu", "noise", "sigma", "strength",
+             "noise_estimate_hu", "noise_confidence", "model_level_hu", "qa_noise_estimate_hu", "model_told",
              "scan_noise_hu_original", "scan_noise_hu_denoised", "scan_edge_hu_per_mm_original",
              "scan_edge_hu_per_mm_denoised"]
+# what each model row of qa_report.csv was told (column model_told)
+MODEL_TOLD = {"autoencoder": "nothing: noise estimated from the QA copies, strength full (as the derived series)",
+              "autoencoder_told": "the std of the added noise, strength full"}
+FULL = parse_strength("full")
 SLICE_HEADER = ["study_uid", "series_uid", "sop_instance_uid", "frame", "slice_index", "method", "psnr_db", "ssim"]
 SKIPPED_HEADER = ["path", "series_uid", "status", "reason"]
 
@@ -66,6 +76,9 @@ class SeriesOutcome:
     qa: list[MethodSummary]
     dropped: list[Skipped] = field(default_factory=list)  # duplicate instances left out
     scan: ScanMeasures | None = None  # the derived series against the original, no synthetic noise
+    noise: SeriesNoise | None = None  # the source series' estimated noise
+    model_level_hu: float | None = None  # the noise level the model was told for the derived series
+    qa_noise_hu: float | None = None  # the noise estimated from the QA copies (median over blocks)
 
 
 @dataclass
@@ -111,14 +124,41 @@ def study_output_folder(output_dir: Path, study_uid: str) -> Path:
 
 
 def derivation_info(settings: Settings, denoiser: Denoiser) -> DerivedSeriesInfo:
+    """The study's derivation: model, window and strength (the derived UIDs follow from it: another
+    model, window or strength is another derived series). Each series adds its noise estimate to
+    the description (:func:`series_description`); the estimate does not enter the UIDs, so a rerun
+    on another machine names its outputs alike."""
     m = denoiser.loaded
     description = (f"{DERIVED_MARKER} {__version__}: denoised by convolutional autoencoder {m.name} "
-                   f"(weights sha256 {m.sha256[:16]}), HU window {settings.window}, strength {denoiser.strength} "
-                   f"({denoiser.strength_hu:g} HU)")
-    # the derived UIDs follow from it: another model, window or strength is another derived series
-    fingerprint = f"{m.sha256}|{settings.window.low}|{settings.window.high}|{__version__}|{denoiser.strength_hu:g}"
+                   f"(weights sha256 {m.sha256[:16]}), HU window {settings.window}, strength {denoiser.strength}")
+    fingerprint = f"{m.sha256}|{settings.window.low}|{settings.window.high}|{__version__}|{denoiser.strength.text}"
     return DerivedSeriesInfo(description, fingerprint, settings.series_description_suffix,
                              settings.series_number_offset, str(output_syntax(settings.output_transfer_syntax)))
+
+
+def series_description(info: DerivedSeriesInfo, noise: SeriesNoise, level_hu: float | None) -> DerivedSeriesInfo:
+    """``info`` with the series' own noise estimate and model level in its DerivationDescription."""
+    told = f", model told {level_hu:.1f} HU" if level_hu is not None else ""
+    return dataclasses.replace(info, description=f"{info.description}; series noise estimated {noise.sigma_hu:.1f} HU "
+                                                 f"({noise.confidence} confidence){told}")
+
+
+def estimate_noise(plan: SeriesPlan, count: int = 9) -> SeriesNoise:
+    """The series' noise estimate from up to ``count`` slices spread over the stack (each file decoded
+    once)."""
+    return estimate_series(list(plan.read_at(sample_positions(len(plan), count))))
+
+
+def delivered_model(denoiser: Denoiser, window: Window, estimates: list[float]):
+    """The QA's ``autoencoder`` row: the model as the derived series runs it, at strength ``full``,
+    told only the noise estimated from the noisy copies it is given (their series value); each
+    estimate (HU) is appended to ``estimates``."""
+    def run(noisy_unit: np.ndarray) -> np.ndarray:
+        hu = unit_to_hu(noisy_unit, window)
+        noise = estimate_series(list(hu))
+        estimates.append(noise.sigma_hu)
+        return hu_to_unit(denoiser.denoise_hu(hu, window, noise, strength=FULL), window)
+    return run
 
 
 def _fmt(x: float, nd: int = 4) -> str:
@@ -147,6 +187,14 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
     for ds in plan.datasets:  # a source without a Study UID: its derived series gets the stand-in (Type 1)
         if not str(ds.get("StudyInstanceUID", "") or "").strip():
             ds.StudyInstanceUID = ref.study_uid
+    noise = estimate_noise(plan)
+    level = denoiser.level_hu(noise)
+    info = series_description(info, noise, level)
+    log.info("series %s: %s; strength %s%s", ref.series_uid, noise.describe(), denoiser.strength,
+             f": model told {level:.1f} HU" if level is not None else "")
+    if noise.confidence == "low":
+        log.warning("series %s: the noise estimate is unsure (%s): check the derived series", ref.series_uid,
+                    "no uniform region found" if noise.methods.get("high-pass") else "it varies widely over the slices")
     derived_uid = derived_series_uid(ref.key, info)
     number = int(plan.datasets[0].get("SeriesNumber", 0) or 0) + settings.series_number_offset
     folder = tmp / settings.series_folder.format(series_uid=derived_uid, source_series_uid=ref.series_uid,
@@ -173,7 +221,7 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
                 hu = reads.popleft().result()
                 if k + settings.prefetch_chunks < len(bounds):
                     reads.append(pool.submit(plan.read, *bounds[k + settings.prefetch_chunks]))
-                out_hu = denoiser.denoise_hu(hu, settings.window, on_batch=bar.update)
+                out_hu = denoiser.denoise_hu(hu, settings.window, noise, on_batch=bar.update)
                 stored = stack_to_stored(out_hu, hu, plan.datasets[a:b])
                 writes.append(pool.submit(write_series, plan.datasets[a:b], stored, folder, info, names[a:b],
                                           derived_uid, now, plan.frames[a:b]))
@@ -188,9 +236,11 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
             raise
     pixel_mm = float((plan.datasets[0].get("PixelSpacing") or [0.75])[0])
     kept: dict[int, dict[str, np.ndarray]] = {i: {} for i in picks}
+    qa_estimates: list[float] = []
     summaries, scores = ([], []) if not sample else qa_series(
         ref.series_uid, [keys[i] for i in sample], [qa_hu[i] for i in sample], settings.window,
-        settings.noise_model, denoiser.denoise_unit, settings.filters, pixel_mm, indices=sample, kept=kept)
+        settings.noise_model, delivered_model(denoiser, settings.window, qa_estimates), settings.filters, pixel_mm,
+        indices=sample, kept=kept, told_fn=denoiser.denoise_unit if denoiser.noise_map else None)
     measured = {i: measure_slice(qa_hu[i], qa_out[i], pixel_mm) for i in sample}
     if picks:
         by_slice = {(r.index, r.method): (r.psnr, r.ssim) for r in scores}
@@ -200,10 +250,14 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
     write_json(folder / "provenance.json", provenance(
         settings, denoiser.loaded, str(denoiser.device), study_uid=ref.study_uid,
         source_series_uid=ref.series_uid, derived_series_uid=derived_uid, slices=n,
-        qa_slices=sample, source_images=keys, warnings=plan.warnings))
+        qa_slices=sample, source_images=keys, warnings=plan.warnings,
+        noise_estimate=noise.as_dict(), strength={"setting": denoiser.strength.text, "meaning": str(denoiser.strength),
+                                                  "model_level_hu": None if level is None else round(level, 2),
+                                                  "share_of_correction": denoiser.strength.blend(denoiser.noise_map)}))
     log.info("series %s: %d slices -> %s", ref.series_uid, n, derived_uid)
     scan = summarize(list(measured.values())) if measured else None
-    return SeriesOutcome(ref.series_uid, derived_uid, n, summaries, plan.dropped, scan), scores
+    qa_noise = float(np.median(qa_estimates)) if qa_estimates else None
+    return SeriesOutcome(ref.series_uid, derived_uid, n, summaries, plan.dropped, scan, noise, level, qa_noise), scores
 
 
 def process_study(study: StudyScan, output_dir: Path, settings: Settings, denoiser: Denoiser,
@@ -259,6 +313,14 @@ def process_study(study: StudyScan, output_dir: Path, settings: Settings, denois
     return outcome
 
 
+def _noise_cells(s: SeriesOutcome, method: str) -> list[str]:
+    est = s.noise
+    return [_fmt(est.sigma_hu, 2) if est and math.isfinite(est.sigma_hu) else "", est.confidence if est else "",
+            _fmt(s.model_level_hu, 2) if s.model_level_hu is not None else "",
+            _fmt(s.qa_noise_hu, 2) if s.qa_noise_hu is not None and math.isfinite(s.qa_noise_hu) else "",
+            MODEL_TOLD.get(method, "")]
+
+
 def _scan_cells(scan: ScanMeasures | None) -> list[str]:
     if scan is None:
         return ["", "", "", ""]
@@ -272,7 +334,7 @@ def _write_reports(folder: Path, outcome: StudyOutcome, scores: list[SliceScore]
         [outcome.study_uid, q.series_uid, s.derived_series_uid, q.method, q.slices, _fmt(q.mean_psnr),
          _fmt(q.min_psnr), _fmt(q.mean_ssim, 5), f"{q.seconds:.3f}", f"{w.low:g}", f"{w.high:g}",
          settings.noise_model.label, f"{settings.qa_sigma:g}" if settings.qa_noise == "gaussian" else "",
-         settings.strength, *_scan_cells(s.scan)]
+         str(parse_strength(settings.strength)), *_noise_cells(s, q.method), *_scan_cells(s.scan)]
         for s in outcome.series for q in s.qa))
     write_csv(folder / "qa_slices.csv", SLICE_HEADER, (
         [outcome.study_uid, r.series_uid, *(r.sop_uid.split("/") + [""])[:2], r.index, r.method, _fmt(r.psnr),
@@ -289,9 +351,9 @@ def process_scan(scan_result: ScanResult, output_dir: Path, settings: Settings, 
 
     A study that fails is logged and re-raised after the others have been processed (with
     ``record_failures``, see :func:`process_study`, it is recorded instead)."""
-    if strength_hu(settings.strength) != denoiser.strength_hu:
+    if parse_strength(settings.strength) != denoiser.strength:
         raise ConfigError(f"strength {settings.strength!r} in the settings, but the denoiser runs at "
-                          f"{denoiser.strength!r}: build the Denoiser with the settings' strength")
+                          f"{denoiser.strength.text!r}: build the Denoiser with the settings' strength")
     trained = denoiser.loaded.card.get("window_hu")
     if trained and list(map(float, trained)) != [settings.window.low, settings.window.high]:
         log.warning("window %s differs from the model's training window %s HU: results may degrade",

@@ -104,6 +104,18 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
     return load_model(path)
 
 
+@pytest.fixture(scope="session")
+def tiny_conditioned_model(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    """An untrained noise-conditioned model (it takes the noise level as an input, as the shipped one)."""
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_cond") / "tiny_cond.safetensors"
+    save_model(DenoisingAutoencoder(width=4, levels=1, convs_per_level=1, noise_map=True, blocks=1), path,
+               {"name": "tiny-conditioned-test", "version": "0.0.1", "window_hu": [-1000, 1000]})
+    return load_model(path)
+
+
 @pytest.fixture
 def ct_small(tmp_path: Path) -> Path:
     """pydicom's bundled real CT slice, copied into its own study folder."""

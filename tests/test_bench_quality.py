@@ -53,9 +53,12 @@ def test_real_ct_figures_are_recorded_in_the_model_card(tmp_path):
     assert "not clipped" in real["data"]
 
 
-def test_the_qa_report_and_the_bench_score_the_same_slice_alike(tmp_path, ct_small, tiny_model):
+@pytest.mark.parametrize("conditioned", [False, True])
+def test_the_qa_report_and_the_bench_score_the_same_slice_alike(tmp_path, ct_small, tiny_model, tiny_conditioned_model,
+                                                                conditioned):
     """Same slice, same noise, same filter settings: the QA report's PSNR per method is the bench's,
-    so their margins agree (the target is within 0.3 dB; here they are equal)."""
+    so their margins agree (the target is within 0.3 dB; here they are equal), for the model as
+    delivered (noise estimated) and, for a noise-conditioned model, told the added noise."""
     import csv
 
     from bench.quality import Cache, score_level
@@ -65,13 +68,14 @@ def test_the_qa_report_and_the_bench_score_the_same_slice_alike(tmp_path, ct_sma
     from pipeline.settings import Settings
     from pipeline.study import process_scan
 
+    model = tiny_conditioned_model if conditioned else tiny_model
     (outcome,) = process_scan(scan(ct_small), tmp_path / "out", Settings(progress=False, qa_panels=0),
-                              Denoiser(tiny_model, "cpu"))
+                              Denoiser(model, "cpu"))
     with open(outcome.folder / "qa_slices.csv", newline="") as fh:
         qa = {r["method"]: float(r["psnr_db"]) for r in csv.DictReader(fh)}
     small = pydicom_slices()[0]
     filters = {name: ((), f) for name, f in classical_filters(FilterParams()).items()}
-    bench = score_level("0.07", [small], 1, Denoiser(tiny_model, "cpu"), filters, False, {}, Cache(None))
-    assert set(qa) == set(bench[small.name])
+    bench = score_level("0.07", [small], 1, Denoiser(model, "cpu"), filters, False, {}, Cache(None))
+    assert set(qa) == set(bench[small.name]) and ("autoencoder_told" in qa) == conditioned
     for method, value in qa.items():
         assert value == pytest.approx(bench[small.name][method][0], abs=1e-3), method

@@ -24,17 +24,46 @@ def test_hu_outside_the_window_are_not_clipped(tiny_model):
     np.testing.assert_allclose(out, hu, atol=1e-3)
 
 
-@pytest.mark.parametrize(("strength", "share"), [("high", 1.0), ("60", 1.0), ("medium", 0.5), ("low", 0.25)])
+@pytest.mark.parametrize(("strength", "share"), [("full", 1.0), ("high", 0.75), ("60", 1.0), ("20", 0.5),
+                                                ("medium", 0.5), ("low", 0.25), ("60%", 0.6)])
 def test_correction_is_added_to_unclipped_values_at_the_blind_models_strength(tiny_model, strength, share):
     rng = np.random.default_rng(0)
     hu = rng.uniform(-1500, 2500, size=(3, 16, 16)).astype(np.float32)
     d = Denoiser(tiny_model, "cpu", strength=strength)
     w = Window(-1000, 1000)
     out = d.denoise_hu(hu, w)
-    clipped = np.clip((hu + 1000) / 2000, 0, 1)
-    expected = hu + share * (d.denoise_unit(clipped) - clipped) * 2000
+    unit = (hu + 1000) / 2000
+    clipped = np.clip(unit, 0, 1)
+    model = d.denoise_unit(clipped)
+    beyond = np.clip(1 - model / 0.025, 0, 1) * np.minimum(unit, 0) + np.clip(1 - (1 - model) / 0.025, 0, 1) * np.maximum(unit - 1, 0)
+    expected = hu + share * (model + beyond - unit) * 2000
     np.testing.assert_allclose(out, expected, atol=1e-2)
     assert np.abs(d.denoise_unit(clipped) - clipped).max() > 1e-3  # the blend is visible
+
+
+class _Constant(torch.nn.Module):
+    """A blind 'model' whose output is one value everywhere."""
+
+    noise_map = False
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x, sigma=None):
+        return x * 0 + self.value
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (0.0, [-1100.0, -3024.0, -1000.0, -1000.0]),  # output at the low edge: what lies below is kept
+    (1.0, [1000.0, 1000.0, 1500.0, 3071.0]),  # at the high edge: what lies above is kept
+    (0.3, [-400.0, -400.0, -400.0, -400.0]),  # inside: the model's value, no noise beyond the window given back
+])
+def test_what_lies_beyond_the_window_is_kept_only_where_the_model_sits_at_that_edge(value, expected):
+    loaded = LoadedModel(_Constant(value), {"name": "constant", "version": "0"}, None, "0")
+    hu = np.array([[[-1100.0, -3024.0, 1500.0, 3071.0]]], np.float32)
+    out = Denoiser(loaded, "cpu", strength="full").denoise_hu(hu, Window(-1000, 1000))
+    np.testing.assert_allclose(out[0, 0], expected, atol=1e-3)
 
 
 def _conditioned(seed: int = 0) -> LoadedModel:
@@ -56,10 +85,10 @@ def test_a_noise_conditioned_model_is_told_the_strength_in_window_units(caplog):
     d = Denoiser(loaded, "cpu", cpu_batch_size=2, strength="30")
     out = d.denoise_hu(hu, w)
     assert told == [[pytest.approx(0.015), pytest.approx(0.015)]]  # 30 HU of a 2000 HU window
-    assert "strength 30 (30 HU, the model's noise-level input)" in caplog.text
+    assert "strength 30 HU" in caplog.text
     clipped = (hu + 1000) / 2000
     np.testing.assert_allclose(out, hu + (d.denoise_unit(clipped, 0.015) - clipped) * 2000, atol=1e-2)
-    strong = Denoiser(loaded, "cpu", strength="high").denoise_hu(hu, w)
+    strong = Denoiser(loaded, "cpu", strength="60").denoise_hu(hu, w)
     assert not np.allclose(strong, out, atol=1e-3)  # the level changes what is removed
     told.clear()
     d.denoise_unit(clipped, np.array([0.01, 0.05], np.float32))  # one level per image (QA copies)
@@ -68,10 +97,41 @@ def test_a_noise_conditioned_model_is_told_the_strength_in_window_units(caplog):
         d.denoise_unit(clipped)
 
 
-@pytest.mark.parametrize("bad", ["extreme", "0", "-5", "nan", "600 HU"])
-def test_strength_is_validated(tiny_model, bad):
-    with pytest.raises(ConfigError, match="strength must be low, medium, high or a noise std in HU"):
+def test_a_relative_strength_tells_the_model_the_series_noise_and_blends_its_share():
+    from pipeline.noise_level import SeriesNoise
+    from pipeline.strength import model_level_hu
+
+    loaded = _conditioned()
+    hu = np.random.default_rng(2).uniform(-900, 900, size=(2, 16, 16)).astype(np.float32)
+    w = Window(-1000, 1000)
+    told = []
+    real_forward = loaded.model.forward
+    loaded.model.forward = lambda x, sigma=None: told.append(sigma.tolist()) or real_forward(x, sigma)
+    noisy, quiet = (SeriesNoise(s, s, s, 2, {"soft tissue": 2}, 1.0) for s in (40.0, 10.0))
+    clipped = (hu + 1000) / 2000
+    for text, share in (("full", 1.0), ("medium", 0.5), ("30%", 0.3)):
+        d = Denoiser(loaded, "cpu", cpu_batch_size=2, strength=text)
+        told.clear()
+        out = d.denoise_hu(hu, w, noisy)
+        level = model_level_hu(40.0, 1.0) / 2000
+        assert told == [[pytest.approx(level)] * 2]
+        expected = hu + share * (real_forward(torch.from_numpy(clipped[:, None]), torch.full((2,), level))
+                                 .detach().numpy()[:, 0] - clipped) * 2000
+        np.testing.assert_allclose(out, expected, atol=1e-2)
+    told.clear()
+    d.denoise_hu(hu, w, quiet)  # a quieter series: a lower level, whatever the strength's name
+    assert told == [[pytest.approx(model_level_hu(10.0, 1.0) / 2000)] * 2] and model_level_hu(10.0) < model_level_hu(40.0)
+    with pytest.raises(ConfigError, match="'30%' is relative to the series' noise: no noise estimate given"):
+        d.denoise_hu(hu, w)
+
+
+@pytest.mark.parametrize(("bad", "why"), [("extreme", ""), ("0", "in HU must be in"), ("-5", "in HU must be in"),
+                                          ("nan", ""), ("600 HU", "in HU must be in"), ("0%", "percentage must be"),
+                                          ("150%", "percentage must be"), ("abc%", "percentage must be"), ("", "")])
+def test_strength_is_validated(tiny_model, bad, why):
+    with pytest.raises(ConfigError, match="strength must be low, medium, high, full, a percentage") as err:
         Denoiser(tiny_model, "cpu", strength=bad)
+    assert why in str(err.value) and repr(bad) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_batch_size_does_not_change_results(tiny_model):

@@ -3,7 +3,7 @@ import pytest
 
 from pipeline.filters import FilterParams, classical_filters
 from pipeline.noise import add_gaussian_noise, seed_from_uid
-from pipeline.qa import METHODS, qa_series
+from pipeline.qa import FILTERS, METHODS, qa_series
 from pipeline.window import Window
 
 
@@ -31,7 +31,7 @@ def test_qa_numbers_are_identical_across_runs():
     hu, uids = _phantom_hu(), ["1.2.3.1", "1.2.3.2", "1.2.3.3"]
 
     def run():
-        return qa_series("1.2.3", uids, hu, Window(), 0.07, lambda x, s: x * 0 + 0.5, FilterParams())
+        return qa_series("1.2.3", uids, hu, Window(), 0.07, lambda x: x * 0 + 0.5, FilterParams())
 
     (s1, r1), (s2, r2) = run(), run()
     assert [(s.method, s.mean_psnr, s.mean_ssim) for s in s1] == [(s.method, s.mean_psnr, s.mean_ssim) for s in s2]
@@ -40,11 +40,13 @@ def test_qa_numbers_are_identical_across_runs():
 
 def test_qa_scores_every_method_against_the_clipped_reference():
     hu, uids = _phantom_hu(2), ["9.1", "9.2"]
-    summaries, scores = qa_series("9", uids, hu, Window(), 0.07, lambda x, s: x, FilterParams())
+    summaries, scores = qa_series("9", uids, hu, Window(), 0.07, lambda x: x, FilterParams(),
+                                  told_fn=lambda x, s: x * 0 + 0.5)
     assert [s.method for s in summaries] == list(METHODS)
     by = {s.method: s for s in summaries}
     # a model that returns its input scores exactly like the noisy copy
     assert by["autoencoder"].mean_psnr == pytest.approx(by["noisy"].mean_psnr)
+    assert by["autoencoder_told"].mean_psnr < by["noisy"].mean_psnr  # the told row is its own run
     assert by["noisy"].mean_psnr == pytest.approx(23.1, abs=2.5)  # sigma 0.07: about -20 log10(0.07) dB
     for m in ("gaussian", "average", "median", "bilateral", "nlm"):
         assert by[m].mean_psnr > by["noisy"].mean_psnr
@@ -62,7 +64,7 @@ def test_filters_reject_bad_parameters_and_keep_shape():
         FilterParams(nlm_h=0)
     img = np.random.default_rng(0).random((17, 23)).astype(np.float32)
     filters = classical_filters(FilterParams())
-    assert list(filters) == list(METHODS[2:])  # every filter is in the report, in its order
+    assert list(filters) == list(FILTERS) == list(METHODS[3:])  # every filter is in the report, in its order
     for name, f in filters.items():
         out = f(img)
         assert out.shape == img.shape and out.dtype == np.float32, name
@@ -79,8 +81,8 @@ def test_qa_on_several_threads_scores_exactly_as_on_one(monkeypatch, noise):
 
     def run(threads):
         monkeypatch.setattr(qa, "QA_THREADS", threads)
-        summaries, rows = qa_series("1.2.9", uids, hu, Window(), model, lambda x, s: x * 0.9 + 0.05, FilterParams(),
-                                    pixel_mm=2.0)
+        summaries, rows = qa_series("1.2.9", uids, hu, Window(), model, lambda x: x * 0.9 + 0.05, FilterParams(),
+                                    pixel_mm=2.0, told_fn=lambda x, s: x * 0.8)
         return [(s.method, s.mean_psnr, s.mean_ssim) for s in summaries], [(r.sop_uid, r.method, r.psnr, r.ssim)
                                                                             for r in rows]
 
@@ -92,10 +94,10 @@ def test_qa_can_use_the_low_dose_noise_model():
 
     hu, uids = _phantom_hu(2), ["7.1", "7.2"]
     noise = NoiseModel("lowdose", i0=1e4)
-    s1, _ = qa_series("7", uids, hu, Window(), noise, lambda x, s: x, FilterParams(), pixel_mm=2.0)
-    s2, _ = qa_series("7", uids, hu, Window(), noise, lambda x, s: x, FilterParams(), pixel_mm=2.0)
+    s1, _ = qa_series("7", uids, hu, Window(), noise, lambda x: x, FilterParams(), pixel_mm=2.0)
+    s2, _ = qa_series("7", uids, hu, Window(), noise, lambda x: x, FilterParams(), pixel_mm=2.0)
     assert [s.mean_psnr for s in s1] == [s.mean_psnr for s in s2]  # seeded
-    gauss, _ = qa_series("7", uids, hu, Window(), 0.07, lambda x, s: x, FilterParams())
+    gauss, _ = qa_series("7", uids, hu, Window(), 0.07, lambda x: x, FilterParams())
     noisy_ld = next(s for s in s1 if s.method == "noisy").mean_psnr
     noisy_g = next(s for s in gauss if s.method == "noisy").mean_psnr
     assert 15 < noisy_ld < 60 and noisy_ld != noisy_g
@@ -112,11 +114,12 @@ def test_qa_in_blocks_scores_each_slice_as_alone_and_keeps_the_panel_images():
     uids = [f"7.{k}" for k in range(n)]
     positions = [10 * k for k in range(n)]
     kept = {positions[2]: {}, positions[-1]: {}}
-    summaries, scores = qa_series("7", uids, list(hu), Window(), 0.07, lambda x, s: x * 0.9, FilterParams(),
-                                  indices=positions, kept=kept)
+    summaries, scores = qa_series("7", uids, list(hu), Window(), 0.07, lambda x: x * 0.9, FilterParams(),
+                                  indices=positions, kept=kept, told_fn=lambda x, s: x * 0.8)
     assert {s.slices for s in summaries} == {n}
     alone = {(r.method, r.sop_uid): r.psnr for k in (2, n - 1)
-             for r in qa_series("7", [uids[k]], hu[k:k + 1], Window(), 0.07, lambda x, s: x * 0.9, FilterParams())[1]}
+             for r in qa_series("7", [uids[k]], hu[k:k + 1], Window(), 0.07, lambda x: x * 0.9, FilterParams(),
+                                told_fn=lambda x, s: x * 0.8)[1]}
     for r in scores:
         if r.sop_uid in (uids[2], uids[-1]):
             assert r.psnr == alone[r.method, r.sop_uid]
@@ -124,9 +127,11 @@ def test_qa_in_blocks_scores_each_slice_as_alone_and_keeps_the_panel_images():
     assert set(kept[positions[-1]]) == set(METHODS) and kept[positions[2]]["noisy"].shape == (96, 96)
 
 
-def test_every_method_gets_the_same_unclipped_noisy_copy_and_the_model_the_true_sigma(monkeypatch):
+def test_every_method_gets_the_same_unclipped_noisy_copy_and_only_the_told_row_the_true_sigma(monkeypatch):
     """The yardstick: noise added to the slice as stored and never clipped, the same copy for every
-    filter; the model gets that copy clipped to the window (its input window) and the noise std."""
+    filter and for the model as the derived series runs it (it gets nothing else: it estimates the
+    noise itself); the told row gets that copy clipped to the window (its input window) and the
+    noise std."""
     from pipeline import qa
 
     hu = _phantom_hu(2)
@@ -141,30 +146,34 @@ def test_every_method_gets_the_same_unclipped_noisy_copy_and_the_model_the_true_
         return f
 
     monkeypatch.setattr(qa, "classical_filters", lambda p: {m: recording(m) for m in ("gaussian", "nlm")})
-    monkeypatch.setattr(qa, "METHODS", ("noisy", "autoencoder", "gaussian", "nlm"))
+    monkeypatch.setattr(qa, "METHODS", ("noisy", "autoencoder", "autoencoder_told", "gaussian", "nlm"))
     told = []
 
-    def model(x, sigma):
+    def delivered(x):
         seen.setdefault("autoencoder", []).extend(x.copy())
+        return x
+
+    def told_model(x, sigma):
+        seen.setdefault("autoencoder_told", []).extend(x.copy())
         told.append(np.asarray(sigma).tolist())
         return x
 
-    summaries, _ = qa_series("5", uids, hu, Window(), 0.07, model, FilterParams())
+    summaries, _ = qa_series("5", uids, hu, Window(), 0.07, delivered, FilterParams(), told_fn=told_model)
     unit = (hu + 1000) / 2000
     def only_match(images, wanted):  # slices are scored on a thread pool: in any order
         return sum(np.array_equal(im, wanted) for im in images) == 1
 
-    assert all(len(seen[name]) == len(uids) for name in ("gaussian", "nlm", "autoencoder"))
+    assert all(len(seen[name]) == len(uids) for name in ("gaussian", "nlm", "autoencoder", "autoencoder_told"))
     for k, uid in enumerate(uids):
         expected = add_gaussian_noise(unit[k], 0.07, seed_from_uid(uid))
-        for name in ("gaussian", "nlm"):
+        for name in ("gaussian", "nlm", "autoencoder"):
             assert only_match(seen[name], expected)  # fails if the copy were clipped
         assert expected.min() < -0.1 and expected.max() > 1.1  # really not clipped
-        assert only_match(seen["autoencoder"], np.clip(expected, 0, 1))
+        assert only_match(seen["autoencoder_told"], np.clip(expected, 0, 1))
     assert told == [[pytest.approx(0.07)] * 2]
     by = {s.method: s.mean_psnr for s in summaries}
     # a filter returning its unclipped input scores as the noisy copy: both are clipped only for scoring
-    assert by["gaussian"] == by["noisy"] == by["autoencoder"]
+    assert by["gaussian"] == by["noisy"] == by["autoencoder"] == by["autoencoder_told"]
 
 
 def test_unclipped_noise_stays_zero_mean_where_the_reference_is_air():

@@ -20,7 +20,7 @@ def test_defaults_are_valid():
     ({"file_name": "a/{sop_uid}.dcm"}, "file_name"),
     ({"file_name": "{series_uid}.dcm"}, "including one of"),
     ({"series_description_suffix": "x" * 40}, "suffix"),
-    ({"strength": "maximum"}, "strength must be low, medium, high or a noise std in HU"),
+    ({"strength": "maximum"}, "strength must be low, medium, high, full, a percentage"),
 ])
 def test_bad_settings_fail_before_any_file_is_read(kw, match):
     with pytest.raises(ConfigError, match=match):

@@ -9,6 +9,8 @@ import pytest
 from pipeline.denoise import Denoiser
 from pipeline.errors import InputError
 from pipeline.qa import METHODS
+
+BLIND = [m for m in METHODS if m != "autoencoder_told"]  # the tiny test model is blind: no told row
 from pipeline.reader import scan
 from pipeline.settings import Settings
 from pipeline.study import QA_HEADER, SLICE_HEADER, process_scan, study_output_folder
@@ -40,11 +42,15 @@ def test_study_outputs_reports_and_provenance(study, tmp_path, tiny_model, caplo
     assert folder.is_dir() and not list((tmp_path / "out").glob(".*"))  # no temporaries left
     qa = _csv(folder / "qa_report.csv")
     assert list(qa[0]) == QA_HEADER
-    assert [r["method"] for r in qa] == list(METHODS) * 2
+    assert [r["method"] for r in qa] == BLIND * 2
+    assert {r["strength"] for r in qa} == {"medium (50 % of the estimated noise)"}
+    assert all(float(r["noise_estimate_hu"]) > 0 and r["noise_confidence"] == "low" for r in qa)  # no flat region
+    assert {r["model_told"] for r in qa if r["method"] == "autoencoder"} == {
+        "nothing: noise estimated from the QA copies, strength full (as the derived series)"}
     assert {r["window_low_hu"] + "/" + r["window_high_hu"] + "/" + r["sigma"] for r in qa} == {"-1000/1000/0.07"}
     assert sorted({int(r["slices"]) for r in qa}) == [2, 3]
     slices = _csv(folder / "qa_slices.csv")
-    assert list(slices[0]) == SLICE_HEADER and len(slices) == 5 * len(METHODS)
+    assert list(slices[0]) == SLICE_HEADER and len(slices) == 5 * len(BLIND)
     skipped = _csv(folder / "skipped.csv")
     assert [(r["path"].endswith("README.txt"), r["reason"].startswith("not a DICOM")) for r in skipped] == [(True, True)]
     prov = json.loads((folder / "provenance.json").read_text())
@@ -102,7 +108,7 @@ def test_pydicom_ct_small_goes_through_the_whole_pipeline(ct_small, tmp_path, ti
     assert out.pixel_array.shape == (128, 128)
     assert out.ImagePositionPatient == src.ImagePositionPatient and out.PixelSpacing == src.PixelSpacing
     assert out.SourceImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
-    assert len(_csv(outcome.folder / "qa_report.csv")) == len(METHODS)
+    assert len(_csv(outcome.folder / "qa_report.csv")) == len(BLIND)
 
 
 def test_low_dose_qa_is_labelled_in_the_report(study, tmp_path, tiny_model):
@@ -175,8 +181,9 @@ def test_qa_report_has_the_strength_and_what_the_derived_series_did_to_the_real_
     (outcome,) = process_scan(scan(tmp_path / "s"), tmp_path / "out", settings, Denoiser(tiny_model, "cpu",
                                                                                          strength="low"))
     rows = _csv(study_output_folder(tmp_path / "out", outcome.study_uid) / "qa_report.csv")
-    assert {r["strength"] for r in rows} == {"low"}
+    assert {r["strength"] for r in rows} == {"low (25 % of the estimated noise)"}
     row = rows[0]
+    assert float(row["noise_estimate_hu"]) == pytest.approx(15.0, rel=0.1) and row["noise_confidence"] != "low"
     assert float(row["scan_noise_hu_original"]) == pytest.approx(15.0, rel=0.15)
     assert float(row["scan_noise_hu_denoised"]) > 0 and float(row["scan_edge_hu_per_mm_original"]) > 100
     (s,) = outcome.series
@@ -193,7 +200,8 @@ def test_the_strength_names_the_derived_series_and_must_agree_with_the_denoiser(
     # other content, other derived UIDs: a PACS never sees two strengths under one series UID
     assert {s.derived_series_uid for s in low[0].series}.isdisjoint(s.derived_series_uid for s in high[0].series)
     files = sorted((low[0].folder / low[0].series[0].derived_series_uid).glob("*.dcm"))
-    assert "strength low (10 HU)" in pydicom.dcmread(files[0]).DerivationDescription
+    desc = pydicom.dcmread(files[0]).DerivationDescription
+    assert "strength low (25 % of the estimated noise); series noise estimated " in desc
     with pytest.raises(ConfigError, match="strength 'high' in the settings, but the denoiser runs at 'low'"):
         process_scan(scan(study), tmp_path / "x", Settings(progress=False, strength="high"),
                      Denoiser(tiny_model, "cpu", strength="low"))
@@ -266,3 +274,47 @@ def test_slices_without_study_and_series_uids_are_denoised_as_one_series_with_a_
     for f in (outcome.folder / series.derived_series_uid).glob("*.dcm"):
         assert pydicom.dcmread(f).StudyInstanceUID == outcome.study_uid
     assert pydicom.dcmread(paths[0]).StudyInstanceUID == ""  # the source is never touched
+
+
+def test_two_series_fourfold_apart_in_noise_get_their_own_estimates_and_levels(tmp_path, series_writer, caplog,
+                                                                             tiny_conditioned_model):
+    """A relative strength: each series is measured, the model is told each one's level, and the
+    log, provenance, QA report and DerivationDescription say which."""
+    caplog.set_level(logging.INFO)
+    yy, xx = np.mgrid[:128, :128]
+    body = np.where((yy - 64) ** 2 + (xx - 64) ** 2 < 58**2, 1064.0, 0.0)  # 40 HU disc in air (-1024)
+    for name, std in (("quiet", 10.0), ("noisy", 40.0)):
+        rng = np.random.default_rng(int(std))
+        vol = np.stack([body + rng.normal(0, std, body.shape) for _ in range(3)]).clip(0, 4000).astype(np.uint16)
+        series_writer(tmp_path / "in" / name, vol, series=name)
+    settings = Settings(progress=False, qa_every=1, qa_panels=0, strength="full")
+    loaded = tiny_conditioned_model
+    (outcome,) = process_scan(scan(tmp_path / "in"), tmp_path / "out", settings,
+                              Denoiser(loaded, "cpu", strength="full"))
+    by_noise = sorted(outcome.series, key=lambda s: s.noise.sigma_hu)
+    quiet, noisy = by_noise
+    assert quiet.noise.sigma_hu == pytest.approx(10.0, rel=0.1) and noisy.noise.sigma_hu == pytest.approx(40.0, rel=0.1)
+    assert quiet.noise.confidence == noisy.noise.confidence == "high"
+    assert noisy.model_level_hu == pytest.approx(4 * quiet.model_level_hu, rel=0.15)
+    folder = study_output_folder(tmp_path / "out", outcome.study_uid)
+    rows = _csv(folder / "qa_report.csv")
+    assert {r["method"] for r in rows} == set(METHODS)  # a noise-conditioned model also gets the told row
+    for s in (quiet, noisy):
+        mine = [r for r in rows if r["series_uid"] == s.source_series_uid]
+        assert {r["noise_estimate_hu"] for r in mine} == {f"{s.noise.sigma_hu:.2f}"}
+        assert {r["model_level_hu"] for r in mine} == {f"{s.model_level_hu:.2f}"}
+        assert {r["strength"] for r in mine} == {"full (100 % of the estimated noise)"}
+        qa_est = float(mine[0]["qa_noise_estimate_hu"])  # the QA copies carry 140 HU on top of the scan's own
+        assert qa_est == pytest.approx(float(np.hypot(140.0, s.noise.sigma_hu)), rel=0.1)
+        (f, *_) = sorted((folder / s.derived_series_uid).glob("*.dcm"))
+        assert f"series noise estimated {s.noise.sigma_hu:.1f} HU (high confidence), model told " \
+               f"{s.model_level_hu:.1f} HU" in pydicom.dcmread(f).DerivationDescription
+        prov = json.loads((folder / s.derived_series_uid / "provenance.json").read_text())
+        assert prov["noise_estimate"]["sigma_hu"] == pytest.approx(s.noise.sigma_hu, abs=0.01)
+        assert prov["strength"] == {"setting": "full", "meaning": "full (100 % of the estimated noise)",
+                                    "model_level_hu": pytest.approx(s.model_level_hu, abs=0.01),
+                                    "share_of_correction": 1.0}
+        assert f"series {s.source_series_uid}: noise {s.noise.sigma_hu:.1f} HU" in caplog.text
+    # the same settings on another run name the derived series alike (the estimate is not in the UIDs)
+    (again,) = process_scan(scan(tmp_path / "in"), tmp_path / "out2", settings, Denoiser(loaded, "cpu", strength="full"))
+    assert sorted(s.derived_series_uid for s in again.series) == sorted(s.derived_series_uid for s in outcome.series)

@@ -1,0 +1,117 @@
+"""Does the noise estimate (pipeline/noise_level.py) read the noise a scan carries?
+
+    python bench/noise_level.py [--parts validation test] [--added 0 10 20 40 80 160] [--lowdose 20000 200000]
+
+On the real CT set's validation and test parts (no choice of the estimator is made on the test part):
+
+* Known Gaussian noise added in HU (not clipped) to each slice as stored: the estimate should read
+  sqrt(own^2 + added^2), ``own`` being its reading of the slice as stored. Target: within +-10 % for
+  added noise of 20 HU or more.
+* The low-dose simulation (pipeline/synthetic/lowdose.py, Poisson noise on simulated projections,
+  FBP, at each slice's pixel size): the added noise is known; its level is the median of its std
+  over the blocks the estimator may measure in (the slice's uniform soft tissue; the noise is not
+  stationary: it is stronger behind dense paths). Target: within +-15 %.
+* As stored: against the uniform-region measure of pipeline/scanquality.py (the QA report's
+  ``scan_noise_hu_original``), where that finds a region.
+
+Prints a table per source: the median and worst ratio estimate / expected per noise level, and the
+share of slices within the target.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from collections import defaultdict
+
+import numpy as np
+
+from models.training import realct
+from pipeline.noise import add_gaussian_noise, seed_from_uid
+from pipeline.noise_level import block_noise, candidates, slice_noise
+from pipeline.scanquality import REGION_PX, uniform_regions
+from pipeline.synthetic.lowdose import low_dose_noise_hu
+
+
+def lowdose_std_in_tissue(noise_hu: np.ndarray, hu: np.ndarray) -> float:
+    """The added low-dose noise's typical std where the estimator looks: the median over the
+    slice's candidate blocks (its uniform soft tissue, else any tissue) of the pure noise's std per
+    block. The noise is not stationary, so its std over the whole field (zero outside the body's
+    attenuation paths) would be another number."""
+    _, mask, _ = candidates(hu)
+    per_block = block_noise(noise_hu)
+    return float(np.median(per_block[mask] if mask.any() else per_block[per_block > 0]))
+
+
+def uniform_region_noise(hu: np.ndarray) -> float:
+    stds = [float(hu[r:r + REGION_PX, c:c + REGION_PX].std()) for r, c in uniform_regions(hu)]
+    return float(np.median(stds)) if stds else math.nan
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parts", nargs="*", default=["validation", "test"])
+    ap.add_argument("--added", nargs="*", type=float, default=[10, 20, 40, 80, 160])
+    ap.add_argument("--lowdose", nargs="*", type=float, default=[2e4, 2e5])
+    ap.add_argument("--realct-dir", default=realct.DEFAULT_DIR)
+    ap.add_argument("--per-slice", action="store_true", help="print every slice's figures")
+    args = ap.parse_args(argv)
+    rows: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for part in args.parts:
+        for sl in realct.load_part(part, args.realct_dir):
+            key = (part, sl.group)
+            own = slice_noise(sl.hu)
+            rows[key]["own"].append(own.sigma_hu)
+            rows[key]["method " + own.method].append(1.0)
+            ur = uniform_region_noise(sl.hu)
+            if math.isfinite(ur):
+                rows[key]["as stored"].append(own.sigma_hu / ur)
+            line = [f"{sl.file}: own {own.sigma_hu:.1f} ({own.method}), uniform regions {ur:.1f}"]
+            for added in args.added:
+                noisy = add_gaussian_noise(sl.hu, added, seed_from_uid(sl.file, "noise-level"))
+                est = slice_noise(noisy).sigma_hu
+                ratio = est / math.hypot(own.sigma_hu, added)
+                rows[key][f"+{added:g} HU"].append(ratio)
+                line.append(f"+{added:g}: {ratio:.3f}")
+            for i0 in args.lowdose:
+                noise = low_dose_noise_hu(sl.hu, sl.pixel_mm, i0, seed_from_uid(sl.file, "noise-level-lowdose"))
+                added = lowdose_std_in_tissue(noise, sl.hu)
+                est = slice_noise(sl.hu + noise).sigma_hu
+                ratio = est / math.hypot(own.sigma_hu, added)
+                rows[key][f"low dose I0 {i0:g}"].append(ratio)
+                line.append(f"ld{i0:g} ({added:.0f} HU): {ratio:.3f}")
+            if args.per_slice:
+                print("# " + "; ".join(line))
+    levels = ["as stored"] + [f"+{a:g} HU" for a in args.added] + [f"low dose I0 {i:g}" for i in args.lowdose]
+    print("\nEstimate / expected (expected: sqrt(own^2 + added^2); as stored: the uniform-region measure). "
+          "Cells: median ratio [worst] share within target (+-10 % Gaussian >= 20 HU, +-15 % low dose)")
+    print("| part | source (slices) | own noise HU (median, range) | " + " | ".join(levels) + " |")
+    print("|---|---|---|" + "---|" * len(levels))
+    for (part, group), r in [*rows.items(), *_all_rows(rows)]:
+        own = r["own"]
+        cells = []
+        for level in levels:
+            v = np.array(r.get(level, []))
+            if not v.size:
+                cells.append("-")
+                continue
+            tol = 0.15 if level.startswith("low dose") else 0.10
+            worst = v[np.argmax(np.abs(v - 1))]
+            inside = np.mean(np.abs(v - 1) <= tol)
+            cells.append(f"{np.median(v):.3f} [{worst:.2f}] {inside:.0%}")
+        print(f"| {part} | {group} ({len(own)}) | {np.median(own):.1f} ({min(own):.1f}-{max(own):.1f}) | "
+              + " | ".join(cells) + " |")
+
+
+def _all_rows(rows):
+    parts = sorted({p for p, _ in rows})
+    for part in parts:
+        merged: dict[str, list[float]] = defaultdict(list)
+        for (p, _), r in rows.items():
+            if p == part:
+                for k, v in r.items():
+                    merged[k].extend(v)
+        yield (part, "all"), merged
+
+
+if __name__ == "__main__":
+    main()
