@@ -16,6 +16,12 @@ On the real CT set's validation and test parts (no choice of the estimator is ma
 
 Prints a table per source: the median and worst ratio estimate / expected per noise level, and the
 share of slices within the target.
+
+``--calibrate`` instead measures what the model needs to be told (pipeline/strength.py,
+model_level_hu): on the validation part, with white noise, CT-like noise of ramp-Gaussian spectra
+(NPS(f) = f exp(-(f / fc)^2), fc in cycles per pixel: lower is blotchier) and the low-dose
+simulation, the PSNR of the model told k times the estimated std, for each k, beside the noise's
+whiteness; the calibration follows the best k against the whiteness.
 """
 from __future__ import annotations
 
@@ -26,6 +32,8 @@ from collections import defaultdict
 import numpy as np
 
 from models.training import realct
+from pipeline.metrics import psnr
+from pipeline.window import Window, hu_to_unit
 from pipeline.noise import add_gaussian_noise, seed_from_uid
 from pipeline.noise_level import block_noise, candidates, slice_noise
 from pipeline.scanquality import REGION_PX, uniform_regions
@@ -54,7 +62,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lowdose", nargs="*", type=float, default=[2e4, 2e5])
     ap.add_argument("--realct-dir", default=realct.DEFAULT_DIR)
     ap.add_argument("--per-slice", action="store_true", help="print every slice's figures")
+    ap.add_argument("--calibrate", action="store_true", help="best model level against the noise's whiteness")
+    ap.add_argument("--gains", nargs="*", type=float, default=[0.75, 1, 1.5, 2, 3, 4, 6])
     args = ap.parse_args(argv)
+    if args.calibrate:
+        calibrate(args)
+        return
     rows: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for part in args.parts:
         for sl in realct.load_part(part, args.realct_dir):
@@ -100,6 +113,43 @@ def main(argv: list[str] | None = None) -> None:
             cells.append(f"{np.median(v):.3f} [{worst:.2f}] {inside:.0%}")
         print(f"| {part} | {group} ({len(own)}) | {np.median(own):.1f} ({min(own):.1f}-{max(own):.1f}) | "
               + " | ".join(cells) + " |")
+
+
+def shaped_noise(shape: tuple[int, int], fc: float | None, seed: int) -> np.ndarray:
+    """Unit-std noise: white (``fc`` None) or with the ramp-Gaussian spectrum of cutoff ``fc``."""
+    n = np.random.default_rng(seed).standard_normal(shape)
+    if fc is None:
+        return n
+    f = np.hypot(np.fft.fftfreq(shape[0])[:, None], np.fft.fftfreq(shape[1])[None, :])
+    out = np.real(np.fft.ifft2(np.fft.fft2(n) * np.sqrt(f * np.exp(-(f / fc) ** 2))))
+    return out / out.std()
+
+
+def calibrate(args) -> None:
+    from models.store import load_model
+    from pipeline.denoise import Denoiser
+
+    w = Window()
+    denoiser = Denoiser(load_model(None), "cpu", cpu_batch_size=1)
+    kinds = {"white 60 HU": (None, 60.0), "fc 0.35, 60 HU": (0.35, 60.0), "fc 0.2, 60 HU": (0.2, 60.0),
+             "fc 0.1, 60 HU": (0.1, 60.0), "low dose I0 20000": ("lowdose", 2e4)}
+    print("| slice | noise | estimate HU | whiteness | " + " | ".join(f"k {k:g}" for k in args.gains)
+          + " | best k |\n|---|---|---|---|" + "---|" * len(args.gains) + "---|")
+    for sl in realct.load_part("validation", args.realct_dir):
+        if slice_noise(sl.hu).method == "high-pass":
+            continue  # no tissue to measure: nothing to calibrate on
+        ref = np.clip(hu_to_unit(sl.hu, w), 0, 1)
+        for name, (fc, level) in kinds.items():
+            seed = seed_from_uid(sl.file, "calibrate " + name)
+            noise = (low_dose_noise_hu(sl.hu, sl.pixel_mm, level, seed) if fc == "lowdose"
+                     else level * shaped_noise(sl.hu.shape, fc, seed))
+            est = slice_noise(sl.hu + noise)
+            x = np.clip(hu_to_unit(sl.hu + noise, w), 0, 1)[None]
+            scores = [psnr(ref, np.clip(denoiser.denoise_unit(x, k * est.sigma_hu / w.width)[0], 0, 1))
+                      for k in args.gains]
+            best = int(np.argmax(scores))
+            print(f"| {sl.file} | {name} | {est.sigma_hu:.1f} | {est.whiteness:.2f} | "
+                  + " | ".join(f"{v - scores[best]:+.2f}" for v in scores) + f" | {args.gains[best]:g} |", flush=True)
 
 
 def _all_rows(rows):

@@ -142,6 +142,14 @@ def _check_slice(ps: PanelSlice) -> None:
         raise ValueError(f"{where}: no (PSNR, SSIM) for {missing}; scores must cover every key of qa_unit")
 
 
+LINE_COLOURS = [f"C{k}" for k in (0, 1, 2, 3, 4, 5, 6, 8, 9)]  # matplotlib's cycle without its grey (C7: the marks)
+
+
+def method_colour(method: str) -> str:
+    """The PSNR plot's colour of one of :data:`METHODS`."""
+    return LINE_COLOURS[METHODS.index(method) % len(LINE_COLOURS)]
+
+
 def _ordered(methods: Iterable[str]) -> list[str]:
     """The project's method order (noisy, autoencoder, filters), then any others by name."""
     present = set(methods)
@@ -266,9 +274,9 @@ def _draw_psnr(fig, name: str, scores: Sequence[SliceScore], marks: Sequence[int
         xs = [s.index + 1 for s in rows]
         ys = [s.psnr if math.isfinite(s.psnr) else math.nan for s in rows]  # identical images: no point
         if m in METHODS:  # one colour per method whatever else is plotted, so plots compare at a glance
-            colour = f"C{METHODS.index(m)}"
+            colour = method_colour(m)
         else:
-            colour, extra = f"C{(len(METHODS) + extra) % 10}", extra + 1
+            colour, extra = LINE_COLOURS[(len(METHODS) + extra) % len(LINE_COLOURS)], extra + 1
         ax.plot(xs, ys, label=m, color=colour, lw=2.5 if m == "autoencoder" else 1.5,
                 marker="o" if len(xs) <= 60 else None, ms=3)
     for i in marks:

@@ -96,7 +96,10 @@ def test_psnr_plot_has_a_line_for_each_scored_method(tmp_path):
     all_methods = write_series_panels(tmp_path / "all", "s", [], scores, WINDOW)[-1]
     two = [s for s in scores if s.method in ("autoencoder", "median")]
     only_two = write_series_panels(tmp_path / "two", "s", [], two, WINDOW)[-1]
-    cycle = [f"C{k}" for k in range(len(METHODS))]  # each method keeps its colour: C<position in METHODS>
+    from pipeline.panels import method_colour
+
+    cycle = [method_colour(m) for m in METHODS]  # each method keeps its colour, none of them the marks' grey
+    assert len(set(cycle)) == len(METHODS) and "C7" not in cycle
     assert all(has_colour(all_methods, c) for c in cycle)
     assert [has_colour(only_two, c) for c in cycle] == [m in ("autoencoder", "median") for m in METHODS]
     empty = write_series_panels(tmp_path / "none", "s", [], [], WINDOW)
