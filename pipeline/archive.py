@@ -3,7 +3,7 @@
 ``summary.csv``: study_uid, status (ok / partial / failed / missing), series_denoised, series_skipped
 (series of which every file was left out by the selection rules: localizers, dose reports, other
 modalities, ...), series_failed, slices, files_skipped, autoencoder_psnr_db, best_filter,
-best_filter_psnr_db, seconds.
+best_filter_psnr_db, seconds, noise_estimate_hu (each series' estimated noise).
 ``failures.csv``: study_uid, series_uid, path, reason (inputs that could not be processed).
 ``skipped.csv``: study_uid, path, reason (files left out by the selection rules that no study's
 report lists: not DICOM, not a CT image object, every file of a study a localizer, ...; what a
@@ -23,7 +23,8 @@ from .qa import FILTERS
 from .study import study_output_folder
 
 SUMMARY_HEADER = ["study_uid", "status", "series_denoised", "series_skipped", "series_failed", "slices",
-                  "files_skipped", "autoencoder_psnr_db", "best_filter", "best_filter_psnr_db", "seconds"]
+                  "files_skipped", "autoencoder_psnr_db", "best_filter", "best_filter_psnr_db", "seconds",
+                  "noise_estimate_hu"]
 FAILURES_HEADER = ["study_uid", "series_uid", "path", "reason"]
 SKIPPED_HEADER = ["study_uid", "path", "reason"]
 
@@ -46,6 +47,16 @@ def _weighted_psnr(rows: list[dict[str, str]], method: str) -> float | None:
     return sum(p * n for p, n in picked) / total if total else None
 
 
+def series_noise(qa: list[dict[str, str]]) -> str:
+    """Each denoised series' estimated noise (HU, pipeline.noise_level) from a study's qa_report.csv
+    rows, in report order: ``12.3; 45.1``."""
+    seen: dict[str, str] = {}
+    for r in qa:
+        if r.get("noise_estimate_hu"):
+            seen.setdefault(r["series_uid"], r["noise_estimate_hu"])
+    return "; ".join(f"{float(v):.1f}" for v in seen.values())
+
+
 def study_summary(output_dir: Path, uid: str) -> tuple[list, list[list]]:
     """The summary row (``SUMMARY_HEADER``) of one study output folder and its failures
     (``FAILURES_HEADER`` rows); status ``missing`` when the folder has no provenance.json."""
@@ -53,7 +64,7 @@ def study_summary(output_dir: Path, uid: str) -> tuple[list, list[list]]:
     prov_path = folder / "provenance.json"
     if not prov_path.exists():
         missing = [[uid, "", "", "no output: the study task did not complete"]]
-        return [uid, "missing", 0, 0, 0, 0, 0, "", "", "", ""], missing
+        return [uid, "missing", 0, 0, 0, 0, 0, "", "", "", "", ""], missing
     prov = json.loads(prov_path.read_text())
     left_out = _rows(folder / "skipped.csv")
     failed = [r for r in left_out if r.get("status") == "failed"]
@@ -72,7 +83,7 @@ def study_summary(output_dir: Path, uid: str) -> tuple[list, list[list]]:
            len(failed_series), sum(int(s["slices"]) for s in prov.get("series", [])),
            sum(1 for r in left_out if r.get("status") == "skipped"),
            f"{model:.3f}" if model is not None else "", best, f"{filters[best]:.3f}" if best else "",
-           prov.get("seconds", "")]
+           prov.get("seconds", ""), series_noise(qa)]
     return row, failures
 
 

@@ -23,7 +23,8 @@ INDEX = "index.html"
 DPI = 100
 FONT_PT = 10.0
 SUMMARY_COLUMNS = ["study_uid", "status", "series_denoised", "series_skipped", "series_failed", "slices",
-                   "files_skipped", "autoencoder_psnr_db", "best_filter", "best_filter_psnr_db", "seconds"]
+                   "files_skipped", "autoencoder_psnr_db", "best_filter", "best_filter_psnr_db", "seconds",
+                   "noise_estimate_hu"]
 FAILURE_COLUMNS = ["study_uid", "series_uid", "path", "reason"]
 
 
@@ -150,6 +151,8 @@ def _study_section(row: dict[str, str], images: list[Path]) -> str:
              f"{row.get('slices', '')} slices"]
     if gain is not None:
         facts.append(f"autoencoder {gain:+.2f} dB against {row.get('best_filter', '')}")
+    if row.get("noise_estimate_hu"):
+        facts.append(f"estimated noise {row['noise_estimate_hu']} HU")
     parts = [f'<section id="{_e(_anchor(uid))}"><h3>{_e(uid)}</h3><p>{_e(" | ".join(facts))}</p>']
     if not images:
         parts.append('<p class="empty">no QA panels in this study folder</p>')

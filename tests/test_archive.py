@@ -53,6 +53,9 @@ def test_clean_archive_exits_zero_and_reports_every_study(archive, tmp_path):
     assert sorted((r["status"], r["series_denoised"], r["series_skipped"], r["files_skipped"], r["slices"])
                   for r in summary.values()) == [("ok", "1", "0", "0", "4"), ("ok", "2", "1", "2", "5")]
     assert all(float(r["autoencoder_psnr_db"]) > 0 and r["best_filter"] for r in summary.values())
+    # each denoised series' estimated noise, in HU, as its qa_report.csv has it
+    assert sorted(len(r["noise_estimate_hu"].split("; ")) for r in summary.values()) == [1, 2]
+    assert all(float(v) > 0 for r in summary.values() for v in r["noise_estimate_hu"].split("; "))
     assert _csv(out / "failures.csv") == []
     (dirfile,) = _csv(out / "skipped.csv")  # a file of no study is listed with its reason too
     assert dirfile["path"].endswith("DIRFILE") and dirfile["reason"].startswith("not a DICOM")

@@ -67,8 +67,8 @@ def archive(tmp_path_factory) -> Path:
     """An archive output folder: a denoised study with panels, a failed one without, one failure."""
     out = tmp_path_factory.mktemp("archive")
     write_csv(out / "summary.csv", SUMMARY_COLUMNS, [
-        [STUDY_OK, "ok", 1, 0, 0, 2, 0, "38.500", "median", "35.250", "12.5"],
-        [STUDY_FAILED, "failed", 0, 0, 1, 0, 0, "", "", "", "3.1"],
+        [STUDY_OK, "ok", 1, 0, 0, 2, 0, "38.500", "median", "35.250", "12.5", "11.8; 47.0"],
+        [STUDY_FAILED, "failed", 0, 0, 1, 0, 0, "", "", "", "3.1", ""],
     ])
     write_csv(out / "failures.csv", FAILURE_COLUMNS, [[STUDY_FAILED, "1.2.3.9", "in/ct/img0001.dcm", FAILURE_REASON]])
     one_series_panels(out / STUDY_OK)
@@ -102,7 +102,7 @@ def test_tables_show_the_csv_rows_escaped(archive):
     assert "img0001.dcm" in text and "in/ct/img0001.dcm" not in text  # file name only: folders may name patients
     for uid in (STUDY_OK, STUDY_FAILED):
         assert uid in text
-    assert "+3.25 dB against median" in text
+    assert "+3.25 dB against median" in text and "estimated noise 11.8; 47.0 HU" in text
     assert "no QA panels in this study folder" in text  # the failed study has no folder
 
 
