@@ -74,14 +74,21 @@ def _conditioned(seed: int = 0) -> LoadedModel:
     return LoadedModel(model, {"name": "cond", "version": "0"}, None, "0")
 
 
-def test_a_noise_conditioned_model_is_told_the_strength_in_window_units(caplog):
-    caplog.set_level("INFO", logger="pipeline.denoise")
+def _recording_conditioned():
+    """A conditioned model that records the noise levels it is told, the list they go to, and its
+    own forward."""
     loaded = _conditioned()
-    hu = np.random.default_rng(2).uniform(-900, 900, size=(2, 16, 16)).astype(np.float32)
-    w = Window(-1000, 1000)
-    told = []
+    told: list = []
     real_forward = loaded.model.forward
     loaded.model.forward = lambda x, sigma=None: told.append(sigma.tolist()) or real_forward(x, sigma)
+    return loaded, told, real_forward
+
+
+def test_a_noise_conditioned_model_is_told_the_strength_in_window_units(caplog):
+    caplog.set_level("INFO", logger="pipeline.denoise")
+    loaded, told, real_forward = _recording_conditioned()
+    hu = np.random.default_rng(2).uniform(-900, 900, size=(2, 16, 16)).astype(np.float32)
+    w = Window(-1000, 1000)
     d = Denoiser(loaded, "cpu", cpu_batch_size=2, strength="30")
     out = d.denoise_hu(hu, w)
     assert told == [[pytest.approx(0.015), pytest.approx(0.015)]]  # 30 HU of a 2000 HU window
@@ -101,12 +108,9 @@ def test_a_relative_strength_tells_the_model_the_series_noise_and_blends_its_sha
     from pipeline.noise_level import SeriesNoise
     from pipeline.strength import model_level_hu
 
-    loaded = _conditioned()
+    loaded, told, real_forward = _recording_conditioned()
     hu = np.random.default_rng(2).uniform(-900, 900, size=(2, 16, 16)).astype(np.float32)
     w = Window(-1000, 1000)
-    told = []
-    real_forward = loaded.model.forward
-    loaded.model.forward = lambda x, sigma=None: told.append(sigma.tolist()) or real_forward(x, sigma)
     noisy, quiet = (SeriesNoise(s, s, s, 2, {"soft tissue": 2}, 1.0) for s in (40.0, 10.0))
     clipped = (hu + 1000) / 2000
     for text, share in (("full", 1.0), ("medium", 0.5), ("30%", 0.3)):
