@@ -47,7 +47,7 @@ def _weighted_psnr(rows: list[dict[str, str]], method: str) -> float | None:
     return sum(p * n for p, n in picked) / total if total else None
 
 
-def series_noise(qa: list[dict[str, str]]) -> str:
+def noise_column(qa: list[dict[str, str]]) -> str:
     """Each denoised series' estimated noise (HU, pipeline.noise_level) from a study's qa_report.csv
     rows, in report order: ``12.3; 45.1``."""
     seen: dict[str, str] = {}
@@ -83,7 +83,7 @@ def study_summary(output_dir: Path, uid: str) -> tuple[list, list[list]]:
            len(failed_series), sum(int(s["slices"]) for s in prov.get("series", [])),
            sum(1 for r in left_out if r.get("status") == "skipped"),
            f"{model:.3f}" if model is not None else "", best, f"{filters[best]:.3f}" if best else "",
-           prov.get("seconds", ""), series_noise(qa)]
+           prov.get("seconds", ""), noise_column(qa)]
     return row, failures
 
 
