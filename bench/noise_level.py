@@ -20,8 +20,9 @@ share of slices within the target.
 ``--calibrate`` instead measures what the model needs to be told (pipeline/strength.py,
 model_level_hu): on the validation part, with white noise, CT-like noise of ramp-Gaussian spectra
 (NPS(f) = f exp(-(f / fc)^2), fc in cycles per pixel: lower is blotchier) and the low-dose
-simulation, the PSNR of the model told k times the estimated std, for each k, beside the noise's
-whiteness; the calibration follows the best k against the whiteness.
+simulation (:data:`CALIBRATION_NOISE`), the PSNR of the model told k times the estimated std, for
+each k, beside the noise's whiteness and what the rule tells it; the rule follows the best k
+against the whiteness, and the table ends with its mean loss against always picking the best k.
 """
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--realct-dir", default=realct.DEFAULT_DIR)
     ap.add_argument("--per-slice", action="store_true", help="print every slice's figures")
     ap.add_argument("--calibrate", action="store_true", help="best model level against the noise's whiteness")
-    ap.add_argument("--gains", nargs="*", type=float, default=[0.75, 1, 1.5, 2, 3, 4, 6])
+    ap.add_argument("--gains", nargs="*", type=float, default=[0.5, 0.75, 1, 1.25, 1.5, 2, 3, 4, 6, 8])
     args = ap.parse_args(argv)
     if args.calibrate:
         calibrate(args)
@@ -125,31 +126,47 @@ def shaped_noise(shape: tuple[int, int], fc: float | None, seed: int) -> np.ndar
     return out / out.std()
 
 
+CALIBRATION_NOISE = {  # seed key: (label, ramp-Gaussian cutoff fc, None for white, or "lowdose"; std HU or I0)
+    "white60": ("white 60 HU", None, 60.0), "fc.35": ("fc 0.35, 60 HU", 0.35, 60.0),
+    "fc.2": ("fc 0.2, 60 HU", 0.2, 60.0), "fc.1": ("fc 0.1, 60 HU", 0.1, 60.0),
+    "fc.2x20": ("fc 0.2, 20 HU", 0.2, 20.0), "ld2e4": ("low dose I0 20000", "lowdose", 2e4),
+    "ld3e3": ("low dose I0 3000", "lowdose", 3e3)}
+
+
 def calibrate(args) -> None:
+    """Per validation slice and noise: the PSNR of the model told k x the estimate, for each k of
+    ``--gains`` (relative to the best k), then the mean loss of pipeline/strength.py's rule against
+    always picking the best k."""
     from models.store import load_model
     from pipeline.denoise import Denoiser
+    from pipeline.strength import model_level_hu
 
     w = Window()
     denoiser = Denoiser(load_model(None), "cpu", cpu_batch_size=1)
-    kinds = {"white 60 HU": (None, 60.0), "fc 0.35, 60 HU": (0.35, 60.0), "fc 0.2, 60 HU": (0.2, 60.0),
-             "fc 0.1, 60 HU": (0.1, 60.0), "low dose I0 20000": ("lowdose", 2e4)}
-    print("| slice | noise | estimate HU | whiteness | " + " | ".join(f"k {k:g}" for k in args.gains)
-          + " | best k |\n|---|---|---|---|" + "---|" * len(args.gains) + "---|")
+    gains = np.array(args.gains)
+    print("| slice | noise | estimate HU | whiteness | " + " | ".join(f"k {k:g}" for k in gains)
+          + " | best k | rule's k | rule's loss dB |\n|---|---|---|---|" + "---|" * len(gains) + "---|---|---|")
+    losses = []
     for sl in realct.load_part("validation", args.realct_dir):
         if slice_noise(sl.hu).method == "high-pass":
             continue  # no tissue to measure: nothing to calibrate on
         ref = np.clip(hu_to_unit(sl.hu, w), 0, 1)
-        for name, (fc, level) in kinds.items():
-            seed = seed_from_uid(sl.file, "calibrate " + name)
+        for key, (label, fc, level) in CALIBRATION_NOISE.items():
+            seed = seed_from_uid(sl.file, "calibrate " + key)
             noise = (low_dose_noise_hu(sl.hu, sl.pixel_mm, level, seed) if fc == "lowdose"
                      else level * shaped_noise(sl.hu.shape, fc, seed))
-            est = slice_noise(sl.hu + noise)
+            est = slice_noise((sl.hu + noise).astype(np.float32))
             x = np.clip(hu_to_unit(sl.hu + noise, w), 0, 1)[None]
-            scores = [psnr(ref, np.clip(denoiser.denoise_unit(x, k * est.sigma_hu / w.width)[0], 0, 1))
-                      for k in args.gains]
-            best = int(np.argmax(scores))
-            print(f"| {sl.file} | {name} | {est.sigma_hu:.1f} | {est.whiteness:.2f} | "
-                  + " | ".join(f"{v - scores[best]:+.2f}" for v in scores) + f" | {args.gains[best]:g} |", flush=True)
+            scores = np.array([psnr(ref, np.clip(denoiser.denoise_unit(x, k * est.sigma_hu / w.width)[0], 0, 1))
+                               for k in gains])
+            rule = model_level_hu(est.sigma_hu, est.whiteness) / est.sigma_hu
+            losses.append(float(np.interp(np.log(rule), np.log(gains), scores) - scores.max()))
+            print(f"| {sl.file} | {label} | {est.sigma_hu:.1f} | {est.whiteness:.2f} | "
+                  + " | ".join(f"{v - scores.max():+.2f}" for v in scores)
+                  + f" | {gains[int(np.argmax(scores))]:g} | {rule:.2f} | {losses[-1]:+.2f} |", flush=True)
+    if losses:
+        print(f"\nrule's mean loss against the best k: {np.mean(losses):+.3f} dB (worst {min(losses):+.2f}) "
+              f"over {len(losses)} slice-noise pairs")
 
 
 def _all_rows(rows):

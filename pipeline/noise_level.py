@@ -12,7 +12,11 @@ stds. Candidates, in order of preference:
    uniform-region measure of :mod:`pipeline.scanquality`, so on scans as stored they agree);
 2. ``any tissue``: blocks inside the scan at any density (lung, fat, bone, a phantom's insert), for
    slices with too little soft tissue (lung-only crops, phantoms);
-3. ``high-pass``: the median absolute response of a Laplacian-like 3x3 filter over the scan
+3. ``air``: blocks of air (mean below -950 HU, not padding: no quarter of the block at one value)
+   whose structure is small against their own std (noise, not an edge), for a slice with no tissue
+   at all (above the head, an empty field of view). Noise in air need not be the noise in tissue,
+   so such a slice is flagged ``low`` confidence;
+4. ``high-pass``: the median absolute response of a Laplacian-like 3x3 filter over the scan
    (Immerkaer 1996, MAD form), for a slice with no flat block at all. It assumes white noise and
    reads correlated noise low: such a slice is flagged ``low`` confidence.
 
@@ -35,16 +39,20 @@ MIN_BLOCKS = 4  # fewer candidates than this: the class is not used
 SOFT_TISSUE_HU = (-20.0, 120.0)
 ANY_TISSUE_HU = (-950.0, 3000.0)  # inside the scan: not air outside the body, not padding
 AIR_NEAR_HU = -300.0  # soft tissue with air (or padding) this close is an outline, not a uniform region
-METHODS = ("soft tissue", "any tissue", "high-pass")
+AIR_FLAT = 0.5  # an air block's structure below this share of its std: noise only, no edge in it
+METHODS = ("soft tissue", "any tissue", "air", "high-pass")
 
 
 @dataclass(frozen=True)
 class SliceNoise:
     """One slice: ``sigma_hu`` (NaN for an empty slice), the ``method`` that gave it (one of
     :data:`METHODS`), the number of blocks it rests on (0 for ``high-pass``) and the noise's
-    ``whiteness``: the std that the finest 3x3 high-pass reads (calibrated for white noise) over the
+    ``whiteness``: how fine the noise is in its finest direction, the largest std that a second
+    difference along a row, a column or a diagonal reads (each calibrated for white noise) over the
     block std, in the same blocks: about 1 for white noise, lower for the blotchy noise of smooth
-    reconstruction kernels, higher for ramp-filtered (FBP) noise."""
+    reconstruction kernels, above 1 for ramp-filtered (FBP) noise and for streaks, which are fine
+    across though smooth along (a kernel that needs fineness in both directions reads them as
+    blotchy)."""
 
     sigma_hu: float
     method: str
@@ -67,12 +75,12 @@ class SeriesNoise:
     @property
     def confidence(self) -> str:
         """``high``: most slices measured in uniform soft tissue; ``medium``: in uniform blocks of other
-        tissue (lung, phantoms) or a mix; ``low``: mostly by the white-noise high-pass fallback (no
-        flat region), or a wide spread over the slices."""
+        tissue (lung, phantoms) or a mix; ``low``: mostly in air or by the white-noise high-pass
+        fallback (no tissue, no flat region), or a wide spread over the slices."""
         if not self.slices or not math.isfinite(self.sigma_hu):
             return "low"
         share = {m: self.methods.get(m, 0) / self.slices for m in METHODS}
-        if share["high-pass"] > 0.5:
+        if share["air"] + share["high-pass"] > 0.5:
             return "low"
         if share["soft tissue"] >= 0.5 and self.high_hu <= 2.0 * max(self.low_hu, 1e-6):
             return "high"
@@ -118,8 +126,24 @@ def _detrended_std(blocks: np.ndarray) -> np.ndarray:
 _HIGHPASS = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32) / 6.0  # white noise of std s reads s
 
 
+_SECOND_DIFFERENCES = tuple(k.astype(np.float32) / np.sqrt(6.0) for k in (  # white noise of std s reads s
+    np.array([[1, -2, 1]]), np.array([[1], [-2], [1]]), np.diag([1, -2, 1]), np.fliplr(np.diag([1, -2, 1])).copy()))
+
+
+def _filter(hu: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    return cv2.filter2D(np.asarray(hu, np.float32), cv2.CV_32F, kernel, borderType=cv2.BORDER_REFLECT)
+
+
 def _highpass(hu: np.ndarray) -> np.ndarray:
-    return cv2.filter2D(np.asarray(hu, np.float32), cv2.CV_32F, _HIGHPASS, borderType=cv2.BORDER_REFLECT)
+    return _filter(hu, _HIGHPASS)
+
+
+def _whiteness(img: np.ndarray, selected: tuple[np.ndarray, np.ndarray], sigma: float) -> float:
+    """The finest direction's second-difference std over ``sigma``, medians over the ``selected``
+    blocks (see :class:`SliceNoise`)."""
+    if sigma <= 0:
+        return 1.0
+    return max(float(np.median(_blocks(_filter(img, k)).std(-1)[selected])) for k in _SECOND_DIFFERENCES) / sigma
 
 
 def highpass_sigma(hu: np.ndarray, inside: np.ndarray | None = None) -> float:
@@ -136,10 +160,17 @@ def block_noise(hu: np.ndarray) -> np.ndarray:
     return _detrended_std(_blocks(np.asarray(hu, np.float32)))
 
 
+def _padding(blocks: np.ndarray) -> np.ndarray:
+    """(rows, cols) whether a block is largely one repeated value (padding, values clipped at the
+    scanner's lowest): its median equals its lower or its upper quartile."""
+    q = np.percentile(blocks, [25, 50, 75], axis=-1)
+    return (q[0] == q[1]) | (q[1] == q[2])
+
+
 def candidates(hu: np.ndarray) -> tuple[str, np.ndarray, np.ndarray]:
-    """The block class a slice is measured in (``soft tissue`` or ``any tissue``; ``high-pass`` when
-    neither has :data:`MIN_BLOCKS` blocks), its (rows, cols) block mask, and each block's structure:
-    the std (HU) of the low-passed slice in the block."""
+    """The block class a slice is measured in (``soft tissue``, ``any tissue`` or ``air``, the first
+    with :data:`MIN_BLOCKS` blocks; ``high-pass`` when none has), its (rows, cols) block mask, and each
+    block's structure: the std (HU) of the low-passed slice in the block."""
     img = np.asarray(hu, np.float32)
     low = cv2.GaussianBlur(img, (0, 0), LOWPASS_PX)
     smooth = cv2.GaussianBlur(img, (0, 0), 2.0)
@@ -149,9 +180,11 @@ def candidates(hu: np.ndarray) -> tuple[str, np.ndarray, np.ndarray]:
     near_min = cv2.erode(smooth, np.ones((3 * BLOCK_PX, 3 * BLOCK_PX), np.uint8), borderType=cv2.BORDER_REPLICATE)
     air_near = _blocks(near_min).min(-1) < AIR_NEAR_HU
     lowest = _blocks(smooth).min(-1)
-    classes = {"soft tissue": (mean >= SOFT_TISSUE_HU[0]) & (mean <= SOFT_TISSUE_HU[1]) & ~air_near,
-               "any tissue": (mean >= ANY_TISSUE_HU[0]) & (mean <= ANY_TISSUE_HU[1]) & (lowest > ANY_TISSUE_HU[0])}
-    for method, mask in classes.items():
+    classes = {"soft tissue": lambda: (mean >= SOFT_TISSUE_HU[0]) & (mean <= SOFT_TISSUE_HU[1]) & ~air_near,
+               "any tissue": lambda: (mean >= ANY_TISSUE_HU[0]) & (mean <= ANY_TISSUE_HU[1]) & (lowest > ANY_TISSUE_HU[0]),
+               "air": lambda: (mean < ANY_TISSUE_HU[0]) & ~_padding(_blocks(img)) & (structure < AIR_FLAT * block_noise(img))}
+    for method, mask_of in classes.items():
+        mask = mask_of()
         if int(mask.sum()) >= MIN_BLOCKS:
             return method, mask, structure
     return "high-pass", np.zeros_like(mean, bool), structure
@@ -168,9 +201,10 @@ def slice_noise(hu: np.ndarray) -> SliceNoise:
         if n:
             keep = max(MIN_BLOCKS, int(round(n * FLAT_SHARE)))
             order = np.argsort(structure[mask], kind="stable")[:keep]
-            sigma = float(np.median(block_noise(img)[mask][order]))
-            fine = float(np.median(_blocks(_highpass(img)).std(-1)[mask][order]))
-            return SliceNoise(sigma, method, keep, fine / sigma if sigma > 0 else 1.0)
+            rows, cols = np.nonzero(mask)
+            selected = (rows[order], cols[order])
+            sigma = float(np.median(block_noise(img)[selected]))
+            return SliceNoise(sigma, method, keep, _whiteness(img, selected, sigma))
         smooth = cv2.GaussianBlur(img, (0, 0), 2.0)
         inside = (smooth > ANY_TISSUE_HU[0]) & (smooth < ANY_TISSUE_HU[1])
         return SliceNoise(highpass_sigma(img, inside if inside.sum() > img.size // 10 else None), "high-pass", 0)

@@ -29,16 +29,16 @@ DEFAULT_STRENGTH = "medium"
 BLIND_FULL_HU = 40.0  # an absolute strength of this many HU or more applies a blind model's whole correction
 MAX_HU = 500.0
 # The model's noise-level input was trained on white Gaussian noise. CT noise shaped by a smooth
-# reconstruction kernel is blotchy: the finest high-pass reads only part of it (whiteness < 1), and
-# told its std the model removes only its finest part. So the level it is told is the estimated std
-# times (whiteness / WHITE_ENOUGH) ** -WHITENESS_EXPONENT below WHITE_ENOUGH, at most MAX_LEVEL_GAIN
-# times the std. Chosen on the real validation slices by the best PSNR with ramp-Gaussian (CT-like)
-# noise of several textures, white noise and the low-dose simulation (bench/noise_level.py
-# --calibrate): white noise (whiteness about 0.95), mildly shaped noise (0.65) and the simulated
-# low-dose noise (0.66-0.69) want the std itself; blotchy noise of whiteness 0.25-0.34 about 3x it;
-# whiteness 0.03-0.1 6x it or more.
-WHITE_ENOUGH = 0.6
-WHITENESS_EXPONENT = 1.4
+# reconstruction kernel is blotchy: fine in no direction (whiteness < 1, pipeline/noise_level.py),
+# and told its std the model removes only its finest part. So the level it is told is the estimated
+# std times (whiteness / WHITE_ENOUGH) ** -WHITENESS_EXPONENT below WHITE_ENOUGH, at most
+# MAX_LEVEL_GAIN times the std. Chosen on the real validation slices by the best PSNR with
+# ramp-Gaussian (CT-like) noise of several textures, white noise and the low-dose simulation
+# (bench/noise_level.py --calibrate; white noise reads whiteness 1.0, mildly shaped noise 1.02-1.07,
+# low-dose noise 1.04-1.2 and want the std itself; whiteness 0.7-0.9 about 2-3x it; 0.36-0.6 6x it).
+# The whiteness is the finest direction's, so streaks (fine across, smooth along) are told their std.
+WHITE_ENOUGH = 1.0
+WHITENESS_EXPONENT = 4.8
 MAX_LEVEL_GAIN = 6.0
 
 

@@ -8,7 +8,7 @@ import pydicom
 import pytest
 
 from pipeline.noise import add_gaussian_noise
-from pipeline.noise_level import estimate_series, sample_positions, series_noise, slice_noise
+from pipeline.noise_level import estimate_series, highpass_sigma, sample_positions, series_noise, slice_noise
 from pipeline.reader import to_hu
 
 LIDC = Path(__file__).parent / "data" / "lidc_ge_padding.dcm"  # LIDC-IDRI, CC BY 3.0 (tests/data/README.md)
@@ -58,6 +58,21 @@ def test_a_slice_without_soft_tissue_still_gets_an_estimate_and_says_how():
     assert series.confidence == "low" and "confidence low" in series.describe()
 
 
+def test_an_empty_field_of_view_is_measured_in_air_not_by_the_white_noise_high_pass():
+    from pipeline.synthetic.lowdose import low_dose_noise_hu
+
+    air = np.full((256, 256), -1000.0, np.float32)
+    noise = low_dose_noise_hu(air, 0.1, 2e4, seed=4)  # FBP noise: correlated, the high-pass reads it low
+    inside = noise != 0
+    est = slice_noise(air + noise)
+    assert est.method == "air" and est.sigma_hu == pytest.approx(float(noise[inside].std()), rel=0.1)
+    assert highpass_sigma(air + noise, inside) < 0.8 * est.sigma_hu  # what the fallback would have read
+    assert series_noise([est, est]).confidence == "low"  # noise in air need not be the noise in tissue
+    padding = np.full((256, 256), -1024.0, np.float32)  # padding is not air: nothing to measure
+    padding[100:110, 100:110] += np.arange(100, dtype=np.float32).reshape(10, 10)
+    assert slice_noise(padding).method == "high-pass"
+
+
 def test_the_series_value_is_the_median_over_slices_and_confidence_follows_the_method():
     slices = [slice_noise(add_gaussian_noise(_disc(), s, seed=k)) for k, s in enumerate((10, 12, 14, 40))]
     series = series_noise(slices)
@@ -65,7 +80,7 @@ def test_the_series_value_is_the_median_over_slices_and_confidence_follows_the_m
     assert series.low_hu < series.sigma_hu < series.high_hu and series.slices == 4
     assert series.confidence == "medium"  # the slices span more than twofold
     steady = estimate_series([add_gaussian_noise(_disc(), 20, seed=k) for k in range(3)])
-    assert steady.confidence == "high" and steady.methods == {"soft tissue": 3, "any tissue": 0, "high-pass": 0}
+    assert steady.confidence == "high" and steady.methods == {"soft tissue": 3, "any tissue": 0, "air": 0, "high-pass": 0}
     assert steady.as_dict()["sigma_hu"] == pytest.approx(20, rel=0.05)
     empty = series_noise([])
     assert math.isnan(empty.sigma_hu) and empty.confidence == "low"
@@ -83,6 +98,23 @@ def test_smooth_noise_reads_less_white_than_white_noise():
     white = slice_noise(add_gaussian_noise(_disc(), 30, seed=1))
     assert est.sigma_hu == pytest.approx(30, rel=0.2)
     assert est.whiteness < 0.4 < 0.85 < white.whiteness
+
+
+def test_streaks_read_as_fine_noise_and_blotches_as_coarse():
+    """Streaks (fine across, smooth along: photon starvation behind dense paths) want the model told
+    their std, blotchy noise much more (pipeline/strength.py): the whiteness must tell them apart
+    whatever the streaks' direction."""
+    import cv2
+    from scipy.ndimage import gaussian_filter
+
+    base = np.random.default_rng(11).normal(0, 1, (256, 256)).astype(np.float32)
+    line = np.ones((1, 13), np.float32) / 13
+    for kernel in (line, line.T, np.eye(13, dtype=np.float32) / 13, np.fliplr(np.eye(13, dtype=np.float32)) / 13):
+        streaky = cv2.filter2D(base, cv2.CV_32F, np.ascontiguousarray(kernel), borderType=cv2.BORDER_REFLECT)
+        est = slice_noise(_disc() + streaky * np.float32(40 / streaky.std()))
+        assert est.sigma_hu == pytest.approx(40, rel=0.25) and est.whiteness > 0.9
+    blotchy = gaussian_filter(base, 2.0)
+    assert slice_noise(_disc() + blotchy * np.float32(40 / blotchy.std())).whiteness < 0.5
 
 
 def test_sample_positions_spread_over_the_stack():

@@ -33,8 +33,10 @@ def test_the_default_is_relative_and_the_named_shares_are_ordered():
 
 
 def test_blotchy_noise_is_told_a_higher_level_than_white_noise_of_the_same_std():
-    assert model_level_hu(20.0, 1.0) == model_level_hu(20.0, 0.6) == 20.0
-    assert 20.0 < model_level_hu(20.0, 0.4) < model_level_hu(20.0, 0.25) < model_level_hu(20.0, 0.05) == 120.0
+    assert model_level_hu(20.0, 1.0) == model_level_hu(20.0, 1.2) == 20.0  # white, ramp-filtered, streaks
+    assert 20.0 < model_level_hu(20.0, 0.95) < model_level_hu(20.0, 0.8) < model_level_hu(20.0, 0.6)
+    assert model_level_hu(20.0, 0.8) == pytest.approx(20.0 * 0.8**-4.8)  # about 3x: blotchy noise
+    assert model_level_hu(20.0, 0.6) == model_level_hu(20.0, 0.05) == 120.0  # at most 6x
     assert model_level_hu(0.0, 1.0) == 0.5  # never zero: a noise-free scan is left almost alone
 
 
