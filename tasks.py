@@ -32,7 +32,7 @@ from pipeline.dashboard import write_dashboard
 from pipeline.denoise import Denoiser
 from pipeline.discovery import skipped_summary
 from pipeline.errors import InputError
-from pipeline.filters import FilterParams
+from pipeline.filters import FilterParams, parse_nlm_h
 from pipeline.pacs.client import connect
 from pipeline.pacs.config import (
     KEEP_WORK,
@@ -107,7 +107,7 @@ class qa_filters(luigi.Config):  # noqa: N801
     bilateral_d = luigi.IntParameter(default=FilterParams.bilateral_d)
     bilateral_sigma_color = luigi.FloatParameter(default=FilterParams.bilateral_sigma_color)
     bilateral_sigma_space = luigi.FloatParameter(default=FilterParams.bilateral_sigma_space)
-    nlm_h = luigi.FloatParameter(default=FilterParams.nlm_h)
+    nlm_h = luigi.Parameter(default="auto", description="non-local means' h (unit scale) or auto: told the noise estimate")
 
 
 class selection(luigi.Config):  # noqa: N801
@@ -155,7 +155,8 @@ def settings_from_config() -> Settings:
         qa_lowdose_i0=c.qa_lowdose_i0, batch_size=c.batch_size, cpu_batch_size=c.cpu_batch_size,
         device=c.device, strength=c.strength, output_transfer_syntax=c.output_transfer_syntax, amp=c.amp,
         model_path=model_path if model_path.is_absolute() else INSTALL_ROOT / model_path,
-        filters=FilterParams(**{k: getattr(f, k) for k in FilterParams.__dataclass_fields__}),
+        filters=FilterParams(**{k: parse_nlm_h(f.nlm_h) if k == "nlm_h" else getattr(f, k)
+                                for k in FilterParams.__dataclass_fields__}),
         selection=selection_from_config(),
         series_folder=c.series_folder, file_name=c.file_name,
         series_description_suffix=" " + c.series_description_suffix.strip(),

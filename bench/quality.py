@@ -14,9 +14,10 @@ slice's SOPInstanceUID as in the QA report (``--seeds`` > 1 adds further seeds).
 twice, as in the QA report: ``autoencoder`` as the derived series runs it (told nothing: the noise
 is estimated from the noisy copy, strength ``full``; the QA report's own function), and
 ``autoencoder_told``, told the std of the added noise, as BM3D is; outputs and reference are
-clipped to the window for PSNR (data range 1) and SSIM. Each classical filter uses its best-PSNR
+clipped to the window for PSNR (data range 1) and SSIM. Each seed filter uses its best-PSNR
 setting for the noise level, tuned on the validation part with other noise seeds (so the test part
-stays untouched by any choice). Prints mean PSNR / SSIM per part and source, the model's margins
+stays untouched by any choice); non-local means, which needs the noise level, is told the noise
+estimate as in the QA report (``h`` = the estimated std, pipeline/filters.py). Prints mean PSNR / SSIM per part and source, the model's margins
 over BM3D and the seed filters, and CPU seconds per 512x512 slice. ``--qa-check`` runs the pipeline's
 own QA (``DenoiseStudy``'s code, default ``[qa_filters]``) on the test slices and compares its
 margins with the bench's. ``--card`` records the figures in that model card (``evaluation.real_ct``).
@@ -41,8 +42,10 @@ from models.store import load_model  # noqa: E402
 from models.training import realct  # noqa: E402
 from pipeline.atomic import write_json  # noqa: E402
 from pipeline.denoise import Denoiser  # noqa: E402
+from pipeline.filters import FilterParams, classical_filters  # noqa: E402
 from pipeline.metrics import psnr, ssim  # noqa: E402
 from pipeline.noise import NoiseModel, seed_from_uid  # noqa: E402
+from pipeline.qa import estimated_noise_unit  # noqa: E402
 from pipeline.reader import load_series, scan  # noqa: E402
 from pipeline.study import delivered_model  # noqa: E402
 from pipeline.window import Window, hu_to_unit  # noqa: E402
@@ -106,7 +109,7 @@ def noisy_copy(sl: BenchSlice, level: str, k: int, salt: str = "qa-noise") -> tu
 class Cache:
     """Scores of the classical methods (deterministic: same slice, noise and setting, same score), kept
     in a JSON file between runs, so that comparing models does not rerun BM3D. Keys name the level,
-    slice, seed and method; the model is never cached."""
+    slice, seed and method; the model and non-local means told the noise estimate are never cached."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -121,19 +124,27 @@ class Cache:
             write_json(self.path, self.data)
 
 
+def nlm_told_the_estimate(noisy_unit: np.ndarray) -> np.ndarray:
+    """Non-local means as the QA report runs it: ``h`` from the noise estimated on the copy itself."""
+    return classical_filters(FilterParams(), estimated_noise_unit(noisy_unit[None], W))["nlm"](noisy_unit)
+
+
 def tune(level: str, slices: list[BenchSlice], cache: Cache) -> dict[str, tuple[tuple, object]]:
-    """Best mean-PSNR setting of each classical filter on ``slices`` (tuning noise, salt ``tune``)."""
+    """Best mean-PSNR setting of each seed filter and the bilateral on ``slices`` (tuning noise, salt
+    ``tune``); non-local means told the estimate (not tuned)."""
     key = f"tuned|{level}|" + ",".join(s.name for s in slices)
-    cands = candidates()
+    cands = {name: options for name, options in candidates().items() if name != "nlm"}
+    told = {"nlm": (("auto",), nlm_told_the_estimate)}
     if cache.get(key):
-        return {name: next((p, f) for p, f in cands[name] if list(p) == params) for name, params in cache.get(key).items()}
+        return {**{name: next((p, f) for p, f in cands[name] if list(p) == params)
+                   for name, params in cache.get(key).items() if name in cands}, **told}
     noisy = [noisy_copy(s, level, 0, "tune")[0] for s in slices]
     best = {}
     for name, options in cands.items():
         best[name] = max(((np.mean([psnr(s.reference, np.clip(f(n), 0, 1)) for s, n in zip(slices, noisy)]), p, f)
                           for p, f in options), key=lambda t: t[0])[1:]
     cache.put(key, {name: list(p) for name, (p, _) in best.items()})
-    return best
+    return {**best, **told}
 
 
 def margins(psnr_by_method: dict[str, float]) -> dict[str, float]:
@@ -169,7 +180,8 @@ def score_level(level: str, slices: list[BenchSlice], seeds: int, denoiser: Deno
                 methods["bm3d"] = lambda x, s=sigma: bm3d.bm3d(x, sigma_psd=s)
             for name, f in methods.items():
                 key = f"score|{level}|{sl.name}|{k}|{name}|{filters[name][0] if name in filters else ''}"
-                hit = cache.get(key) if not name.startswith("autoencoder") else None
+                cached = not name.startswith("autoencoder") and filters.get(name, ((),))[0] != ("auto",)
+                hit = cache.get(key) if cached else None
                 if hit:
                     acc[name].append(tuple(hit[:2]))
                     if hit[2] is not None:
@@ -181,7 +193,7 @@ def score_level(level: str, slices: list[BenchSlice], seeds: int, denoiser: Deno
                 if cpu is not None and name in ("autoencoder", "autoencoder_told", "bm3d", "nlm"):
                     seconds[name].append(cpu)
                 acc[name].append((psnr(sl.reference, result), ssim(sl.reference, result)))
-                if not name.startswith("autoencoder"):
+                if cached:
                     cache.put(key, [*acc[name][-1], cpu if name in ("bm3d", "nlm") else None])
         out[sl.name] = {m: (float(np.mean([v[0] for v in vals])), float(np.mean([v[1] for v in vals])))
                         for m, vals in acc.items()}
@@ -256,7 +268,7 @@ def main() -> None:
     ref = np.mean(seconds["bm3d"]) if seconds.get("bm3d") else None
     for name, vals in seconds.items():
         print(f"| {name} | {np.mean(vals):.3f} | {np.mean(vals) / ref:.3f} |" if ref else f"| {name} | {np.mean(vals):.3f} | |")
-    print("\n# filter settings per level (tuned on the validation part):")
+    print("\n# filter settings per level (tuned on the validation part; nlm told the noise estimate):")
     for level, line in tuned.items():
         print(f"#   {level}: {line}")
     if args.qa_check and have_real and "test" in slices:

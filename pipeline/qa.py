@@ -15,6 +15,9 @@ Two rows for the model:
   scored together), at strength ``full``.
 * ``autoencoder_told`` (noise-conditioned models): the model told the std of the noise that was
   added, as BM3D would be; the difference between the two rows is the cost of the estimate.
+
+Non-local means, the one filter here that needs the noise level, is told the same estimate (by
+default; a fixed ``nlm_h`` is used as it is).
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ import numpy as np
 from .filters import FilterParams, classical_filters
 from .metrics import psnr, ssim
 from .noise import NoiseModel, seed_from_uid
-from .window import Window, hu_to_unit
+from .noise_level import estimate_series
+from .window import Window, hu_to_unit, unit_to_hu
 
 METHODS = ("noisy", "autoencoder", "autoencoder_told", "gaussian", "average", "median", "bilateral", "nlm")
 FILTERS = METHODS[3:]  # the classical filters
@@ -89,8 +93,6 @@ def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray | Sequen
     rows: dict[str, list[SliceScore]] = {m: [] for m in methods}
     seconds = dict.fromkeys(methods, 0.0)
     with ThreadPoolExecutor(QA_THREADS, thread_name_prefix="qa") as pool:  # numpy, OpenCV, skimage release the GIL
-        funcs.update({name: (lambda x, s, f=f: np.stack(list(pool.map(f, x))))
-                      for name, f in classical_filters(filters).items()})
         for b in range(0, len(positions), QA_BLOCK):  # a block at a time: memory does not grow with the series
             block_hu = np.stack([np.asarray(h, np.float32) for h in hu[b:b + QA_BLOCK]])
             unit = hu_to_unit(block_hu, window)
@@ -100,6 +102,10 @@ def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray | Sequen
                                    unit, block_hu, ids))
             noisy = np.stack([c[0] for c in copies])
             sigma = np.array([c[1] for c in copies], np.float32)  # per slice (low-dose noise differs by slice)
+            # a filter that needs the noise level is told the estimate the model gets, not the truth
+            noise_unit = None if filters.nlm_h is not None else estimated_noise_unit(noisy, window)
+            funcs.update({name: (lambda x, s, f=f: np.stack(list(pool.map(f, x))))
+                          for name, f in classical_filters(filters, noise_unit).items()})
             for method in methods:
                 t0 = time.perf_counter()
                 result = np.clip(funcs[method](noisy, sigma), 0.0, 1.0)
@@ -117,6 +123,13 @@ def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray | Sequen
         summaries.append(MethodSummary(series_uid, method, len(ps), _mean(ps), min(ps),
                                        _mean([r.ssim for r in rows[method]]), seconds[method]))
     return summaries, scores
+
+
+def estimated_noise_unit(noisy: np.ndarray, window: Window) -> float:
+    """The noise estimate (unit scale) of (N, H, W) noisy copies scored together, as the delivered
+    model reads it (their series value; 0 when nothing reads)."""
+    sigma = estimate_series(list(unit_to_hu(noisy, window))).sigma_hu
+    return sigma / window.width if math.isfinite(sigma) else 0.0
 
 
 def _mean(values: Sequence[float]) -> float:

@@ -61,7 +61,7 @@ def test_the_qa_report_and_the_bench_score_the_same_slice_alike(tmp_path, ct_sma
     delivered (noise estimated) and, for a noise-conditioned model, told the added noise."""
     import csv
 
-    from bench.quality import Cache, score_level
+    from bench.quality import Cache, nlm_told_the_estimate, score_level
     from pipeline.denoise import Denoiser
     from pipeline.filters import FilterParams, classical_filters
     from pipeline.reader import scan
@@ -74,7 +74,8 @@ def test_the_qa_report_and_the_bench_score_the_same_slice_alike(tmp_path, ct_sma
     with open(outcome.folder / "qa_slices.csv", newline="") as fh:
         qa = {r["method"]: float(r["psnr_db"]) for r in csv.DictReader(fh)}
     small = pydicom_slices()[0]
-    filters = {name: ((), f) for name, f in classical_filters(FilterParams()).items()}
+    filters = {name: ((), f) for name, f in classical_filters(FilterParams(nlm_h=1.0)).items() if name != "nlm"}
+    filters["nlm"] = (("auto",), nlm_told_the_estimate)  # the QA's default: told the noise estimate
     bench = score_level("0.07", [small], 1, Denoiser(model, "cpu"), filters, False, {}, Cache(None))
     assert set(qa) == set(bench[small.name]) and ("autoencoder_told" in qa) == conditioned
     for method, value in qa.items():

@@ -1,7 +1,8 @@
+import math
 import numpy as np
 import pytest
 
-from pipeline.filters import FilterParams, classical_filters
+from pipeline.filters import FilterParams, classical_filters, parse_nlm_h
 from pipeline.noise import add_gaussian_noise, seed_from_uid
 from pipeline.qa import FILTERS, METHODS, qa_series
 from pipeline.window import Window
@@ -60,14 +61,40 @@ def test_filters_reject_bad_parameters_and_keep_shape():
         FilterParams(gaussian_ksize=4)
     with pytest.raises(ValueError, match="median_ksize"):
         FilterParams(median_ksize=7)
-    with pytest.raises(ValueError, match="nlm_h must be positive, got 0"):
+    with pytest.raises(ValueError, match="nlm_h must be positive or auto, got 0"):
         FilterParams(nlm_h=0)
+    with pytest.raises(ValueError, match="nlm_h must be positive or auto, got 'strong'"):
+        parse_nlm_h("strong")
+    assert parse_nlm_h("auto") is None and parse_nlm_h(" AUTO ") is None and parse_nlm_h("0.05") == 0.05
+    with pytest.raises(ValueError, match="nlm_h auto needs the images' noise estimate"):
+        classical_filters(FilterParams())
     img = np.random.default_rng(0).random((17, 23)).astype(np.float32)
-    filters = classical_filters(FilterParams())
+    filters = classical_filters(FilterParams(), noise_unit=0.05)
     assert list(filters) == list(FILTERS) == list(METHODS[3:])  # every filter is in the report, in its order
     for name, f in filters.items():
         out = f(img)
         assert out.shape == img.shape and out.dtype == np.float32, name
+
+
+def test_nlm_is_told_the_noise_estimate_of_the_copies_not_the_added_std(monkeypatch):
+    """The model is told nothing (it estimates the noise from the copies); NLM, the filter that needs
+    the noise level, gets that same estimate: h = NLM_H_PER_SIGMA x the estimated std (unit scale)."""
+    from pipeline import filters as filters_module
+    from pipeline.noise_level import estimate_series
+    from pipeline.window import hu_to_unit, unit_to_hu
+
+    told = []
+    monkeypatch.setattr(filters_module, "non_local_means", lambda im, h: told.append(h) or im)
+    hu = _phantom_hu(3) + 25.0 * np.random.default_rng(1).standard_normal((3, 96, 96)).astype(np.float32)
+    uids = [f"1.2.8.{k}" for k in range(3)]
+    qa_series("8", uids, hu, Window(), 0.05, lambda x: x, FilterParams())
+    noisy = np.stack([add_gaussian_noise(hu_to_unit(h, Window()), 0.05, seed_from_uid(u)) for h, u in zip(hu, uids)])
+    expected = filters_module.NLM_H_PER_SIGMA * estimate_series(list(unit_to_hu(noisy, Window()))).sigma_hu / 2000
+    assert told == pytest.approx([expected] * 3, rel=1e-6)
+    assert expected == pytest.approx(math.hypot(0.05, 25 / 2000), rel=0.12)  # the copies' total noise
+    told.clear()
+    qa_series("8", uids, hu, Window(), 0.05, lambda x: x, FilterParams(nlm_h=0.02))
+    assert told == [0.02] * 3  # a fixed h is used as it is
 
 
 @pytest.mark.parametrize("noise", [0.07, "lowdose"])
@@ -109,16 +136,17 @@ def test_qa_can_use_the_low_dose_noise_model():
 def test_qa_in_blocks_scores_each_slice_as_alone_and_keeps_the_panel_images():
     from pipeline.qa import QA_BLOCK
 
+    fixed = FilterParams(nlm_h=0.08)  # auto: NLM is told the block's noise estimate, which depends on the block
     n = QA_BLOCK + 4
     hu = np.concatenate([_phantom_hu(3)] * 7)[:n]
     uids = [f"7.{k}" for k in range(n)]
     positions = [10 * k for k in range(n)]
     kept = {positions[2]: {}, positions[-1]: {}}
-    summaries, scores = qa_series("7", uids, list(hu), Window(), 0.07, lambda x: x * 0.9, FilterParams(),
+    summaries, scores = qa_series("7", uids, list(hu), Window(), 0.07, lambda x: x * 0.9, fixed,
                                   indices=positions, kept=kept, told_fn=lambda x, s: x * 0.8)
     assert {s.slices for s in summaries} == {n}
     alone = {(r.method, r.sop_uid): r.psnr for k in (2, n - 1)
-             for r in qa_series("7", [uids[k]], hu[k:k + 1], Window(), 0.07, lambda x: x * 0.9, FilterParams(),
+             for r in qa_series("7", [uids[k]], hu[k:k + 1], Window(), 0.07, lambda x: x * 0.9, fixed,
                                 told_fn=lambda x, s: x * 0.8)[1]}
     for r in scores:
         if r.sop_uid in (uids[2], uids[-1]):
@@ -145,7 +173,7 @@ def test_every_method_gets_the_same_unclipped_noisy_copy_and_only_the_told_row_t
             return im
         return f
 
-    monkeypatch.setattr(qa, "classical_filters", lambda p: {m: recording(m) for m in ("gaussian", "nlm")})
+    monkeypatch.setattr(qa, "classical_filters", lambda p, noise_unit=None: {m: recording(m) for m in ("gaussian", "nlm")})
     monkeypatch.setattr(qa, "METHODS", ("noisy", "autoencoder", "autoencoder_told", "gaussian", "nlm"))
     told = []
 
