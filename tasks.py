@@ -33,6 +33,7 @@ from pipeline.denoise import Denoiser
 from pipeline.discovery import skipped_summary
 from pipeline.errors import InputError
 from pipeline.filters import FilterParams, parse_nlm_h
+from pipeline.noise import NOISE_KINDS
 from pipeline.pacs.client import connect
 from pipeline.pacs.config import (
     KEEP_WORK,
@@ -73,7 +74,7 @@ class denoise(luigi.Config):  # noqa: N801 - section name in luigi.cfg
     window_low_hu = luigi.FloatParameter(default=-1000.0, description="HU mapped to 0 for the model")
     window_high_hu = luigi.FloatParameter(default=1000.0, description="HU mapped to 1 for the model")
     qa_sigma = luigi.FloatParameter(default=0.07, description="QA noise std, fraction of the window")
-    qa_noise = luigi.ChoiceParameter(default="gaussian", choices=["gaussian", "lowdose"])
+    qa_noise = luigi.ChoiceParameter(default="gaussian", choices=list(NOISE_KINDS))
     qa_lowdose_i0 = luigi.FloatParameter(default=2e4, description="photons per detector bin (lowdose)")
     batch_size = luigi.IntParameter(default=8, description="slices per model batch on a GPU")
     cpu_batch_size = luigi.IntParameter(default=1, description="slices per model batch on the CPU")

@@ -38,6 +38,7 @@ from pipeline.window import Window, hu_to_unit
 from pipeline.noise import add_gaussian_noise, seed_from_uid
 from pipeline.noise_level import block_noise, candidates, slice_noise
 from pipeline.scanquality import REGION_PX, uniform_regions
+from pipeline.synthetic.kernel_noise import kernel_noise
 from pipeline.synthetic.lowdose import low_dose_noise_hu
 
 
@@ -118,12 +119,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def shaped_noise(shape: tuple[int, int], fc: float | None, seed: int) -> np.ndarray:
     """Unit-std noise: white (``fc`` None) or with the ramp-Gaussian spectrum of cutoff ``fc``."""
-    n = np.random.default_rng(seed).standard_normal(shape)
     if fc is None:
-        return n
-    f = np.hypot(np.fft.fftfreq(shape[0])[:, None], np.fft.fftfreq(shape[1])[None, :])
-    out = np.real(np.fft.ifft2(np.fft.fft2(n) * np.sqrt(f * np.exp(-(f / fc) ** 2))))
-    return out / out.std()
+        return np.random.default_rng(seed).standard_normal(shape)
+    return kernel_noise(shape, fc, 1.0, seed)
 
 
 CALIBRATION_NOISE = {  # seed key: (label, ramp-Gaussian cutoff fc, None for white, or "lowdose"; std HU or I0)

@@ -1,6 +1,6 @@
 """Quality benchmark on real CT under the fair yardstick: the model against classical denoisers.
 
-    python bench/quality.py [--parts validation test] [--levels 0.02 0.05 0.07 0.10 lowdose@20000]
+    python bench/quality.py [--parts validation test] [--levels 0.02 0.05 0.07 0.10 lowdose@20000 soft@0.03]
                             [--seeds 1] [--no-bm3d] [--weights W] [--card models/weights/ct_denoiser.json]
                             [--qa-check] [--realct-dir ../shared/data/realct]
 
@@ -8,8 +8,9 @@ Data: the real CT set's ``validation`` and ``test`` parts (:mod:`models.training
 by source; the model is never trained on them, and no choice is made on the test part), and
 pydicom's two real slices (``pydicom``: CT_small.dcm and the 512x512 head J2K_pixelrep_mismatch.dcm),
 which need no ``../shared``. Yardstick (:mod:`pipeline.noise`): noise added in HU to the slice as
-stored (Gaussian sigma as a fraction of the window [-1000, 1000] HU, or the low-dose model at the
-slice's own pixel size) and never clipped; every method gets that same noisy image, seeded from the
+stored (Gaussian sigma as a fraction of the window [-1000, 1000] HU, the low-dose model at the
+slice's own pixel size, or ``soft@0.03``: correlated noise of a smooth kernel's spectrum, for which
+BM3D is told that spectrum) and never clipped; every method gets that same noisy image, seeded from the
 slice's SOPInstanceUID as in the QA report (``--seeds`` > 1 adds further seeds). The model runs
 twice, as in the QA report: ``autoencoder`` as the derived series runs it (told nothing: the noise
 is estimated from the noisy copy, strength ``full``; the QA report's own function), and
@@ -93,10 +94,24 @@ def realct_slices(part: str, folder: str) -> list[BenchSlice]:
                        s.hu, s.pixel_mm) for s in realct.load_part(part, folder)]
 
 
+def import_bm3d():
+    """The ``bm3d`` package. Its correlated-noise mode (a spectrum for ``sigma_psd``) calls
+    ``numpy.trapz`` through ``bm4d`` 4.x, which NumPy 2.4 removed in favour of ``numpy.trapezoid``
+    (the same function): that name is given back to NumPy if it is missing."""
+    if not hasattr(np, "trapz"):
+        np.trapz = np.trapezoid
+    import bm3d
+
+    return bm3d
+
+
 def noise_model(level: str) -> NoiseModel:
-    if level.startswith("lowdose@"):
-        return NoiseModel("lowdose", i0=float(level.split("@")[1]))
-    return NoiseModel("gaussian", float(level))
+    """``0.07``: Gaussian sigma; ``lowdose@20000``: the low-dose simulation at that I0; ``soft@0.03``
+    (``standard@``, ``sharp@``): noise of that std shaped by the kernel."""
+    kind, _, value = level.rpartition("@")
+    if kind == "lowdose":
+        return NoiseModel("lowdose", i0=float(value))
+    return NoiseModel(kind or "gaussian", float(value))
 
 
 def noisy_copy(sl: BenchSlice, level: str, k: int, salt: str = "qa-noise") -> tuple[np.ndarray, float]:
@@ -165,7 +180,7 @@ def score_level(level: str, slices: list[BenchSlice], seeds: int, denoiser: Deno
                 ) -> dict[str, dict[str, tuple[float, float]]]:
     """slice name -> method -> (mean PSNR, mean SSIM) over the seeds."""
     if use_bm3d:
-        import bm3d
+        bm3d = import_bm3d()
     delivered = delivered_model(denoiser, W, [])
     out = {}
     for sl in slices:
@@ -177,7 +192,8 @@ def score_level(level: str, slices: list[BenchSlice], seeds: int, denoiser: Deno
                 methods["autoencoder_told"] = lambda x, s=sigma: denoiser.denoise_unit(np.clip(x, 0, 1)[None], s)[0]
             methods.update({name: f for name, (_, f) in filters.items()})
             if use_bm3d:
-                methods["bm3d"] = lambda x, s=sigma: bm3d.bm3d(x, sigma_psd=s)
+                psd = noise_model(level).bm3d_psd(noisy.shape)  # correlated noise: BM3D told its spectrum
+                methods["bm3d"] = lambda x, s=sigma, p=psd: bm3d.bm3d(x, sigma_psd=s if p is None else p)
             for name, f in methods.items():
                 key = f"score|{level}|{sl.name}|{k}|{name}|{filters[name][0] if name in filters else ''}"
                 cached = not name.startswith("autoencoder") and filters.get(name, ((),))[0] != ("auto",)
@@ -232,7 +248,7 @@ def qa_margins(slices: list[BenchSlice], level: str, loaded, folder: str) -> dic
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", nargs="*", default=["validation", "test", "pydicom"])
-    ap.add_argument("--levels", nargs="*", default=["0.02", "0.03", "0.05", "0.07", "0.1", "lowdose@20000"])
+    ap.add_argument("--levels", nargs="*", default=["0.02", "0.03", "0.05", "0.07", "0.1", "lowdose@20000", "soft@0.03"])
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--no-bm3d", action="store_true")
     ap.add_argument("--weights", type=Path, default=None)

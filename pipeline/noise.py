@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .synthetic.kernel_noise import KERNELS as KERNEL_CUTOFFS
+from .synthetic.kernel_noise import bm3d_psd, kernel_noise
+
 
 def seed_from_uid(uid: str, salt: str = "qa-noise") -> int:
     """A stable 64-bit seed from a DICOM UID (same UID, same noise on every run and machine)."""
@@ -33,18 +36,24 @@ def add_gaussian_noise(unit: np.ndarray, sigma: float, seed: int) -> np.ndarray:
     return (np.asarray(unit, np.float32) + np.float32(sigma) * rng.standard_normal(np.shape(unit), dtype=np.float32))
 
 
+KERNELS = tuple(KERNEL_CUTOFFS)  # soft, standard, sharp
+NOISE_KINDS = ("gaussian", "lowdose", *KERNELS)
+
+
 @dataclass(frozen=True)
 class NoiseModel:
-    """The synthetic noise of QA copies: ``gaussian`` (sigma, fraction of the window) or ``lowdose``
-    (Poisson photon noise with ``i0`` photons per detector bin on simulated projections, FBP)."""
+    """The synthetic noise of QA copies: ``gaussian`` (sigma, fraction of the window), ``lowdose``
+    (Poisson photon noise with ``i0`` photons per detector bin on simulated projections, FBP), or
+    noise of std sigma shaped by a reconstruction kernel, ``soft``, ``standard`` or ``sharp``
+    (:mod:`pipeline.synthetic.kernel_noise`: correlated, blotchy for a soft kernel)."""
 
     kind: str = "gaussian"
     sigma: float = 0.07
     i0: float = 2e4
 
     def __post_init__(self) -> None:
-        if self.kind not in ("gaussian", "lowdose"):
-            raise ValueError(f"noise model must be gaussian or lowdose, got {self.kind!r}")
+        if self.kind not in NOISE_KINDS:
+            raise ValueError(f"noise model must be one of {', '.join(NOISE_KINDS)}, got {self.kind!r}")
         if not 0 <= self.sigma <= 1:
             raise ValueError(f"noise sigma must be in [0, 1] (fraction of the window), got {self.sigma}")
         if self.i0 <= 0:
@@ -52,7 +61,15 @@ class NoiseModel:
 
     @property
     def label(self) -> str:
-        return "gaussian" if self.kind == "gaussian" else f"lowdose I0={self.i0:g}"
+        return f"lowdose I0={self.i0:g}" if self.kind == "lowdose" else self.kind if self.kind == "gaussian" \
+            else f"{self.kind}-kernel"
+
+    def bm3d_psd(self, shape: tuple[int, int]) -> np.ndarray | None:
+        """The noise's power spectrum as BM3D's correlated-noise mode takes it, for kernel-shaped
+        noise (unit scale); None for noise BM3D is told as a std (white, or low-dose: not stationary)."""
+        if self.kind not in KERNELS:
+            return None
+        return bm3d_psd(shape, self.kind, self.sigma)
 
     def noisy(self, unit: np.ndarray, hu: np.ndarray, window_width: float, pixel_mm: float,
               seed: int) -> tuple[np.ndarray, float]:
@@ -62,6 +79,8 @@ class NoiseModel:
         noise-conditioned model are told."""
         if self.kind == "gaussian":
             return add_gaussian_noise(unit, self.sigma, seed), self.sigma
+        if self.kind in KERNELS:
+            return (np.asarray(unit, np.float32) + kernel_noise(np.shape(unit), self.kind, self.sigma, seed)), self.sigma
         from .synthetic.lowdose import low_dose_noise_hu
 
         noise = low_dose_noise_hu(hu, pixel_mm, self.i0, seed) / np.float32(window_width)

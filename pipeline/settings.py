@@ -25,7 +25,7 @@ _TEMPLATE_FIELDS = {"series_folder": (_SERIES_FIELDS, {"series_uid", "source_ser
 class Settings:
     window: Window = field(default_factory=Window)
     qa_sigma: float = 0.07
-    qa_noise: str = "gaussian"  # or "lowdose"
+    qa_noise: str = "gaussian"  # or "lowdose", or kernel-shaped: "soft", "standard", "sharp"
     qa_lowdose_i0: float = 2e4
     batch_size: int = 8  # slices per model batch on a GPU
     cpu_batch_size: int = 1  # on the CPU: larger batches are not faster there and hold more memory

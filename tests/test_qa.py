@@ -129,7 +129,7 @@ def test_qa_can_use_the_low_dose_noise_model():
     noisy_g = next(s for s in gauss if s.method == "noisy").mean_psnr
     assert 15 < noisy_ld < 60 and noisy_ld != noisy_g
     assert noise.label == "lowdose I0=10000"
-    with pytest.raises(ValueError, match="gaussian or lowdose"):
+    with pytest.raises(ValueError, match="gaussian, lowdose, soft, standard, sharp"):
         NoiseModel("poisson")
 
 

@@ -58,6 +58,13 @@ class TrainConfig:
     # share of patches whose added noise is low-dose CT noise (Poisson on projections + FBP, its
     # std uniform in [sigma_min, sigma_max] + 0.005) instead of white Gaussian noise
     lowdose_fraction: float = 0.0
+    # share of patches whose added noise is shaped by a reconstruction kernel (correlated CT noise,
+    # pipeline.synthetic.kernel_noise; NPS cutoff uniform in [kernel_fc_min, kernel_fc_max] cycles per
+    # pixel, std uniform in [sigma_min, sigma_max] + 0.005, told that std), drawn among the patches
+    # that did not get low-dose noise
+    kernel_fraction: float = 0.0
+    kernel_fc_min: float = 0.08
+    kernel_fc_max: float = 0.4
     # "mse": mean squared error over the batch (high-noise patches dominate it); "log_mse": mean
     # over patches of log(MSE + 1e-6), i.e. the mean patch PSNR, which weighs every noise level alike
     loss: str = "mse"

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.synthetic.kernel_noise import kernel_noise
 from pipeline.synthetic.lowdose import low_dose_noise_hu
 from pipeline.synthetic.references import clean_slice
 from pipeline.window import hu_to_unit, unit_to_hu
@@ -125,8 +126,8 @@ class PatchStream:
         rng = np.random.default_rng([cfg.seed, step])
         clean = np.empty((cfg.batch_size, 1, cfg.patch, cfg.patch), np.float32)
         raw = np.empty_like(clean)
-        lowdose = np.zeros_like(clean)
-        is_lowdose = np.zeros(cfg.batch_size, bool)
+        shaped = np.zeros_like(clean)  # low-dose or kernel-shaped noise, else none
+        is_shaped = np.zeros(cfg.batch_size, bool)
         levels = np.zeros(cfg.batch_size, np.float32)
         for b in range(cfg.batch_size):
             pool = self._pool(step, rng)
@@ -148,12 +149,19 @@ class PatchStream:
             if cfg.lowdose_fraction > 0 and rng.random() < cfg.lowdose_fraction:
                 levels[b] = rng.uniform(cfg.sigma_min, cfg.sigma_max) + 0.005
                 noise = np.rot90(_lowdose_patch(ref, r, c, cfg, int(rng.integers(2**31))), k)
-                lowdose[b, 0] = levels[b] * (noise[:, ::-1] if flip else noise)
-                is_lowdose[b] = True
+                shaped[b, 0] = levels[b] * (noise[:, ::-1] if flip else noise)
+                is_shaped[b] = True
+            elif cfg.kernel_fraction > 0 and rng.random() < cfg.kernel_fraction:
+                levels[b] = rng.uniform(cfg.sigma_min, cfg.sigma_max) + 0.005
+                fc = rng.uniform(cfg.kernel_fc_min, cfg.kernel_fc_max)  # a field twice the patch: not periodic on it
+                field = kernel_noise((2 * cfg.patch, 2 * cfg.patch), fc, 1.0, int(rng.integers(2**31)))
+                patch = field[:cfg.patch, :cfg.patch]
+                shaped[b, 0] = levels[b] * patch / max(float(patch.std()), 1e-6)
+                is_shaped[b] = True
         sigma = rng.uniform(cfg.sigma_min, cfg.sigma_max, size=(cfg.batch_size, 1, 1, 1)).astype(np.float32)
-        sigma[is_lowdose] = 0.0  # those patches get low-dose noise instead
-        levels[~is_lowdose] = sigma[~is_lowdose, 0, 0, 0]
-        noisy = np.clip(raw + lowdose + sigma * rng.standard_normal(raw.shape, dtype=np.float32), 0, 1)
+        sigma[is_shaped] = 0.0  # those patches get low-dose or kernel-shaped noise instead
+        levels[~is_shaped] = sigma[~is_shaped, 0, 0, 0]
+        noisy = np.clip(raw + shaped + sigma * rng.standard_normal(raw.shape, dtype=np.float32), 0, 1)
         np.clip(raw, 0, 1, out=clean)
         return torch.from_numpy(noisy), torch.from_numpy(clean), torch.from_numpy(levels)
 
