@@ -32,23 +32,28 @@ class DenoisingAutoencoder(nn.Module):
     Fully convolutional: any H, W works; H and W that are not multiples of ``2**levels`` are padded
     by reflection and cropped back.
 
-    ``forward(x, sigma)``: x is (batch, 1, H, W), float in [0, 1] (HU normalized through the model's
-    window and clipped to it); returns the denoised image with the same layout (not clipped). With
-    ``noise_map`` the network also takes the noise level to remove: ``sigma`` (a float or a (batch,)
-    tensor, std as a fraction of the window) becomes a constant second input channel; a blind network
-    ignores ``sigma``.
+    ``forward(x, sigma)``: x is (batch, 1 + 2 * context, H, W), float in [0, 1] (HU normalized
+    through the model's window and clipped to it): the slice to denoise, with ``context`` neighbouring
+    slices of its stack on each side (2.5D: channels in stack order, the slice itself in the middle);
+    returns that slice denoised, (batch, 1, H, W), not clipped. With ``noise_map`` the network also
+    takes the noise level to remove: ``sigma`` (a float or a (batch,) tensor, std as a fraction of the
+    window) becomes a constant extra input channel; a blind network ignores ``sigma``.
     """
 
     def __init__(self, width: int = 32, levels: int = 2, convs_per_level: int = 2, noise_map: bool = False,
-                 blocks: int = 0) -> None:
+                 blocks: int = 0, context: int = 0) -> None:
         super().__init__()
-        if width < 1 or levels < 1 or convs_per_level < 1 or blocks < 0:
-            raise ValueError("width, levels and convs_per_level must be >= 1, blocks >= 0")
+        if width < 1 or levels < 1 or convs_per_level < 1 or blocks < 0 or context < 0:
+            raise ValueError("width, levels and convs_per_level must be >= 1, blocks and context >= 0")
         self.config = {"width": width, "levels": levels, "convs_per_level": convs_per_level,
                        "noise_map": bool(noise_map), "blocks": blocks}
+        if context:  # recorded only when used: the cards of 2-D models stay as they were
+            self.config["context"] = context
         self.noise_map = bool(noise_map)
+        self.context = context
+        self.slices = 1 + 2 * context  # image channels of the input
         chans = [width * 2**k for k in range(levels + 1)]
-        self.stem = nn.Sequential(_conv(2 if noise_map else 1, width),
+        self.stem = nn.Sequential(_conv(self.slices + int(self.noise_map), width),
                                   *[_conv(width, width) for _ in range(convs_per_level - 1)])
         self.down = nn.ModuleList(
             nn.Sequential(_conv(chans[k], chans[k + 1], stride=2),
@@ -64,6 +69,8 @@ class DenoisingAutoencoder(nn.Module):
         self.multiple = 2**levels
 
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
+        if x.shape[1] != self.slices:
+            raise ValueError(f"expected {self.slices} slice channel(s) (context {self.context}), got {x.shape[1]}")
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.multiple, (-w) % self.multiple
         xp = nn.functional.pad(x, (0, pw, 0, ph), mode="reflect") if (ph or pw) else x
@@ -83,13 +90,15 @@ class DenoisingAutoencoder(nn.Module):
         for up, dec in zip(self.up, self.dec):
             feats = dec(up(feats) + skips.pop())
         noise = self.head(feats)
-        return (xp - noise)[..., :h, :w]
+        return (xp[:, self.context:self.context + 1] - noise)[..., :h, :w]
 
 
 def grow_state(state: dict[str, torch.Tensor], model: DenoisingAutoencoder) -> dict[str, torch.Tensor]:
-    """The weights of a smaller network of the same width and levels (blind, fewer blocks) laid into
-    ``model``: the noise-map channel of the first convolution starts at zero and the extra residual
-    blocks keep their identity start, so ``model`` computes what the smaller one did."""
+    """The weights of a smaller network of the same width and levels (blind, fewer blocks, less slice
+    context) laid into ``model``: the first convolution's new input channels (neighbouring slices,
+    the noise map) start at zero and the extra residual blocks keep their identity start, so
+    ``model`` computes what the smaller one did (a 2-D model grown into a 2.5-D one ignores the
+    neighbours until trained)."""
     grown = model.state_dict()
     for name, value in state.items():
         if name not in grown:
@@ -97,11 +106,25 @@ def grow_state(state: dict[str, torch.Tensor], model: DenoisingAutoencoder) -> d
         target = grown[name]
         if value.shape == target.shape:
             grown[name] = value.clone()
-        elif name == "stem.0.0.weight" and value.shape[1] == 1 and target.shape[1] == 2 and value.shape[0] == target.shape[0]:
-            grown[name] = torch.cat([value, torch.zeros_like(value)], dim=1)
+        elif name == "stem.0.0.weight" and value.shape[0] == target.shape[0] and value.shape[1] < target.shape[1]:
+            grown[name] = _grow_stem(value, target, model)
         else:
             raise ValueError(f"weight {name}: shape {tuple(value.shape)} does not fit {tuple(target.shape)}")
     return grown
+
+
+def _grow_stem(value: torch.Tensor, target: torch.Tensor, model: DenoisingAutoencoder) -> torch.Tensor:
+    """The first convolution's weights, (width, slices + noise map, 3, 3), from a smaller one's."""
+    old_slices = value.shape[1] - 1 if value.shape[1] % 2 == 0 else value.shape[1]  # odd slices (+1 noise map)
+    old_map = value.shape[1] - old_slices
+    if old_map > int(model.noise_map) or old_slices > model.slices:
+        raise ValueError(f"weight stem.0.0.weight: shape {tuple(value.shape)} does not fit {tuple(target.shape)}")
+    out = torch.zeros_like(target)
+    start = model.context - old_slices // 2
+    out[:, start:start + old_slices] = value[:, :old_slices]  # the centre slices where they were
+    if old_map:
+        out[:, model.slices] = value[:, old_slices]
+    return out
 
 
 def count_parameters(model: nn.Module) -> int:

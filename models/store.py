@@ -85,7 +85,7 @@ def load_model(weights: Path | str | None = None) -> LoadedModel:
 
         with safe_open(str(path), framework="pt") as f:
             arch = json.loads((f.metadata() or {}).get("architecture", "{}"))
-    kwargs = {k: int(arch[k]) for k in ("width", "levels", "convs_per_level", "blocks") if k in arch}
+    kwargs = {k: int(arch[k]) for k in ("width", "levels", "convs_per_level", "blocks", "context") if k in arch}
     kwargs["noise_map"] = bool(arch.get("noise_map", False))
     model = DenoisingAutoencoder(**kwargs)
     try:

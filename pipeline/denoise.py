@@ -13,6 +13,7 @@ from models.store import LoadedModel
 from .allocator import keep_freed_memory
 from .errors import ConfigError
 from .noise_level import SeriesNoise
+from .context import context_indices
 from .strength import DEFAULT_STRENGTH, Strength, parse_strength
 from .window import Window, hu_to_unit, unit_to_hu
 
@@ -79,21 +80,36 @@ class Denoiser:
         """Whether the model takes the noise level to remove (else it is blind and ignores sigma)."""
         return self.loaded.model.noise_map
 
+    @property
+    def context(self) -> int:
+        """Neighbouring slices on each side the model takes (0: one slice, 2-D)."""
+        return getattr(self.loaded.model, "context", 0)
+
     @torch.inference_mode()
     def denoise_unit(self, images: np.ndarray, sigma: float | np.ndarray | None = None,
-                     on_batch: Callable[[int], None] | None = None) -> np.ndarray:
-        """(N, H, W) float32 in [0, 1] -> (N, H, W) float32 model output (not clipped). ``sigma``: the
-        noise std to remove (unit scale), one value or one per image; required by a noise-conditioned
-        model, ignored by a blind one."""
+                     on_batch: Callable[[int], None] | None = None, links: np.ndarray | None = None,
+                     span: tuple[int, int] | None = None) -> np.ndarray:
+        """(N, H, W) float32 in [0, 1] -> model output (not clipped) for slices ``span`` (default all),
+        (len(span), H, W). ``sigma``: the noise std to remove (unit scale), one value or one per output
+        slice; required by a noise-conditioned model, ignored by a blind one. A model with slice
+        context gets each slice's neighbours from ``images`` (:mod:`pipeline.context`; ``links``:
+        whether consecutive slices are neighbours, default all, so ``images`` outside ``span`` serve
+        as neighbours only); a 2-D model ignores ``links``."""
         if self.noise_map and sigma is None:
             raise ConfigError(f"model {self.loaded.name} is conditioned on the noise level: give a strength")
-        levels = np.array(np.broadcast_to(np.asarray(0.0 if sigma is None else sigma, np.float32), (len(images),)))
-        out = np.empty_like(images, dtype=np.float32)
-        for start in range(0, len(images), self.batch_size):
-            chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + self.batch_size], dtype=np.float32))
+        first, last = span or (0, len(images))
+        count = last - first
+        levels = np.array(np.broadcast_to(np.asarray(0.0 if sigma is None else sigma, np.float32), (count,)))
+        rows = (context_indices(len(images), self.context,
+                                np.ones(max(len(images) - 1, 0), bool) if links is None else links)[first:last]
+                if self.context else np.arange(first, last)[:, None])
+        out = np.empty((count, *images.shape[1:]), dtype=np.float32)
+        for start in range(0, count, self.batch_size):
+            stack = images[rows[start:start + self.batch_size]]  # (batch, slices, H, W): neighbours gathered
+            chunk = torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32))
             if self.device.type == "cuda":
                 chunk = chunk.pin_memory()  # page-locked: the copy below overlaps with queued GPU work
-            x = chunk[:, None].to(self.device, non_blocking=True)
+            x = chunk.to(self.device, non_blocking=True)
             level = torch.from_numpy(np.ascontiguousarray(levels[start:start + len(chunk)])).to(self.device)
             with self._autocast():
                 y = self.model(x, level)
@@ -103,7 +119,8 @@ class Denoiser:
         return out
 
     def denoise_hu(self, hu: np.ndarray, window: Window, noise: SeriesNoise | None = None,
-                   on_batch: Callable[[int], None] | None = None, strength: Strength | None = None) -> np.ndarray:
+                   on_batch: Callable[[int], None] | None = None, strength: Strength | None = None,
+                   links: np.ndarray | None = None) -> np.ndarray:
         """Denoise (N, H, W) float32 HU of one series at the denoiser's strength (or ``strength``);
         returns float32 HU. ``noise``: the series' noise estimate, required by a relative strength.
 
@@ -113,12 +130,18 @@ class Denoiser:
         value that noise pushed beyond the edge (lung at -850 HU with 150 HU of noise) is denoised,
         not given its noise back. The weight goes from 1 at that edge to 0 at :data:`EDGE_BAND` inside
         it. The strength's blend share of that result's change is applied to the original.
+
+        A model with slice context needs ``links`` (:func:`pipeline.context.neighbour_links` of the
+        slices' positions): which consecutive slices of ``hu`` are neighbours.
         """
+        if self.context and links is None:
+            raise ConfigError(f"model {self.loaded.name} takes {self.context} neighbouring slice(s) on each side: "
+                              "the slices' neighbour links are required")
         s = strength or self.strength
         level = self.level_hu(noise, s)
         unit = hu_to_unit(hu, window)
         clipped = np.clip(unit, 0.0, 1.0)
-        out = self.denoise_unit(clipped, None if level is None else level / window.width, on_batch)
+        out = self.denoise_unit(clipped, None if level is None else level / window.width, on_batch, links)
         band = np.float32(EDGE_BAND)
         below, above = np.minimum(unit, 0.0), np.maximum(unit - 1.0, 0.0)  # what lies beyond each edge
         full = out + np.clip(1.0 - out / band, 0.0, 1.0) * below + np.clip(1.0 - (1.0 - out) / band, 0.0, 1.0) * above

@@ -29,6 +29,8 @@ class TrainConfig:
     noise_map: bool = False
     # residual blocks at the coarsest level (receptive field and capacity at 1/16 of the pixels)
     blocks: int = 0
+    # neighbouring slices on each side given as extra input channels (2.5D; 0: one slice)
+    context: int = 0
     window_low: float = -1000.0
     window_high: float = 1000.0
     val_every: int = 500
@@ -76,7 +78,7 @@ class TrainConfig:
     @property
     def architecture(self) -> dict[str, Any]:
         return {"width": self.width, "levels": self.levels, "convs_per_level": self.convs_per_level,
-                "noise_map": self.noise_map, "blocks": self.blocks}
+                "noise_map": self.noise_map, "blocks": self.blocks, "context": self.context}
 
 
 def load_config(path: Path | str | None = None, **overrides: Any) -> TrainConfig:

@@ -92,6 +92,9 @@ class PatchStream:
     exactly the batches an uninterrupted run would have seen."""
 
     def __init__(self, cfg: TrainConfig) -> None:
+        if cfg.context:
+            raise ValueError(f"context {cfg.context}: training with slice context needs patches cut from contiguous "
+                             "volumes, which this stream does not make yet (single slices only)")
         self.cfg = cfg
         self._generation = -1
         self._phantoms: list[Reference] = []

@@ -1,0 +1,102 @@
+"""Slice context (pipeline/context.py, the 2.5-D network and the Denoiser's stacks): which neighbours
+each slice gets, the explicit fallbacks at ends and breaks, and chunks that denoise as the whole."""
+import numpy as np
+import pytest
+import torch
+
+from models.autoencoder import DenoisingAutoencoder, grow_state
+from models.store import load_model, save_model
+from pipeline.context import context_indices, neighbour_links
+from pipeline.denoise import Denoiser
+from pipeline.errors import ConfigError
+from pipeline.window import Window
+
+
+def test_links_follow_the_regular_step_and_break_at_gaps_uneven_steps_and_repeats():
+    assert neighbour_links([0, 1, 2, 3], 4).tolist() == [True, True, True]
+    assert neighbour_links([0, -1.25, -2.5], 3).tolist() == [True, True]  # either direction
+    assert neighbour_links([0, 1, 2, 5, 6], 5).tolist() == [True, True, False, True]  # a gap
+    assert neighbour_links([0, 1, 2, 2, 3], 5).tolist() == [True, True, False, True]  # a repeated position
+    assert neighbour_links([0, 1, 1.5, 2.5], 4).tolist() == [True, False, True]  # an uneven step
+    assert neighbour_links(None, 3).tolist() == [False, False]  # unknown geometry: no neighbours
+    assert neighbour_links([7.0], 1).tolist() == []
+    with pytest.raises(ValueError, match="expected 3 slice positions"):
+        neighbour_links([0, 1], 3)
+
+
+def test_neighbours_are_replicated_past_the_ends_and_across_breaks_never_shifted():
+    idx = context_indices(5, 2, np.array([True, True, False, True]))
+    assert idx.tolist() == [[0, 0, 0, 1, 2], [0, 0, 1, 2, 2], [0, 1, 2, 2, 2], [3, 3, 3, 4, 4], [3, 3, 4, 4, 4]]
+    assert context_indices(1, 2, np.zeros(0, bool)).tolist() == [[0, 0, 0, 0, 0]]  # one slice: only itself
+    assert context_indices(3, 0, np.ones(2, bool)).tolist() == [[0], [1], [2]]
+    with pytest.raises(ValueError, match="expected 2 links for 3 slices"):
+        context_indices(3, 1, np.ones(3, bool))
+
+
+def _context_model(tmp_path, context=1, noise_map=True):
+    torch.manual_seed(3)
+    model = DenoisingAutoencoder(width=4, levels=1, convs_per_level=1, noise_map=noise_map, context=context)
+    for p in model.parameters():  # an untrained network whose output depends on every input channel
+        torch.nn.init.normal_(p, std=0.2)
+    path = tmp_path / "ctx.safetensors"
+    save_model(model, path, {"name": "ctx-test", "version": "0.0.1", "window_hu": [-1000, 1000]})
+    return load_model(path)
+
+
+def test_a_context_model_round_trips_and_rejects_a_stack_of_the_wrong_depth(tmp_path):
+    loaded = _context_model(tmp_path, context=2)
+    assert loaded.model.context == 2 and loaded.model.config["context"] == 2 and loaded.card["architecture"]["context"] == 2
+    assert loaded.model(torch.rand(2, 5, 16, 16), 0.05).shape == (2, 1, 16, 16)
+    with pytest.raises(ValueError, match="expected 5 slice channel\\(s\\) \\(context 2\\), got 1"):
+        loaded.model(torch.rand(2, 1, 16, 16), 0.05)
+    assert "context" not in DenoisingAutoencoder().config  # 2-D cards stay as they were
+
+
+def test_each_slice_is_given_its_own_neighbours_in_stack_order(tmp_path):
+    loaded = _context_model(tmp_path)
+    seen = []
+    forward = loaded.model.forward
+    loaded.model.forward = lambda x, s: seen.append(x.clone()) or forward(x, s)
+    images = np.stack([np.full((8, 8), k / 10, np.float32) for k in range(4)])
+    Denoiser(loaded, "cpu", batch_size=3).denoise_unit(images, 0.05, links=np.array([True, False, True]))
+    given = torch.cat(seen)[:, :, 0, 0].numpy() * 10
+    np.testing.assert_allclose(given, [[0, 0, 1], [0, 1, 1], [2, 2, 3], [2, 3, 3]], atol=1e-5)
+
+
+def test_a_chunk_with_its_neighbours_denoises_as_the_whole_stack(tmp_path):
+    """What a streamed series relies on: slices a..b given with their neighbours on each side come out
+    exactly as when the whole stack is denoised at once."""
+    den = Denoiser(_context_model(tmp_path), "cpu", batch_size=2)
+    images = np.random.default_rng(0).random((7, 16, 16)).astype(np.float32)
+    whole = den.denoise_unit(images, 0.05)
+    part = den.denoise_unit(images[1:6], 0.05, span=(1, 4))  # slices 2..4 of the stack, neighbours 1 and 5
+    np.testing.assert_allclose(part, whole[2:5], atol=1e-6)
+    alone = den.denoise_unit(images[2:5], 0.05)  # without them the chunk's ends see replicated slices
+    assert np.abs(alone[0] - whole[2]).max() > 1e-4
+
+
+def test_a_2d_model_grown_into_a_context_model_computes_the_same_until_trained(tmp_path):
+    torch.manual_seed(1)
+    flat = DenoisingAutoencoder(width=4, levels=1, convs_per_level=1, noise_map=True)
+    for p in flat.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    grown = DenoisingAutoencoder(width=4, levels=1, convs_per_level=1, noise_map=True, context=2)
+    grown.load_state_dict(grow_state(flat.state_dict(), grown))
+    x = torch.rand(3, 5, 16, 16)
+    torch.testing.assert_close(grown(x, 0.05), flat(x[:, 2:3], 0.05))
+
+
+def test_the_series_path_refuses_a_context_model_without_neighbour_links(tmp_path):
+    den = Denoiser(_context_model(tmp_path), "cpu", strength="20")
+    hu = np.zeros((3, 16, 16), np.float32)
+    with pytest.raises(ConfigError, match="takes 1 neighbouring slice\\(s\\) on each side: the slices' neighbour links"):
+        den.denoise_hu(hu, Window())
+    assert den.denoise_hu(hu, Window(), links=neighbour_links([0, 1, 2], 3)).shape == (3, 16, 16)
+
+
+def test_training_with_slice_context_says_what_is_missing():
+    from models.training.config import TrainConfig
+    from models.training.data import PatchStream
+
+    with pytest.raises(ValueError, match="context 1: training with slice context needs patches cut from contiguous"):
+        PatchStream(TrainConfig(context=1))
