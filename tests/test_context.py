@@ -92,11 +92,3 @@ def test_the_series_path_refuses_a_context_model_without_neighbour_links(tmp_pat
     with pytest.raises(ConfigError, match="takes 1 neighbouring slice\\(s\\) on each side: the slices' neighbour links"):
         den.denoise_hu(hu, Window())
     assert den.denoise_hu(hu, Window(), links=neighbour_links([0, 1, 2], 3)).shape == (3, 16, 16)
-
-
-def test_training_with_slice_context_says_what_is_missing():
-    from models.training.config import TrainConfig
-    from models.training.data import PatchStream
-
-    with pytest.raises(ValueError, match="context 1: training with slice context needs patches cut from contiguous"):
-        PatchStream(TrainConfig(context=1))

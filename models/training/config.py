@@ -29,8 +29,10 @@ class TrainConfig:
     noise_map: bool = False
     # residual blocks at the coarsest level (receptive field and capacity at 1/16 of the pixels)
     blocks: int = 0
-    # neighbouring slices on each side given as extra input channels (2.5D; 0: one slice)
+    # neighbouring slices on each side given as extra input channels (2.5D; 0: one slice); patches
+    # are then cut from the contiguous real volumes in volumes_dir (models.training.volumes)
     context: int = 0
+    volumes_dir: str = "../shared/data/realct_volumes"
     window_low: float = -1000.0
     window_high: float = 1000.0
     val_every: int = 500

@@ -22,7 +22,9 @@ from pipeline.synthetic.lowdose import low_dose_noise_hu
 from pipeline.synthetic.references import clean_slice
 from pipeline.window import hu_to_unit, unit_to_hu
 
-from . import realct
+from pipeline.context import context_indices, neighbour_links
+
+from . import realct, volumes
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ class Reference:
     unit: np.ndarray
     pixel_mm: float
     name: str = ""
+    stack: np.ndarray | None = None  # for slice context: (1 + 2 context, H, W) unit, the slice in the middle
 
     @property
     def target(self) -> np.ndarray:
@@ -58,7 +61,10 @@ def real_references(cfg: TrainConfig, part: str) -> list[Reference]:
 
 def validation_set(cfg: TrainConfig) -> list[Reference]:
     """The references training is checked on: the real CT set's validation part when training on it,
-    else ``val_slices`` held-out phantoms (seeds 900 000 + i)."""
+    else ``val_slices`` held-out phantoms (seeds 900 000 + i); the validation volumes' middle slices
+    with their neighbours for a model with slice context."""
+    if cfg.context:
+        return context_validation_set(cfg)
     if cfg.source == "realct":
         return real_references(cfg, "validation")
     return [Reference(reference_slice(VAL_SEED_BASE + i, cfg), PHANTOM_PIXEL_MM, f"phantom {VAL_SEED_BASE + i}")
@@ -92,10 +98,8 @@ class PatchStream:
     exactly the batches an uninterrupted run would have seen."""
 
     def __init__(self, cfg: TrainConfig) -> None:
-        if cfg.context:
-            raise ValueError(f"context {cfg.context}: training with slice context needs patches cut from contiguous "
-                             "volumes, which this stream does not make yet (single slices only)")
         self.cfg = cfg
+        self._volumes: list[volumes.Volume] = []
         self._generation = -1
         self._phantoms: list[Reference] = []
         self._fixed: list[Reference] = []  # real or site slices, loaded once
@@ -124,7 +128,9 @@ class PatchStream:
         return self._fixed_pool()
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(noisy input, clean target, std of the added noise): (B, 1, P, P), (B, 1, P, P), (B,)."""
+        """(noisy input, clean target, std of the added noise): (B, 1 + 2 context, P, P), (B, 1, P, P), (B,)."""
+        if self.cfg.context:
+            return self._context_batch(step)
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, step])
         clean = np.empty((cfg.batch_size, 1, cfg.patch, cfg.patch), np.float32)
@@ -167,6 +173,62 @@ class PatchStream:
         noisy = np.clip(raw + shaped + sigma * rng.standard_normal(raw.shape, dtype=np.float32), 0, 1)
         np.clip(raw, 0, 1, out=clean)
         return torch.from_numpy(noisy), torch.from_numpy(clean), torch.from_numpy(levels)
+
+
+    def _context_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Patches of a slice of a training volume with its ``context`` neighbours on each side
+        (:func:`pipeline.context.context_indices`: replicated past the volume's ends, as the
+        pipeline does), white or kernel-shaped noise of one std, drawn independently per slice; a
+        replicated neighbour is the same noisy slice, as in a derived series."""
+        cfg = self.cfg
+        if not self._volumes:
+            self._volumes = volumes.load_part("train", cfg.volumes_dir)
+        rng = np.random.default_rng([cfg.seed, step])
+        depth, p = 1 + 2 * cfg.context, cfg.patch
+        noisy = np.empty((cfg.batch_size, depth, p, p), np.float32)
+        clean = np.empty((cfg.batch_size, 1, p, p), np.float32)
+        levels = rng.uniform(cfg.sigma_min, cfg.sigma_max, size=cfg.batch_size).astype(np.float32)
+        for b in range(cfg.batch_size):
+            for _ in range(10):  # mostly skip patches of empty air
+                vol = self._volumes[int(rng.integers(len(self._volumes)))]
+                n, h, w = vol.hu.shape
+                rows = context_indices(n, cfg.context, neighbour_links(vol.z_mm, n))[int(rng.integers(n))]
+                r, c = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
+                crop = hu_to_unit(vol.hu[:, r:r + p, c:c + p], cfg.window)
+                if np.clip(crop[rows[cfg.context]], 0, 1).std() > 0.01 or rng.random() < 0.1:
+                    break
+            k, flip = int(rng.integers(4)), rng.random() < 0.5
+            used = np.unique(rows)
+            shaped = cfg.kernel_fraction > 0 and rng.random() < cfg.kernel_fraction
+            fc = rng.uniform(cfg.kernel_fc_min, cfg.kernel_fc_max)
+            slices = {}
+            for i in used:  # each slice its own noise; replicated neighbours share it
+                if shaped:
+                    noise = kernel_noise((2 * p, 2 * p), fc, 1.0, int(rng.integers(2**31)))[:p, :p]
+                    noise = noise / max(float(noise.std()), 1e-6)
+                else:
+                    noise = rng.standard_normal((p, p), dtype=np.float32)
+                slices[i] = crop[i] + levels[b] * noise
+            stack = np.stack([slices[i] for i in rows])
+            target = crop[rows[cfg.context]][None]
+            stack, target = np.rot90(stack, k, axes=(1, 2)), np.rot90(target, k, axes=(1, 2))
+            if flip:
+                stack, target = stack[:, :, ::-1], target[:, :, ::-1]
+            noisy[b] = np.clip(stack, 0, 1)
+            clean[b] = np.clip(target, 0, 1)
+        return torch.from_numpy(noisy), torch.from_numpy(clean), torch.from_numpy(levels)
+
+
+def context_validation_set(cfg: TrainConfig) -> list[Reference]:
+    """For a model with slice context: the middle slice of each validation volume, with its
+    neighbours (``Reference.stack``)."""
+    out = []
+    for vol in volumes.load_part("validation", cfg.volumes_dir):
+        n = len(vol.hu)
+        rows = context_indices(n, cfg.context, neighbour_links(vol.z_mm, n))[n // 2]
+        stack = hu_to_unit(vol.hu[rows], cfg.window)
+        out.append(Reference(stack[cfg.context], vol.pixel_mm, vol.series, stack))
+    return out
 
 
 def _lowdose_patch(ref: Reference, r: int, c: int, cfg: TrainConfig, seed: int) -> np.ndarray:

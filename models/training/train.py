@@ -42,8 +42,12 @@ def evaluate(model: DenoisingAutoencoder, refs: list[Reference], sigma: float) -
     device = next(model.parameters()).device
     scores = []
     for i, ref in enumerate(refs):
-        noisy = np.clip(add_gaussian_noise(ref.unit, sigma, seed=VAL_SEED_BASE + i), 0, 1)
-        out = model(torch.from_numpy(noisy)[None, None].to(device), sigma)[0, 0].clamp(0, 1).cpu().numpy()
+        if ref.stack is None:
+            noisy = np.clip(add_gaussian_noise(ref.unit, sigma, seed=VAL_SEED_BASE + i), 0, 1)[None]
+        else:  # slice context: every slice of the stack its own seeded noise
+            noisy = np.clip(np.stack([add_gaussian_noise(s, sigma, seed=VAL_SEED_BASE + 1000 * i + j)
+                                      for j, s in enumerate(ref.stack)]), 0, 1)
+        out = model(torch.from_numpy(noisy)[None].to(device), sigma)[0, 0].clamp(0, 1).cpu().numpy()
         scores.append(psnr(ref.target, out))
     model.train()
     return float(np.mean(scores))

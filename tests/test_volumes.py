@@ -1,0 +1,81 @@
+"""Training with slice context: the real volumes' split by series (models/training/volumes.py) and
+patches of a slice with its neighbours (PatchStream), on a small set of volumes written here."""
+import copy
+import csv
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from models.training import volumes
+from models.training.config import TrainConfig
+from models.training.data import PatchStream, validation_set
+
+
+@pytest.fixture
+def volume_set(tmp_path, monkeypatch):
+    """Five 'series' of 4 slices (CT_small with a per-slice offset), as realct_volumes lays them out."""
+    monkeypatch.setattr(volumes, "SPLIT_SIZES", {"train": 2, "validation": 1, "test": 1})
+    base = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    pixels = base.pixel_array.astype(np.int16)
+    rows = []
+    for s in range(5):
+        for k in range(4):
+            ds = copy.deepcopy(base)
+            px = pixels + np.int16(100 * k)  # a different slice at each z
+            ds.PixelData = px.tobytes()
+            name = f"sts_{s:03d}/sts_{s:03d}_{k:03d}.dcm"
+            (tmp_path / name).parent.mkdir(exist_ok=True)
+            ds.save_as(tmp_path / name)
+            rows.append({"file": name, "series": f"sts_{s:03d}", "terms": "test", "z_mm": f"{-3.0 * k:.2f}",
+                         "pixel_mm": "0.66"})
+    with open(tmp_path / "manifest.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return tmp_path
+
+
+def test_volumes_split_by_series_in_name_order_and_load_in_stack_order(volume_set):
+    parts = volumes.split(volume_set)
+    assert parts == {"train": ["sts_000", "sts_001", "sts_004"], "validation": ["sts_002"], "test": ["sts_003"]}
+    (vol,) = volumes.load_part("validation", volume_set)
+    assert vol.hu.shape == (4, 128, 128) and np.all(np.diff(vol.z_mm) > 0)  # sorted by z: -9, -6, -3, 0
+    slope = float(pydicom.dcmread(get_testdata_file("CT_small.dcm")).RescaleSlope)
+    assert np.allclose(vol.hu[0] - vol.hu[3], 300 * slope)  # z -9 is slice k 3 (offset 300 stored)
+    with pytest.raises(ValueError, match="part must be one of"):
+        volumes.load_part("tune", volume_set)
+
+
+def test_context_patches_hold_the_slice_its_neighbours_and_shared_noise_where_replicated(volume_set):
+    cfg = TrainConfig(context=1, volumes_dir=str(volume_set), patch=48, batch_size=16, sigma_min=0.02,
+                      sigma_max=0.02, window_low=-1000, window_high=1000)
+    noisy, clean, levels = PatchStream(cfg).batch(0)
+    assert noisy.shape == (16, 3, 48, 48) and clean.shape == (16, 1, 48, 48) and np.allclose(levels.numpy(), 0.02)
+    n, c = noisy.numpy(), clean.numpy()[:, 0]
+    inside = (c > 0.1) & (c < 0.9)
+    assert float((n[:, 1] - c)[inside].std()) == pytest.approx(0.02, rel=0.1)  # the middle channel: the slice
+    slope = float(pydicom.dcmread(get_testdata_file("CT_small.dcm")).RescaleSlope)
+    step = np.median(np.abs(n[:, 0] - n[:, 1]), axis=(1, 2))  # neighbours are 100 x slope HU apart, or the same
+    replicated = [b for b in range(16) if np.array_equal(n[b, 0], n[b, 1]) or np.array_equal(n[b, 2], n[b, 1])]
+    assert all(s == pytest.approx(100 * slope / 2000, abs=0.02) for b, s in enumerate(step)
+               if not np.array_equal(n[b, 0], n[b, 1]))
+    assert replicated  # end slices of 4-slice volumes occur in 16 draws: their missing neighbour is the slice itself
+    again, _, _ = PatchStream(cfg).batch(0)
+    np.testing.assert_array_equal(n, again.numpy())  # a batch depends on (seed, step) only
+    (ref,) = validation_set(cfg)
+    assert ref.stack.shape == (3, 128, 128) and np.array_equal(ref.stack[1], ref.unit)
+
+
+def test_a_tiny_context_model_trains_end_to_end(volume_set, tmp_path):
+    from models.store import load_model
+    from models.training.train import train
+
+    cfg = TrainConfig(context=1, volumes_dir=str(volume_set), steps=40, checkpoint_every=20, val_every=20,
+                      batch_size=4, patch=32, width=4, levels=1, convs_per_level=1, lr=3e-3, noise_map=True)
+    run = tmp_path / "run"
+    last = train(cfg, run, progress=False)
+    rows = (run / "train_log.csv").read_text().splitlines()[1:]
+    losses = [float(r.split(",")[1]) for r in rows]
+    assert len(losses) == 2 and losses[1] < losses[0] and last["val_psnr"] > 15
