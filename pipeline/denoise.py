@@ -120,7 +120,7 @@ class Denoiser:
 
     def denoise_hu(self, hu: np.ndarray, window: Window, noise: SeriesNoise | None = None,
                    on_batch: Callable[[int], None] | None = None, strength: Strength | None = None,
-                   links: np.ndarray | None = None) -> np.ndarray:
+                   links: np.ndarray | None = None, span: tuple[int, int] | None = None) -> np.ndarray:
         """Denoise (N, H, W) float32 HU of one series at the denoiser's strength (or ``strength``);
         returns float32 HU. ``noise``: the series' noise estimate, required by a relative strength.
 
@@ -132,7 +132,8 @@ class Denoiser:
         it. The strength's blend share of that result's change is applied to the original.
 
         A model with slice context needs ``links`` (:func:`pipeline.context.neighbour_links` of the
-        slices' positions): which consecutive slices of ``hu`` are neighbours.
+        slices' positions): which consecutive slices of ``hu`` are neighbours; with ``span`` only the
+        slices ``span`` are denoised and returned, the others serving as their neighbours.
         """
         if self.context and links is None:
             raise ConfigError(f"model {self.loaded.name} takes {self.context} neighbouring slice(s) on each side: "
@@ -141,7 +142,9 @@ class Denoiser:
         level = self.level_hu(noise, s)
         unit = hu_to_unit(hu, window)
         clipped = np.clip(unit, 0.0, 1.0)
-        out = self.denoise_unit(clipped, None if level is None else level / window.width, on_batch, links)
+        out = self.denoise_unit(clipped, None if level is None else level / window.width, on_batch, links, span)
+        if span:
+            unit = unit[span[0]:span[1]]
         band = np.float32(EDGE_BAND)
         below, above = np.minimum(unit, 0.0), np.maximum(unit - 1.0, 0.0)  # what lies beyond each edge
         full = out + np.clip(1.0 - out / band, 0.0, 1.0) * below + np.clip(1.0 - (1.0 - out) / band, 0.0, 1.0) * above

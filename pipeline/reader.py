@@ -219,6 +219,7 @@ class SeriesPlan:
     shape: tuple[int, int]
     warnings: list[str] = field(default_factory=list)
     dropped: list[Skipped] = field(default_factory=list)
+    positions_mm: list[float] | None = None  # along the slice normal, stack order; None: ordered by InstanceNumber
 
     def __len__(self) -> int:
         return len(self.datasets)
@@ -275,8 +276,10 @@ def plan_series(ref: SeriesRef) -> SeriesPlan:
     left_out = [Skipped(str(d.path), f"duplicate position {d.position} mm: an instance with a higher "
                         "AcquisitionNumber/InstanceNumber was kept", ref.series_uid, ref.study_uid, "dropped")
                 for d in dropped]
+    by_geometry = all("ImagePositionPatient" in s.header for s in kept)
     return SeriesPlan(ref.study_uid, ref.series_uid, [s.header for s in kept], [s.path for s in kept],
-                      [s.frame for s in kept], matrix, warnings, left_out)
+                      [s.frame for s in kept], matrix, warnings, left_out,
+                      [s.position for s in kept] if by_geometry else None)
 
 
 def load_series(ref: SeriesRef) -> Series:

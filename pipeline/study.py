@@ -39,6 +39,7 @@ from tqdm import tqdm
 from . import __version__
 from .atomic import atomic_directory, write_csv, write_json
 from .codecs import output_syntax
+from .context import neighbour_links
 from .denoise import Denoiser
 from .errors import ConfigError, InputError
 from .noise_level import SeriesNoise, estimate_series, sample_positions
@@ -149,6 +150,11 @@ def estimate_noise(plan: SeriesPlan, count: int = 9) -> SeriesNoise:
     return estimate_series(list(plan.read_at(sample_positions(len(plan), count))))
 
 
+# What differs in the QA of a model with slice context: the copies are of the sampled slices only.
+QA_CONTEXT = ("each scored slice alone: its neighbours are replicated (the derived series gives the model its "
+              "real neighbouring slices), so the QA rows understate such a model")
+
+
 def delivered_model(denoiser: Denoiser, window: Window, estimates: list[float]):
     """The QA's ``autoencoder`` row: the model as the derived series runs it, at strength ``full``,
     told only the noise estimated from the noisy copies it is given (their series value); each
@@ -157,7 +163,8 @@ def delivered_model(denoiser: Denoiser, window: Window, estimates: list[float]):
         hu = unit_to_hu(noisy_unit, window)
         noise = estimate_series(list(hu))
         estimates.append(noise.sigma_hu)
-        return hu_to_unit(denoiser.denoise_hu(hu, window, noise, strength=FULL), window)
+        alone = np.zeros(max(len(hu) - 1, 0), bool) if denoiser.context else None  # see QA_CONTEXT
+        return hu_to_unit(denoiser.denoise_hu(hu, window, noise, strength=FULL, links=alone), window)
     return run
 
 
@@ -204,7 +211,12 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
     names = [settings.file_name.format(series_uid=derived_uid, source_series_uid=ref.series_uid, series_number=number,
                                        sop_uid=derived_sop_uid(key, info), index=i + 1)
              for i, key in enumerate(keys)]
-    n, step = len(plan), settings.chunk_slices
+    context = denoiser.context
+    links = neighbour_links(plan.positions_mm, len(plan)) if context else None
+    if context:
+        log.info("series %s: slice context %d on each side; %d of %d steps between slices are neighbours",
+                 ref.series_uid, context, int(links.sum()), len(links))
+    n, step = len(plan), max(settings.chunk_slices, context)  # a chunk at least as deep as the context
     bounds = [(a, min(a + step, n)) for a in range(0, n, step)]
     sample = qa_sample(n, settings.qa_every)
     qa_hu: dict[int, np.ndarray] = {}
@@ -217,11 +229,22 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
         reads = deque(pool.submit(plan.read, a, b) for a, b in bounds[:settings.prefetch_chunks])
         writes: deque[Future] = deque()
         try:
+            before = None  # slice context: the previous chunk's last slices, kept (no slice is read twice)
             for k, (a, b) in enumerate(bounds):
                 hu = reads.popleft().result()
                 if k + settings.prefetch_chunks < len(bounds):
                     reads.append(pool.submit(plan.read, *bounds[k + settings.prefetch_chunks]))
-                out_hu = denoiser.denoise_hu(hu, settings.window, noise, on_batch=bar.update)
+                if context:
+                    after = reads[0].result()[:context] if reads else hu[:0]  # the next chunk's first slices
+                    before = hu[:0] if before is None else before
+                    lo = a - len(before)
+                    stack = np.concatenate([before, hu, after])
+                    out_hu = denoiser.denoise_hu(stack, settings.window, noise, on_batch=bar.update,
+                                                 links=links[lo:lo + len(stack) - 1],
+                                                 span=(len(before), len(before) + len(hu)))
+                    before = hu[-context:]
+                else:
+                    out_hu = denoiser.denoise_hu(hu, settings.window, noise, on_batch=bar.update)
                 stored = stack_to_stored(out_hu, hu, plan.datasets[a:b])
                 writes.append(pool.submit(write_series, plan.datasets[a:b], stored, folder, info, names[a:b],
                                           derived_uid, now, plan.frames[a:b]))
@@ -253,7 +276,9 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
         qa_slices=sample, source_images=keys, warnings=plan.warnings,
         noise_estimate=noise.as_dict(), strength={"setting": denoiser.strength.text, "meaning": str(denoiser.strength),
                                                   "model_level_hu": None if level is None else round(level, 2),
-                                                  "share_of_correction": denoiser.strength.blend(denoiser.noise_map)}))
+                                                  "share_of_correction": denoiser.strength.blend(denoiser.noise_map)},
+        **({"slice_context": {"neighbours_each_side": context, "linked_steps": int(links.sum()),
+                              "steps": len(links), "qa": QA_CONTEXT}} if context else {})))
     log.info("series %s: %d slices -> %s", ref.series_uid, n, derived_uid)
     scan = summarize(list(measured.values())) if measured else None
     qa_noise = float(np.median(qa_estimates)) if qa_estimates else None

@@ -92,3 +92,49 @@ def test_the_series_path_refuses_a_context_model_without_neighbour_links(tmp_pat
     with pytest.raises(ConfigError, match="takes 1 neighbouring slice\\(s\\) on each side: the slices' neighbour links"):
         den.denoise_hu(hu, Window())
     assert den.denoise_hu(hu, Window(), links=neighbour_links([0, 1, 2], 3)).shape == (3, 16, 16)
+
+
+@pytest.mark.parametrize(("context", "chunk"), [(1, 4), (2, 1)])
+def test_a_streamed_series_gives_each_slice_its_real_neighbours_and_reads_each_chunk_once(
+        tmp_path, series_writer, monkeypatch, context, chunk):
+    """Chunk by chunk, with the previous chunk's last slices kept and the next chunk's first slices
+    borrowed from its (single) read, the derived series equals the whole stack denoised at once with
+    its neighbour links; a gap in the stack breaks the link there."""
+    import json
+
+    import pydicom
+
+    from pipeline.reader import SeriesPlan, load_series, scan
+    from pipeline.settings import Settings
+    from pipeline.study import QA_CONTEXT, process_scan
+    from pipeline.writer import stack_to_stored
+
+    torch.manual_seed(2)
+    model = DenoisingAutoencoder(width=4, levels=1, convs_per_level=1, context=context)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    path = tmp_path / "ctx.safetensors"
+    save_model(model, path, {"name": "ctx-test", "version": "0.0.1", "window_hu": [-1000, 1000]})
+    den = Denoiser(load_model(path), "cpu", batch_size=3)
+    volume = np.random.default_rng(5).integers(900, 1200, (11, 24, 24)).astype(np.uint16)
+    series_writer(tmp_path / "in" / "a", volume[:6], dz=2.0)
+    series_writer(tmp_path / "in" / "a", volume[6:], z0=17.0, dz=2.0, index_offset=6,
+                  names=[f"late{k}.dcm" for k in range(5)])  # a 5 mm gap after slice 5
+    reads = []
+    original = SeriesPlan.read
+    monkeypatch.setattr(SeriesPlan, "read", lambda self, a, b: reads.append((a, b)) or original(self, a, b))
+    settings = Settings(progress=False, chunk_slices=chunk, prefetch_chunks=1, qa_every=4)
+    (outcome,) = process_scan(scan(tmp_path / "in"), tmp_path / "out", settings, den)
+    step = max(chunk, context)
+    assert reads == [(a, min(a + step, 11)) for a in range(0, 11, step)]  # every slice read once, in order
+    (series,) = outcome.series
+    folder = outcome.folder / series.derived_series_uid
+    out = np.stack([ds.pixel_array for ds in sorted((pydicom.dcmread(f) for f in folder.glob("*.dcm")),
+                                                    key=lambda d: float(d.ImagePositionPatient[2]))])
+    ref = load_series(next(iter(scan(tmp_path / "in").studies.values())).series.popitem()[1])
+    links = neighbour_links([float(d.ImagePositionPatient[2]) for d in ref.datasets], 11)
+    assert links.tolist() == [True] * 5 + [False] + [True] * 4
+    whole = den.denoise_hu(ref.hu, settings.window, links=links)
+    np.testing.assert_array_equal(out, np.stack(stack_to_stored(whole, ref.hu, ref.datasets)))
+    prov = json.loads((folder / "provenance.json").read_text())
+    assert prov["slice_context"] == {"neighbours_each_side": context, "linked_steps": 9, "steps": 10, "qa": QA_CONTEXT}
