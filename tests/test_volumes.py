@@ -79,3 +79,28 @@ def test_a_tiny_context_model_trains_end_to_end(volume_set, tmp_path):
     rows = (run / "train_log.csv").read_text().splitlines()[1:]
     losses = [float(r.split(",")[1]) for r in rows]
     assert len(losses) == 2 and losses[1] < losses[0] and last["val_psnr"] > 15
+
+
+def test_the_context_bench_scores_every_method_on_the_same_noisy_volume(volume_set, tmp_path, capsys):
+    import torch
+
+    from bench.context import main, noisy_volume
+    from models.autoencoder import DenoisingAutoencoder
+    from models.store import save_model
+    from pipeline.metrics import psnr
+    from pipeline.window import Window, hu_to_unit
+
+    torch.manual_seed(0)
+    path = tmp_path / "ctx.safetensors"
+    save_model(DenoisingAutoencoder(width=4, levels=1, convs_per_level=1, noise_map=True, context=1), path,
+               {"name": "ctx-test", "version": "0.0.1", "window_hu": [-1000, 1000]})
+    main(["--part", "test", "--levels", "0.05", "--weights", str(path), "--volumes-dir", str(volume_set),
+          "--no-bm3d", "--no-bm4d"])
+    table = capsys.readouterr().out
+    (vol,) = volumes.load_part("test", volume_set)
+    noisy = noisy_volume(vol, 0.05)
+    np.testing.assert_array_equal(noisy, noisy_volume(vol, 0.05))  # seeded per series and slice
+    assert not np.array_equal(noisy[0] - hu_to_unit(vol.hu[0], Window()), noisy[1] - hu_to_unit(vol.hu[1], Window()))
+    ref = np.clip(hu_to_unit(vol.hu, Window()), 0, 1)
+    expected = np.mean([psnr(r, np.clip(x, 0, 1)) for r, x in zip(ref, noisy)])
+    assert f"| noisy | {expected:.2f} |" in table and "| ctx-test 0.0.1 (context 1) |" in table

@@ -1,0 +1,100 @@
+"""What neighbouring slices are worth: the model per slice and with slice context against BM3D per
+slice and BM4D on the volume, on the real contiguous volumes (models/training/volumes.py).
+
+    python -m bench.context [--part validation] [--levels 0.02 0.05] [--weights W ...] [--no-bm4d]
+
+Each volume of the part (24 contiguous slices, 3.27 mm) gets Gaussian noise of each level added in
+HU to every slice (seeded from the series and slice, not clipped); every method gets that same
+noisy volume and is told the noise std; outputs and references are clipped to the window
+[-1000, 1000] HU and scored slice by slice (PSNR, data range 1), the mean over all slices. A model is
+run as the derived series runs it when told the std (absolute strength, whole correction): a 2-D
+model slice by slice, a context model with each slice's neighbours (replicated past the volume's
+ends). Prints one table per level; CPU seconds per slice beside each method.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from models.store import load_model
+from models.training import volumes
+from pipeline.context import neighbour_links
+from pipeline.denoise import Denoiser
+from pipeline.metrics import psnr
+from pipeline.noise import seed_from_uid
+from pipeline.strength import Strength
+from pipeline.window import Window, hu_to_unit
+
+W = Window()
+
+
+def noisy_volume(vol: volumes.Volume, sigma: float) -> np.ndarray:
+    """The volume plus Gaussian noise of ``sigma`` (window fraction) on the unit scale, not clipped,
+    every slice seeded from the series and its index."""
+    unit = hu_to_unit(vol.hu, W)
+    return np.stack([u + np.float32(sigma) * np.random.default_rng(seed_from_uid(f"{vol.series}/{k}", "context"))
+                     .standard_normal(u.shape, dtype=np.float32) for k, u in enumerate(unit)])
+
+
+def model_method(denoiser: Denoiser, sigma: float):
+    told = Strength(f"{sigma * W.width:g}", hu=sigma * W.width)
+
+    def run(noisy: np.ndarray, vol: volumes.Volume) -> np.ndarray:
+        links = neighbour_links(vol.z_mm, len(vol.z_mm)) if denoiser.context else None
+        return hu_to_unit(denoiser.denoise_hu(noisy * W.width + W.low, W, strength=told, links=links), W)
+    return run
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", default="validation", choices=list(volumes.SPLIT_SIZES))
+    ap.add_argument("--levels", nargs="*", type=float, default=[0.02, 0.05])
+    ap.add_argument("--weights", nargs="*", type=Path, default=[None], help="models (default: the shipped one)")
+    ap.add_argument("--volumes-dir", default=volumes.DEFAULT_DIR)
+    ap.add_argument("--no-bm3d", action="store_true")
+    ap.add_argument("--no-bm4d", action="store_true")
+    args = ap.parse_args(argv)
+    vols = volumes.load_part(args.part, args.volumes_dir)
+    denoisers = [Denoiser(load_model(w), "cpu", cpu_batch_size=1) for w in args.weights]
+    slices = sum(len(v.hu) for v in vols)
+    print(f"# {args.part} volumes: {len(vols)} series, {slices} slices; window {W}; Gaussian noise per slice, told")
+    for sigma in args.levels:
+        methods = {"noisy": lambda x, v: x}
+        for den in denoisers:
+            methods[f"{den.loaded.name} (context {den.context})"] = \
+                model_method(den, sigma)
+        if not args.no_bm3d:
+            from bench.quality import import_bm3d
+
+            bm3d = import_bm3d()
+            methods["BM3D per slice"] = lambda x, v: np.stack([bm3d.bm3d(s, sigma_psd=sigma) for s in x])
+        if not args.no_bm4d:
+            from bench.quality import import_bm3d
+
+            import_bm3d()  # NumPy 2.4's trapz for bm4d too
+            import bm4d
+
+            methods["BM4D on the volume"] = lambda x, v: np.asarray(bm4d.bm4d(x, sigma_psd=sigma), np.float32)
+        scores = {name: [] for name in methods}
+        seconds = dict.fromkeys(methods, 0.0)
+        for vol in vols:
+            ref = np.clip(hu_to_unit(vol.hu, W), 0, 1)
+            noisy = noisy_volume(vol, sigma)
+            for name, f in methods.items():
+                t = time.process_time()
+                out = np.clip(f(noisy, vol), 0, 1)
+                seconds[name] += time.process_time() - t
+                scores[name].extend(psnr(r, o) for r, o in zip(ref, out))
+        print(f"\n| sigma {sigma:g} ({sigma * W.width:g} HU) | mean PSNR dB | vs BM3D per slice | CPU s per slice |")
+        print("|---|---|---|---|")
+        base = np.mean(scores["BM3D per slice"]) if "BM3D per slice" in scores else None
+        for name, vals in scores.items():
+            rel = f"{np.mean(vals) - base:+.2f}" if base is not None else ""
+            print(f"| {name} | {np.mean(vals):.2f} | {rel} | {seconds[name] / slices:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
