@@ -66,6 +66,9 @@ def test_context_patches_hold_the_slice_its_neighbours_and_shared_noise_where_re
     np.testing.assert_array_equal(n, again.numpy())  # a batch depends on (seed, step) only
     (ref,) = validation_set(cfg)
     assert ref.stack.shape == (3, 128, 128) and np.array_equal(ref.stack[1], ref.unit)
+    flat = TrainConfig(source="volumes", volumes_dir=str(volume_set), patch=48, batch_size=4)  # the 2-D control
+    noisy2d, clean2d, _ = PatchStream(flat).batch(0)
+    assert noisy2d.shape == (4, 1, 48, 48) and validation_set(flat)[0].stack.shape == (1, 128, 128)
 
 
 def test_a_tiny_context_model_trains_end_to_end(volume_set, tmp_path):

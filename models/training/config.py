@@ -41,7 +41,8 @@ class TrainConfig:
     checkpoint_every: int = 250
     # "synthetic" (phantoms), "realct" (the training part of the real CT set in realct_dir, see
     # models.training.realct; validation then runs on its validation part) or a folder of a site's
-    # own CT studies (its slices are the references; validation stays on synthetic slices)
+    # own CT studies (its slices are the references; validation stays on synthetic slices), or
+    # "volumes" (the contiguous real volumes in volumes_dir, as a model with slice context uses them)
     source: str = "synthetic"
     # the real CT set (manifest.csv + DICOM files); relative paths are taken from the repository root
     realct_dir: str = "../shared/data/realct"

@@ -63,7 +63,7 @@ def validation_set(cfg: TrainConfig) -> list[Reference]:
     """The references training is checked on: the real CT set's validation part when training on it,
     else ``val_slices`` held-out phantoms (seeds 900 000 + i); the validation volumes' middle slices
     with their neighbours for a model with slice context."""
-    if cfg.context:
+    if cfg.context or cfg.source == "volumes":
         return context_validation_set(cfg)
     if cfg.source == "realct":
         return real_references(cfg, "validation")
@@ -129,7 +129,7 @@ class PatchStream:
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(noisy input, clean target, std of the added noise): (B, 1 + 2 context, P, P), (B, 1, P, P), (B,)."""
-        if self.cfg.context:
+        if self.cfg.context or self.cfg.source == "volumes":
             return self._context_batch(step)
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, step])
@@ -220,8 +220,8 @@ class PatchStream:
 
 
 def context_validation_set(cfg: TrainConfig) -> list[Reference]:
-    """For a model with slice context: the middle slice of each validation volume, with its
-    neighbours (``Reference.stack``)."""
+    """For a model with slice context (or a 2-D one trained on the volumes): the middle slice of each
+    validation volume, with its neighbours (``Reference.stack``)."""
     out = []
     for vol in volumes.load_part("validation", cfg.volumes_dir):
         n = len(vol.hu)
