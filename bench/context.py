@@ -1,7 +1,7 @@
 """What neighbouring slices are worth: the model per slice and with slice context against BM3D per
 slice and BM4D on the volume, on the real contiguous volumes (models/training/volumes.py).
 
-    python -m bench.context [--part validation] [--levels 0.02 0.05] [--weights W ...] [--no-bm4d]
+    python -m bench.context [--part validation] [--levels 0.02 0.05] [--weights W ...] [--series N] [--no-bm4d]
 
 Each volume of the part (24 contiguous slices, 3.27 mm) gets Gaussian noise of each level added in
 HU to every slice (seeded from the series and slice, not clipped); every method gets that same
@@ -54,10 +54,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--levels", nargs="*", type=float, default=[0.02, 0.05])
     ap.add_argument("--weights", nargs="*", type=Path, default=[None], help="models (default: the shipped one)")
     ap.add_argument("--volumes-dir", default=volumes.DEFAULT_DIR)
+    ap.add_argument("--series", type=int, default=0, help="only the part's first N series (0: all)")
     ap.add_argument("--no-bm3d", action="store_true")
     ap.add_argument("--no-bm4d", action="store_true")
     args = ap.parse_args(argv)
-    vols = volumes.load_part(args.part, args.volumes_dir)
+    vols = volumes.load_part(args.part, args.volumes_dir)[:args.series or None]
     denoisers = [Denoiser(load_model(w), "cpu", cpu_batch_size=1) for w in args.weights]
     slices = sum(len(v.hu) for v in vols)
     print(f"# {args.part} volumes: {len(vols)} series, {slices} slices; window {W}; Gaussian noise per slice, told")
