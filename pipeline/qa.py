@@ -33,7 +33,7 @@ import numpy as np
 from .filters import FilterParams, classical_filters
 from .metrics import psnr, ssim
 from .noise import NoiseModel, seed_from_uid
-from .noise_level import estimate_series
+from .noise_level import SeriesNoise, estimate_series
 from .window import Window, hu_to_unit, unit_to_hu
 
 METHODS = ("noisy", "autoencoder", "autoencoder_told", "gaussian", "average", "median", "bilateral", "nlm")
@@ -65,7 +65,7 @@ class MethodSummary:
 
 
 def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray | Sequence[np.ndarray], window: Window,
-              noise: NoiseModel | float, model_fn: Callable[[np.ndarray], np.ndarray],
+              noise: NoiseModel | float, model_fn: Callable[[np.ndarray, SeriesNoise], np.ndarray],
               filters: FilterParams, pixel_mm: float = 0.75,
               indices: Sequence[int] | None = None, kept: dict[int, dict[str, np.ndarray]] | None = None,
               told_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
@@ -74,9 +74,10 @@ def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray | Sequen
 
     ``noise`` is a :class:`NoiseModel` or a Gaussian sigma; ``pixel_mm`` (the pixel spacing) scales
     the low-dose model. ``slice_ids`` name each slice (its SOPInstanceUID, ``uid/n`` for frame n of a multi-frame
-    image) and seed its noise. ``model_fn(noisy)`` maps (N, H, W) float32 noisy copies on the window's
-    unit scale, NOT clipped (slices of one series, scored together), to the model's output as the
-    derived series makes it (row ``autoencoder``). ``told_fn(images, sigma)`` (row
+    image) and seed its noise. ``model_fn(noisy, estimate)`` maps (N, H, W) float32 noisy copies on
+    the window's unit scale, NOT clipped (slices of one series, scored together), and their noise
+    estimate (:func:`pipeline.noise_level.estimate_series`, made once per block for the model and
+    non-local means) to the model's output as the derived series makes it (row ``autoencoder``). ``told_fn(images, sigma)`` (row
     ``autoencoder_told``, left out when None) maps the copies clipped to [0, 1] and the std of each
     one's added noise ((N,), unit scale) to the model's output. ``indices`` are the slices' positions
     in their stack (default 0..N-1).
@@ -86,7 +87,7 @@ def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray | Sequen
     positions = list(range(len(hu))) if indices is None else list(indices)
     noise = noise if isinstance(noise, NoiseModel) else NoiseModel("gaussian", float(noise))
     funcs: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-        "noisy": lambda x, s: x, "autoencoder": lambda x, s: model_fn(x)}
+        "noisy": lambda x, s: x}
     if told_fn is not None:
         funcs["autoencoder_told"] = lambda x, s: told_fn(np.clip(x, 0.0, 1.0), s)
     methods = [m for m in METHODS if m != "autoencoder_told" or told_fn is not None]
@@ -102,8 +103,10 @@ def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray | Sequen
                                    unit, block_hu, ids))
             noisy = np.stack([c[0] for c in copies])
             sigma = np.array([c[1] for c in copies], np.float32)  # per slice (low-dose noise differs by slice)
-            # a filter that needs the noise level is told the estimate the model gets, not the truth
-            noise_unit = None if filters.nlm_h is not None else estimated_noise_unit(noisy, window)
+            # the model and a filter that needs the noise level are told the copies' estimate, not the truth
+            estimate = estimate_series(list(unit_to_hu(noisy, window)))
+            funcs["autoencoder"] = lambda x, s, e=estimate: model_fn(x, e)
+            noise_unit = None if filters.nlm_h is not None else _unit_scale(estimate, window)
             funcs.update({name: (lambda x, s, f=f: np.stack(list(pool.map(f, x))))
                           for name, f in classical_filters(filters, noise_unit).items()})
             for method in methods:
@@ -128,8 +131,11 @@ def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray | Sequen
 def estimated_noise_unit(noisy: np.ndarray, window: Window) -> float:
     """The noise estimate (unit scale) of (N, H, W) noisy copies scored together, as the delivered
     model reads it (their series value; 0 when nothing reads)."""
-    sigma = estimate_series(list(unit_to_hu(noisy, window))).sigma_hu
-    return sigma / window.width if math.isfinite(sigma) else 0.0
+    return _unit_scale(estimate_series(list(unit_to_hu(noisy, window))), window)
+
+
+def _unit_scale(estimate: SeriesNoise, window: Window) -> float:
+    return estimate.sigma_hu / window.width if math.isfinite(estimate.sigma_hu) else 0.0
 
 
 def _mean(values: Sequence[float]) -> float:

@@ -32,7 +32,7 @@ def test_qa_numbers_are_identical_across_runs():
     hu, uids = _phantom_hu(), ["1.2.3.1", "1.2.3.2", "1.2.3.3"]
 
     def run():
-        return qa_series("1.2.3", uids, hu, Window(), 0.07, lambda x: x * 0 + 0.5, FilterParams())
+        return qa_series("1.2.3", uids, hu, Window(), 0.07, lambda x, noise: x * 0 + 0.5, FilterParams())
 
     (s1, r1), (s2, r2) = run(), run()
     assert [(s.method, s.mean_psnr, s.mean_ssim) for s in s1] == [(s.method, s.mean_psnr, s.mean_ssim) for s in s2]
@@ -41,7 +41,7 @@ def test_qa_numbers_are_identical_across_runs():
 
 def test_qa_scores_every_method_against_the_clipped_reference():
     hu, uids = _phantom_hu(2), ["9.1", "9.2"]
-    summaries, scores = qa_series("9", uids, hu, Window(), 0.07, lambda x: x, FilterParams(),
+    summaries, scores = qa_series("9", uids, hu, Window(), 0.07, lambda x, noise: x, FilterParams(),
                                   told_fn=lambda x, s: x * 0 + 0.5)
     assert [s.method for s in summaries] == list(METHODS)
     by = {s.method: s for s in summaries}
@@ -87,13 +87,16 @@ def test_nlm_is_told_the_noise_estimate_of_the_copies_not_the_added_std(monkeypa
     monkeypatch.setattr(filters_module, "non_local_means", lambda im, h: told.append(h) or im)
     hu = _phantom_hu(3) + 25.0 * np.random.default_rng(1).standard_normal((3, 96, 96)).astype(np.float32)
     uids = [f"1.2.8.{k}" for k in range(3)]
-    qa_series("8", uids, hu, Window(), 0.05, lambda x: x, FilterParams())
+    model_told = []
+    qa_series("8", uids, hu, Window(), 0.05, lambda x, noise: model_told.append(noise.sigma_hu) or x, FilterParams())
     noisy = np.stack([add_gaussian_noise(hu_to_unit(h, Window()), 0.05, seed_from_uid(u)) for h, u in zip(hu, uids)])
-    expected = filters_module.NLM_H_PER_SIGMA * estimate_series(list(unit_to_hu(noisy, Window()))).sigma_hu / 2000
+    estimate = estimate_series(list(unit_to_hu(noisy, Window()))).sigma_hu
+    expected = filters_module.NLM_H_PER_SIGMA * estimate / 2000
     assert told == pytest.approx([expected] * 3, rel=1e-6)
+    assert model_told == pytest.approx([estimate], rel=1e-6)  # the model got that same estimate
     assert expected == pytest.approx(math.hypot(0.05, 25 / 2000), rel=0.12)  # the copies' total noise
     told.clear()
-    qa_series("8", uids, hu, Window(), 0.05, lambda x: x, FilterParams(nlm_h=0.02))
+    qa_series("8", uids, hu, Window(), 0.05, lambda x, noise: x, FilterParams(nlm_h=0.02))
     assert told == [0.02] * 3  # a fixed h is used as it is
 
 
@@ -108,7 +111,7 @@ def test_qa_on_several_threads_scores_exactly_as_on_one(monkeypatch, noise):
 
     def run(threads):
         monkeypatch.setattr(qa, "QA_THREADS", threads)
-        summaries, rows = qa_series("1.2.9", uids, hu, Window(), model, lambda x: x * 0.9 + 0.05, FilterParams(),
+        summaries, rows = qa_series("1.2.9", uids, hu, Window(), model, lambda x, noise: x * 0.9 + 0.05, FilterParams(),
                                     pixel_mm=2.0, told_fn=lambda x, s: x * 0.8)
         return [(s.method, s.mean_psnr, s.mean_ssim) for s in summaries], [(r.sop_uid, r.method, r.psnr, r.ssim)
                                                                             for r in rows]
@@ -121,10 +124,10 @@ def test_qa_can_use_the_low_dose_noise_model():
 
     hu, uids = _phantom_hu(2), ["7.1", "7.2"]
     noise = NoiseModel("lowdose", i0=1e4)
-    s1, _ = qa_series("7", uids, hu, Window(), noise, lambda x: x, FilterParams(), pixel_mm=2.0)
-    s2, _ = qa_series("7", uids, hu, Window(), noise, lambda x: x, FilterParams(), pixel_mm=2.0)
+    s1, _ = qa_series("7", uids, hu, Window(), noise, lambda x, noise: x, FilterParams(), pixel_mm=2.0)
+    s2, _ = qa_series("7", uids, hu, Window(), noise, lambda x, noise: x, FilterParams(), pixel_mm=2.0)
     assert [s.mean_psnr for s in s1] == [s.mean_psnr for s in s2]  # seeded
-    gauss, _ = qa_series("7", uids, hu, Window(), 0.07, lambda x: x, FilterParams())
+    gauss, _ = qa_series("7", uids, hu, Window(), 0.07, lambda x, noise: x, FilterParams())
     noisy_ld = next(s for s in s1 if s.method == "noisy").mean_psnr
     noisy_g = next(s for s in gauss if s.method == "noisy").mean_psnr
     assert 15 < noisy_ld < 60 and noisy_ld != noisy_g
@@ -142,11 +145,11 @@ def test_qa_in_blocks_scores_each_slice_as_alone_and_keeps_the_panel_images():
     uids = [f"7.{k}" for k in range(n)]
     positions = [10 * k for k in range(n)]
     kept = {positions[2]: {}, positions[-1]: {}}
-    summaries, scores = qa_series("7", uids, list(hu), Window(), 0.07, lambda x: x * 0.9, fixed,
+    summaries, scores = qa_series("7", uids, list(hu), Window(), 0.07, lambda x, noise: x * 0.9, fixed,
                                   indices=positions, kept=kept, told_fn=lambda x, s: x * 0.8)
     assert {s.slices for s in summaries} == {n}
     alone = {(r.method, r.sop_uid): r.psnr for k in (2, n - 1)
-             for r in qa_series("7", [uids[k]], hu[k:k + 1], Window(), 0.07, lambda x: x * 0.9, fixed,
+             for r in qa_series("7", [uids[k]], hu[k:k + 1], Window(), 0.07, lambda x, noise: x * 0.9, fixed,
                                 told_fn=lambda x, s: x * 0.8)[1]}
     for r in scores:
         if r.sop_uid in (uids[2], uids[-1]):
@@ -177,7 +180,7 @@ def test_every_method_gets_the_same_unclipped_noisy_copy_and_only_the_told_row_t
     monkeypatch.setattr(qa, "METHODS", ("noisy", "autoencoder", "autoencoder_told", "gaussian", "nlm"))
     told = []
 
-    def delivered(x):
+    def delivered(x, noise):
         seen.setdefault("autoencoder", []).extend(x.copy())
         return x
 
