@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.quality import import_bm3d
 from models.store import load_model
 from models.training import volumes
 from pipeline.context import neighbour_links
@@ -65,17 +66,12 @@ def main(argv: list[str] | None = None) -> None:
     for sigma in args.levels:
         methods = {"noisy": lambda x, v: x}
         for den in denoisers:
-            methods[f"{den.loaded.name} (context {den.context})"] = \
-                model_method(den, sigma)
+            methods[f"{den.loaded.name} (context {den.context})"] = model_method(den, sigma)
         if not args.no_bm3d:
-            from bench.quality import import_bm3d
-
             bm3d = import_bm3d()
             methods["BM3D per slice"] = lambda x, v: np.stack([bm3d.bm3d(s, sigma_psd=sigma) for s in x])
         if not args.no_bm4d:
-            from bench.quality import import_bm3d
-
-            import_bm3d()  # NumPy 2.4's trapz for bm4d too
+            import_bm3d()  # gives bm4d NumPy 2.4's missing trapz too
             import bm4d
 
             methods["BM4D on the volume"] = lambda x, v: np.asarray(bm4d.bm4d(x, sigma_psd=sigma), np.float32)

@@ -11,9 +11,9 @@ import torch
 from models.store import LoadedModel
 
 from .allocator import keep_freed_memory
+from .context import context_indices
 from .errors import ConfigError
 from .noise_level import SeriesNoise
-from .context import context_indices
 from .strength import DEFAULT_STRENGTH, Strength, parse_strength
 from .window import Window, hu_to_unit, unit_to_hu
 

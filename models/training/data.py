@@ -162,10 +162,8 @@ class PatchStream:
                 is_shaped[b] = True
             elif cfg.kernel_fraction > 0 and rng.random() < cfg.kernel_fraction:
                 levels[b] = rng.uniform(cfg.sigma_min, cfg.sigma_max) + 0.005
-                fc = rng.uniform(cfg.kernel_fc_min, cfg.kernel_fc_max)  # a field twice the patch: not periodic on it
-                field = kernel_noise((2 * cfg.patch, 2 * cfg.patch), fc, 1.0, int(rng.integers(2**31)))
-                patch = field[:cfg.patch, :cfg.patch]
-                shaped[b, 0] = levels[b] * patch / max(float(patch.std()), 1e-6)
+                fc = rng.uniform(cfg.kernel_fc_min, cfg.kernel_fc_max)
+                shaped[b, 0] = levels[b] * _kernel_patch(cfg.patch, fc, int(rng.integers(2**31)))
                 is_shaped[b] = True
         sigma = rng.uniform(cfg.sigma_min, cfg.sigma_max, size=(cfg.batch_size, 1, 1, 1)).astype(np.float32)
         sigma[is_shaped] = 0.0  # those patches get low-dose or kernel-shaped noise instead
@@ -204,8 +202,7 @@ class PatchStream:
             slices = {}
             for i in used:  # each slice its own noise; replicated neighbours share it
                 if shaped:
-                    noise = kernel_noise((2 * p, 2 * p), fc, 1.0, int(rng.integers(2**31)))[:p, :p]
-                    noise = noise / max(float(noise.std()), 1e-6)
+                    noise = _kernel_patch(p, fc, int(rng.integers(2**31)))
                 else:
                     noise = rng.standard_normal((p, p), dtype=np.float32)
                 slices[i] = crop[i] + levels[b] * noise
@@ -229,6 +226,13 @@ def context_validation_set(cfg: TrainConfig) -> list[Reference]:
         stack = hu_to_unit(vol.hu[rows], cfg.window)
         out.append(Reference(stack[cfg.context], vol.pixel_mm, vol.series, stack))
     return out
+
+
+def _kernel_patch(patch: int, fc: float, seed: int) -> np.ndarray:
+    """Unit-std kernel-shaped noise for a patch: cut from a field twice its side (not periodic on
+    the patch), normalized to std 1."""
+    noise = kernel_noise((2 * patch, 2 * patch), fc, 1.0, seed)[:patch, :patch]
+    return noise / max(float(noise.std()), 1e-6)
 
 
 def _lowdose_patch(ref: Reference, r: int, c: int, cfg: TrainConfig, seed: int) -> np.ndarray:
