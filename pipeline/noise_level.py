@@ -74,9 +74,10 @@ class SeriesNoise:
 
     @property
     def confidence(self) -> str:
-        """``high``: most slices measured in uniform soft tissue; ``medium``: in uniform blocks of other
-        tissue (lung, phantoms) or a mix; ``low``: mostly in air or by the white-noise high-pass
-        fallback (no tissue, no flat region), or a wide spread over the slices."""
+        """``high``: most slices measured in uniform soft tissue, within twofold of each other;
+        ``medium``: in uniform blocks of other tissue (lung, phantoms), a mix, or a wider spread;
+        ``low``: mostly in air or by the white-noise high-pass fallback (no tissue, no flat region),
+        or no slice measured (:attr:`doubt` says which)."""
         if not self.slices or not math.isfinite(self.sigma_hu):
             return "low"
         share = {m: self.methods.get(m, 0) / self.slices for m in METHODS}
@@ -85,6 +86,17 @@ class SeriesNoise:
         if share["soft tissue"] >= 0.5 and self.high_hu <= 2.0 * max(self.low_hu, 1e-6):
             return "high"
         return "medium"
+
+    @property
+    def doubt(self) -> str:
+        """Why the confidence is ``low`` (empty when it is not)."""
+        if self.confidence != "low":
+            return ""
+        if not self.slices or not math.isfinite(self.sigma_hu):
+            return "no slice could be measured"
+        if self.methods.get("air", 0) >= self.methods.get("high-pass", 0):
+            return "no tissue: measured in air"
+        return "no uniform region found"
 
     def describe(self) -> str:
         methods = ", ".join(f"{m} {n}" for m, n in self.methods.items() if n)

@@ -201,7 +201,7 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
              f": model told {level:.1f} HU" if level is not None else "")
     if noise.confidence == "low":
         log.warning("series %s: the noise estimate is unsure (%s): check the derived series", ref.series_uid,
-                    "no uniform region found" if noise.methods.get("high-pass") else "it varies widely over the slices")
+                    noise.doubt)
     derived_uid = derived_series_uid(ref.key, info)
     number = int(plan.datasets[0].get("SeriesNumber", 0) or 0) + settings.series_number_offset
     folder = tmp / settings.series_folder.format(series_uid=derived_uid, source_series_uid=ref.series_uid,

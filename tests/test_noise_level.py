@@ -56,6 +56,7 @@ def test_a_slice_without_soft_tissue_still_gets_an_estimate_and_says_how():
     assert tiny.method == "high-pass" and tiny.sigma_hu == pytest.approx(30, rel=0.15)
     series = series_noise([tiny, tiny])
     assert series.confidence == "low" and "confidence low" in series.describe()
+    assert series.doubt == "no uniform region found" and series_noise([est]).doubt == ""
 
 
 def test_an_empty_field_of_view_is_measured_in_air_not_by_the_white_noise_high_pass():
@@ -68,6 +69,7 @@ def test_an_empty_field_of_view_is_measured_in_air_not_by_the_white_noise_high_p
     assert est.method == "air" and est.sigma_hu == pytest.approx(float(noise[inside].std()), rel=0.1)
     assert highpass_sigma(air + noise, inside) < 0.8 * est.sigma_hu  # what the fallback would have read
     assert series_noise([est, est]).confidence == "low"  # noise in air need not be the noise in tissue
+    assert series_noise([est, est]).doubt == "no tissue: measured in air"
     padding = np.full((256, 256), -1024.0, np.float32)  # padding is not air: nothing to measure
     padding[100:110, 100:110] += np.arange(100, dtype=np.float32).reshape(10, 10)
     assert slice_noise(padding).method == "high-pass"
@@ -83,7 +85,7 @@ def test_the_series_value_is_the_median_over_slices_and_confidence_follows_the_m
     assert steady.confidence == "high" and steady.methods == {"soft tissue": 3, "any tissue": 0, "air": 0, "high-pass": 0}
     assert steady.as_dict()["sigma_hu"] == pytest.approx(20, rel=0.05)
     empty = series_noise([])
-    assert math.isnan(empty.sigma_hu) and empty.confidence == "low"
+    assert math.isnan(empty.sigma_hu) and empty.confidence == "low" and empty.doubt == "no slice could be measured"
     with pytest.raises(ValueError, match="one \\(H, W\\) slice"):
         slice_noise(np.zeros((2, 64, 64)))
 
