@@ -9,6 +9,7 @@ Every default lives in ``luigi.cfg`` (sections ``[denoise]``, ``[selection]``, `
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -21,20 +22,19 @@ from pathlib import Path
 import luigi
 
 import models
-from models.store import load_model
+from models.store import SHIPPED_WEIGHTS, load_model
 from models.training.card import export
 from models.training.config import load_config
 from models.training.train import train
-from pipeline.archive import study_folders, write_archive_report
+from pipeline.archive_report import study_folders, write_archive_report
 from pipeline.atomic import write_json
-from pipeline.codecs import OUTPUT_SYNTAXES
-from pipeline.dashboard import write_dashboard
-from pipeline.denoise import Denoiser
-from pipeline.discovery import skipped_summary
+from pipeline.dicom.codecs import OUTPUT_SYNTAXES
+from pipeline.dicom.discovery import ScanResult, scan, skipped_summary
+from pipeline.dicom.selection import SelectionRules
 from pipeline.errors import InputError
-from pipeline.filters import FilterParams, parse_nlm_h
-from pipeline.noise import NOISE_KINDS
-from pipeline.pacs.client import connect
+from pipeline.inference.denoiser import Denoiser
+from pipeline.inference.strength import DEFAULT_STRENGTH
+from pipeline.inference.window import Window
 from pipeline.pacs.config import (
     KEEP_WORK,
     PROTOCOLS,
@@ -44,89 +44,84 @@ from pipeline.pacs.config import (
     date_query,
     load_password,
 )
-from pipeline.pacs.errors import PacsError
-from pipeline.pacs.nightly import (
-    DONE_STATES,
-    StudyRecord,
-    clean_work,
-    folder_name,
-    publish_reports,
-    read_record,
-    record_path,
-    retrieve_study,
-    retrying,
-    store_study,
-    write_record,
-)
+from pipeline.pacs.nightly import DONE_STATES, NightlyStudy, query_studies, read_record, record_path
 from pipeline.pacs.report import write_pacs_report
-from pipeline.reader import ScanResult, scan
-from pipeline.selection import SelectionRules
+from pipeline.qa.dashboard import write_dashboard
+from pipeline.qa.filters import FilterParams, parse_nlm_h
+from pipeline.qa.noise import NOISE_KINDS
 from pipeline.settings import Settings
-from pipeline.study import process_scan, read_provenance, recorded_attempt, study_output_folder, study_status
-from pipeline.window import Window
+from pipeline.study_run import process_scan, recorded_attempt, study_output_folder, study_status
 
-log = logging.getLogger("pipeline.pacs")
 INSTALL_ROOT = Path(models.__file__).resolve().parent.parent
 RUN_STARTED = datetime.datetime.now().isoformat(timespec="seconds")  # this luigi process's run
 
 
+S, F, R, P = Settings, FilterParams, SelectionRules, PacsConfig  # the owners of every default below
+EXPLICIT = luigi.BoolParameter.EXPLICIT_PARSING
+
+
 class denoise(luigi.Config):  # noqa: N801 - section name in luigi.cfg
-    window_low_hu = luigi.FloatParameter(default=-1000.0, description="HU mapped to 0 for the model")
-    window_high_hu = luigi.FloatParameter(default=1000.0, description="HU mapped to 1 for the model")
-    qa_sigma = luigi.FloatParameter(default=0.07, description="QA noise std, fraction of the window")
-    qa_noise = luigi.ChoiceParameter(default="gaussian", choices=list(NOISE_KINDS))
-    qa_lowdose_i0 = luigi.FloatParameter(default=2e4, description="photons per detector bin (lowdose)")
-    batch_size = luigi.IntParameter(default=8, description="slices per model batch on a GPU")
-    cpu_batch_size = luigi.IntParameter(default=1, description="slices per model batch on the CPU")
-    device = luigi.Parameter(default="auto", description="auto, cpu or cuda[:N]")
-    strength = luigi.Parameter(default="medium", description="low, medium, high, full, a percentage of the series' noise (60%) or a noise std in HU")
-    output_transfer_syntax = luigi.ChoiceParameter(
-        default="explicit_le", choices=list(OUTPUT_SYNTAXES),
-        description="transfer syntax of the derived series (uncompressed or lossless)")
-    amp = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
-                              description="mixed precision on CUDA")
-    model_path = luigi.Parameter(default="models/weights/ct_denoiser.safetensors",
+    window_low_hu = luigi.FloatParameter(default=Window.low, description="HU mapped to 0 for the model")
+    window_high_hu = luigi.FloatParameter(default=Window.high, description="HU mapped to 1 for the model")
+    qa_sigma = luigi.FloatParameter(default=S.qa_sigma, description="QA noise std, fraction of the window")
+    qa_noise = luigi.ChoiceParameter(default=S.qa_noise, choices=list(NOISE_KINDS))
+    qa_lowdose_i0 = luigi.FloatParameter(default=S.qa_lowdose_i0, description="photons per detector bin (lowdose)")
+    batch_size = luigi.IntParameter(default=S.batch_size, description="slices per model batch on a GPU")
+    cpu_batch_size = luigi.IntParameter(default=S.cpu_batch_size, description="slices per model batch on the CPU")
+    device = luigi.Parameter(default=S.device, description="auto, cpu or cuda[:N]")
+    strength = luigi.Parameter(default=DEFAULT_STRENGTH, description="low, medium, high, full, a percentage of "
+                                                                     "the series' noise (60%) or a noise std in HU")
+    output_transfer_syntax = luigi.ChoiceParameter(default=S.output_transfer_syntax, choices=list(OUTPUT_SYNTAXES),
+                                                   description="transfer syntax of the derived series")
+    amp = luigi.BoolParameter(default=S.amp, parsing=EXPLICIT, description="mixed precision on CUDA")
+    model_path = luigi.Parameter(default=str(SHIPPED_WEIGHTS.relative_to(INSTALL_ROOT)),
                                  description="weights; a relative path is relative to the install root")
-    series_folder = luigi.Parameter(default="{series_uid}")
-    file_name = luigi.Parameter(default="{index:05d}_{sop_uid}.dcm")
-    series_description_suffix = luigi.Parameter(default="DENOISED")
-    series_number_offset = luigi.IntParameter(default=1000)
-    progress = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
-    qa_every = luigi.IntParameter(default=8, description="QA scores every k-th slice of a series (0: no QA)")
+    series_folder = luigi.Parameter(default=S.series_folder)
+    file_name = luigi.Parameter(default=S.file_name)
+    series_description_suffix = luigi.Parameter(default=S.series_description_suffix.strip())
+    series_number_offset = luigi.IntParameter(default=S.series_number_offset)
+    progress = luigi.BoolParameter(default=S.progress, parsing=EXPLICIT)
+    qa_every = luigi.IntParameter(default=S.qa_every, description="QA scores every k-th slice of a series (0: no QA)")
     gpu_resource = luigi.Parameter(default="gpu", description="Luigi resource held while denoising; {host}: per host")
-    qa_panels = luigi.IntParameter(default=3, description="QA panel images per series (0: none)")
-    io_workers = luigi.IntParameter(default=2, description="threads decoding/writing DICOM beside the model")
-    chunk_slices = luigi.IntParameter(default=32, description="slices per streamed chunk")
-    prefetch_chunks = luigi.IntParameter(default=2, description="chunks read ahead / waiting to be written")
+    qa_panels = luigi.IntParameter(default=S.qa_panels, description="QA panel images per series (0: none)")
+    io_workers = luigi.IntParameter(default=S.io_workers, description="threads decoding/writing DICOM beside the model")
+    chunk_slices = luigi.IntParameter(default=S.chunk_slices, description="slices per streamed chunk")
+    prefetch_chunks = luigi.IntParameter(default=S.prefetch_chunks,
+                                         description="chunks read ahead / waiting to be written")
 
 
 class qa_filters(luigi.Config):  # noqa: N801
-    gaussian_ksize = luigi.IntParameter(default=FilterParams.gaussian_ksize)
-    gaussian_sigma = luigi.FloatParameter(default=FilterParams.gaussian_sigma)
-    average_ksize = luigi.IntParameter(default=FilterParams.average_ksize)
-    median_ksize = luigi.IntParameter(default=FilterParams.median_ksize)
-    bilateral_d = luigi.IntParameter(default=FilterParams.bilateral_d)
-    bilateral_sigma_color = luigi.FloatParameter(default=FilterParams.bilateral_sigma_color)
-    bilateral_sigma_space = luigi.FloatParameter(default=FilterParams.bilateral_sigma_space)
-    nlm_h = luigi.Parameter(default="auto", description="non-local means' h (unit scale) or auto: told the noise estimate")
+    gaussian_ksize = luigi.IntParameter(default=F.gaussian_ksize)
+    gaussian_sigma = luigi.FloatParameter(default=F.gaussian_sigma)
+    average_ksize = luigi.IntParameter(default=F.average_ksize)
+    median_ksize = luigi.IntParameter(default=F.median_ksize)
+    bilateral_d = luigi.IntParameter(default=F.bilateral_d)
+    bilateral_sigma_color = luigi.FloatParameter(default=F.bilateral_sigma_color)
+    bilateral_sigma_space = luigi.FloatParameter(default=F.bilateral_sigma_space)
+    nlm_h = luigi.Parameter(default="auto",
+                            description="non-local means' h (unit scale) or auto: told the noise estimate")
 
 
 class selection(luigi.Config):  # noqa: N801
-    sop_classes = luigi.ListParameter(default=list(SelectionRules.sop_classes),
+    sop_classes = luigi.ListParameter(default=list(R.sop_classes),
                                       description="SOP Class UIDs denoised (CT, Enhanced CT)")
-    skip_image_types = luigi.ListParameter(default=list(SelectionRules.skip_image_types))
-    min_matrix = luigi.IntParameter(default=SelectionRules.min_matrix)
-    skip_lone_images_unlike_main_stack = luigi.BoolParameter(
-        default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
-    skip_lone_non_axial = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
-    skip_lone_non_square = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
+    skip_image_types = luigi.ListParameter(default=list(R.skip_image_types))
+    min_matrix = luigi.IntParameter(default=R.min_matrix)
+    skip_lone_images_unlike_main_stack = luigi.BoolParameter(default=R.skip_lone_images_unlike_main_stack,
+                                                             parsing=EXPLICIT)
+    skip_lone_non_axial = luigi.BoolParameter(default=R.skip_lone_non_axial, parsing=EXPLICIT)
+    skip_lone_non_square = luigi.BoolParameter(default=R.skip_lone_non_square, parsing=EXPLICIT)
+
+
+def _from_section(cls: type, section: luigi.Config, **given):
+    """``cls`` (a settings dataclass) from the section's parameters of the same names; ``given``
+    (converted values) take precedence. The dataclass validates."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{**{k: v for k, v in section.param_kwargs.items() if k in names}, **given})
 
 
 def selection_from_config() -> SelectionRules:
-    c = selection()
-    return SelectionRules(sop_classes=tuple(c.sop_classes), skip_image_types=tuple(s.upper() for s in c.skip_image_types),
-                          min_matrix=c.min_matrix, skip_lone_images_unlike_main_stack=c.skip_lone_images_unlike_main_stack,
-                          skip_lone_non_axial=c.skip_lone_non_axial, skip_lone_non_square=c.skip_lone_non_square)
+    return _from_section(SelectionRules, selection())
 
 
 def _log_to_stderr() -> None:
@@ -151,18 +146,11 @@ def settings_from_config() -> Settings:
     """Build and validate the run settings from luigi.cfg (fails before any file is read)."""
     c, f = denoise(), qa_filters()
     model_path = Path(c.model_path)
-    return Settings(
-        window=Window(c.window_low_hu, c.window_high_hu), qa_sigma=c.qa_sigma, qa_noise=c.qa_noise,
-        qa_lowdose_i0=c.qa_lowdose_i0, batch_size=c.batch_size, cpu_batch_size=c.cpu_batch_size,
-        device=c.device, strength=c.strength, output_transfer_syntax=c.output_transfer_syntax, amp=c.amp,
+    return _from_section(
+        Settings, c, window=Window(c.window_low_hu, c.window_high_hu),
         model_path=model_path if model_path.is_absolute() else INSTALL_ROOT / model_path,
-        filters=FilterParams(**{k: parse_nlm_h(f.nlm_h) if k == "nlm_h" else getattr(f, k)
-                                for k in FilterParams.__dataclass_fields__}),
-        selection=selection_from_config(),
-        series_folder=c.series_folder, file_name=c.file_name,
-        series_description_suffix=" " + c.series_description_suffix.strip(),
-        series_number_offset=c.series_number_offset, progress=c.progress, qa_every=c.qa_every, qa_panels=c.qa_panels,
-        io_workers=c.io_workers, chunk_slices=c.chunk_slices, prefetch_chunks=c.prefetch_chunks)
+        filters=_from_section(FilterParams, f, nlm_h=parse_nlm_h(f.nlm_h)), selection=selection_from_config(),
+        series_description_suffix=" " + c.series_description_suffix.strip())
 
 
 class DenoiseStudy(luigi.Task):
@@ -209,8 +197,7 @@ class DenoiseStudy(luigi.Task):
         if not self.output():
             raise InputError(self.study_dir, f"no CT image series found{' for study ' + self.study_uid if self.study_uid else ''}"
                                              f" ({skipped_summary(self._scan.skipped)})")
-        denoiser = Denoiser(load_model(settings.model_path), settings.device, settings.batch_size, settings.amp,
-                            settings.cpu_batch_size, settings.strength)
+        denoiser = Denoiser.from_settings(load_model(settings.model_path), settings)
         process_scan(self._scan, Path(self.output_dir), settings, denoiser, self.record_failures,
                      self.study_uid or None, attempt=self.attempt)
 
@@ -265,38 +252,38 @@ class DenoiseArchive(luigi.Task):
 
 
 class pacs(luigi.Config):  # noqa: N801
-    protocol = luigi.ChoiceParameter(default="dicomweb", choices=list(PROTOCOLS))
-    url = luigi.Parameter(default="", description="DICOMweb root, http(s)://host:port/dicom-web")
-    host = luigi.Parameter(default="", description="DIMSE: PACS host")
-    port = luigi.IntParameter(default=104, description="DIMSE: PACS port")
-    called_aet = luigi.Parameter(default="ORTHANC", description="DIMSE: the PACS's AE title")
-    calling_aet = luigi.Parameter(default="DENOISER", description="our AE title")
-    retrieve = luigi.ChoiceParameter(default="get", choices=list(RETRIEVE_METHODS),
+    protocol = luigi.ChoiceParameter(default=P.protocol, choices=list(PROTOCOLS))
+    url = luigi.Parameter(default=P.url, description="DICOMweb root, http(s)://host:port/dicom-web")
+    host = luigi.Parameter(default=P.host, description="DIMSE: PACS host")
+    port = luigi.IntParameter(default=P.port, description="DIMSE: PACS port")
+    called_aet = luigi.Parameter(default=P.called_aet, description="DIMSE: the PACS's AE title")
+    calling_aet = luigi.Parameter(default=P.calling_aet, description="our AE title")
+    retrieve = luigi.ChoiceParameter(default=P.retrieve, choices=list(RETRIEVE_METHODS),
                                      description="DIMSE: C-GET or C-MOVE")
-    move_port = luigi.IntParameter(default=11113, description="DIMSE C-MOVE: port of our storage SCP")
-    username = luigi.Parameter(default="")
+    move_port = luigi.IntParameter(default=P.move_port, description="DIMSE C-MOVE: port of our storage SCP")
+    username = luigi.Parameter(default=P.username)
     password_file = luigi.Parameter(default="", description="file whose first line is the password")
     password_env = luigi.Parameter(default="", description="environment variable holding the password")
-    tls = luigi.BoolParameter(default=False, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
-    tls_ca_file = luigi.Parameter(default="")
-    tls_cert_file = luigi.Parameter(default="")
-    tls_key_file = luigi.Parameter(default="")
-    tls_verify = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
-    connect_timeout = luigi.FloatParameter(default=10.0)
-    timeout = luigi.FloatParameter(default=120.0)
-    retries = luigi.IntParameter(default=3)
-    backoff_seconds = luigi.FloatParameter(default=5.0)
-    store_batch = luigi.IntParameter(default=50)
-    store_associations = luigi.IntParameter(default=4, description="DIMSE: C-STORE associations in parallel")
+    tls = luigi.BoolParameter(default=P.tls, parsing=EXPLICIT)
+    tls_ca_file = luigi.Parameter(default=P.tls_ca_file)
+    tls_cert_file = luigi.Parameter(default=P.tls_cert_file)
+    tls_key_file = luigi.Parameter(default=P.tls_key_file)
+    tls_verify = luigi.BoolParameter(default=P.tls_verify, parsing=EXPLICIT)
+    connect_timeout = luigi.FloatParameter(default=P.connect_timeout)
+    timeout = luigi.FloatParameter(default=P.timeout)
+    retries = luigi.IntParameter(default=P.retries)
+    backoff_seconds = luigi.FloatParameter(default=P.backoff_seconds)
+    store_batch = luigi.IntParameter(default=P.store_batch)
+    store_associations = luigi.IntParameter(default=P.store_associations,
+                                            description="DIMSE: C-STORE associations in parallel")
     work_dir = luigi.Parameter(default="", description="work folders (default <output-dir>/work)")
-    keep_work = luigi.ChoiceParameter(default="on_failure", choices=list(KEEP_WORK))
+    keep_work = luigi.ChoiceParameter(default=P.keep_work, choices=list(KEEP_WORK))
 
 
 def pacs_config_from_config() -> PacsConfig:
     """``[pacs]`` as a validated PacsConfig, the password read from its file or variable."""
     c = pacs()
-    fields = {k: getattr(c, k) for k in PacsConfig.__dataclass_fields__ if k != "password"}
-    return PacsConfig(**fields, password=load_password(c.password_file, c.password_env))
+    return _from_section(PacsConfig, c, password=load_password(c.password_file, c.password_env))
 
 
 def work_root(output_dir: str) -> Path:
@@ -304,10 +291,10 @@ def work_root(output_dir: str) -> Path:
 
 
 class PacsStudy(luigi.Task):
-    """One PACS study: retrieve it into a work folder, denoise it with DenoiseStudy, store the derived
-    series back and verify them, record the outcome in ``<output_dir>/pacs_studies/`` and publish
-    its QA reports in ``<output_dir>/<StudyInstanceUID>/``. A failure is recorded, not raised (the
-    night's reports list it; the next run retries it)."""
+    """One PACS study (:class:`pipeline.pacs.nightly.NightlyStudy`): retrieve it into a work folder,
+    denoise it with DenoiseStudy, store the derived series back and verify them, record the outcome
+    in ``<output_dir>/pacs_studies/`` and publish its QA reports in ``<output_dir>/<StudyInstanceUID>/``.
+    A failure is recorded, not raised (the night's reports list it; the next run retries it)."""
 
     study_uid = luigi.Parameter()
     output_dir = luigi.Parameter()
@@ -321,60 +308,18 @@ class PacsStudy(luigi.Task):
         rec = read_record(Path(self.output_dir), self.study_uid)
         return rec is not None and (rec.status in DONE_STATES or rec.attempt == self.attempt)
 
-    def _finish(self, record: StudyRecord, work: Path, config: PacsConfig, stage: str = "",
-                error: Exception | None = None) -> None:
-        if error is not None:  # whatever broke, one study never costs the others or the night's reports
-            known = isinstance(error, (PacsError, InputError))
-            record.status, record.stage = "failed", stage
-            record.reason = str(error) if known else " ".join(f"unexpected {type(error).__name__}: {error}".split())
-            log.error("study %s failed (%s): %s", self.study_uid, stage, error)
-        write_record(Path(self.output_dir), record)
-        clean_work(work, config, record.status != "failed")
-
     def run(self):
         _log_to_stderr()
-        config = pacs_config_from_config()
-        work = work_root(self.output_dir) / folder_name(self.study_uid)
-        record = StudyRecord(self.study_uid, "failed", self.attempt, config.describe())
-        try:
-            with connect(config) as client:
-                fetched = retrieve_study(client, config, self.study_uid, work, selection_from_config())
-        except Exception as exc:
-            return self._finish(record, work, config, "retrieve", exc)
-        record.retrieve_seconds, record.instances_retrieved = fetched["seconds"], fetched["instances"]
-        record.not_retrieved = fetched["not_retrieved"]
-        denoise_task = DenoiseStudy(study_dir=str(work / "input"), output_dir=str(work / "output"),
+        study = NightlyStudy(self.study_uid, Path(self.output_dir), pacs_config_from_config(), self.attempt,
+                             work_root(self.output_dir))
+        if not study.retrieve(selection_from_config()):
+            return
+        denoise_task = DenoiseStudy(study_dir=str(study.input_dir), output_dir=str(study.denoise_dir),
                                     record_failures=True, attempt=self.attempt)
-        if not fetched["instances"] or not denoise_task.output():
-            why = skipped_summary(denoise_task._scan.skipped) if fetched["instances"] else "no series to retrieve"
-            record.status, record.reason = "skipped", f"nothing to denoise ({why})"
-            log.info("study %s: %s", self.study_uid, record.reason)
-            return self._finish(record, work, config)
+        if not denoise_task.output():
+            return study.skip(skipped_summary(denoise_task._scan.skipped))
         yield denoise_task  # the folder pipeline, unchanged (it holds the model's resource, not this task)
-        folders = [Path(t.path) for t in denoise_task.output().values()]
-        try:
-            provenances = [read_provenance(f) for f in folders]
-            record.denoise_seconds = sum(float(p.get("seconds", 0)) for p in provenances)
-            record.derived_series = [s["derived_series_uid"] for p in provenances for s in p.get("series", [])]
-            for folder in folders:
-                record.report_folder = publish_reports(folder, Path(self.output_dir)).name
-            if all(p.get("status", "ok") == "failed" for p in provenances):
-                raise InputError(self.study_uid, "no series of the study could be denoised (see its skipped.csv)")
-        except Exception as exc:
-            return self._finish(record, work, config, "denoise", exc)
-        try:
-            with connect(config) as client:
-                for folder in folders:
-                    sent, verified, seconds = store_study(client, config, folder)
-                    record.instances_stored += sent
-                    record.verified_instances += verified
-                    record.store_seconds = (record.store_seconds or 0.0) + seconds
-        except Exception as exc:
-            return self._finish(record, work, config, "store", exc)
-        record.status = "done"
-        log.info("study %s: %d derived instances verified in the PACS (%d sent)", self.study_uid,
-                 record.verified_instances, record.instances_stored)
-        self._finish(record, work, config)
+        study.store([Path(t.path) for t in denoise_task.output().values()])
 
 
 class DenoisePacs(luigi.Task):
@@ -393,16 +338,7 @@ class DenoisePacs(luigi.Task):
         the PACS lists for them, and the query's error ('' if none)."""
         _log_to_stderr()
         dates = date_query(self.study_date, self.since_hours)
-        config = pacs_config_from_config()
-        try:
-            with connect(config) as client:
-                found = retrying(config, "study query", lambda: client.find_studies(dates.dicom_range))
-        except PacsError as exc:
-            log.error("query of CT studies (%s) failed: %s", dates.label(), exc)
-            return dates, [], str(exc)
-        uids = sorted({s.study_uid for s in found if dates.matches(s.study_date, s.study_time)})
-        log.info("%s: %d CT studies for %s", config.describe(), len(uids), dates.label())
-        return dates, uids, ""
+        return dates, *query_studies(pacs_config_from_config(), dates)
 
     def requires(self) -> list[PacsStudy]:
         return [PacsStudy(study_uid=uid, output_dir=self.output_dir) for uid in self._query[1]]

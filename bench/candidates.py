@@ -1,6 +1,6 @@
 """Width/depth candidates of the autoencoder: quality after the same short training, and speed.
 
-    python bench/candidates.py [--steps 400] [--threads 1] [--card models/weights/ct_denoiser.json]
+    python -m bench.candidates [--steps 400] [--threads 1] [--card models/weights/ct_denoiser.json]
 
 Each candidate is trained from scratch with the shipped training configuration
 (``models/configs/ct_denoiser.json``: same data, noise and schedule shape, no initial weights) for
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -23,13 +22,12 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from models.autoencoder import count_parameters  # noqa: E402
-from models.store import load_checkpoint  # noqa: E402
-from models.training.config import load_config  # noqa: E402
-from models.training.data import validation_set  # noqa: E402
-from models.training.train import build_model, evaluate, train  # noqa: E402
-from pipeline.atomic import write_json  # noqa: E402
+from models.autoencoder import count_parameters
+from models.store import load_checkpoint
+from models.training.config import load_config
+from models.training.data import validation_set
+from models.training.train import build_model, evaluate, train
+from pipeline.atomic import write_json
 
 # name: (width, levels, convs per level, residual blocks at the coarsest level)
 CANDIDATES = {"w16-l2": (16, 2, 2, 0), "w32-l2-c1": (32, 2, 1, 0), "w32-l2": (32, 2, 2, 0), "w32-l3": (32, 3, 2, 0),

@@ -22,12 +22,12 @@ import numpy as np
 from bench.quality import import_bm3d
 from models.store import load_model
 from models.training import volumes
-from pipeline.context import neighbour_links
-from pipeline.denoise import Denoiser
-from pipeline.metrics import psnr
-from pipeline.noise import seed_from_uid
-from pipeline.strength import Strength
-from pipeline.window import Window, hu_to_unit
+from pipeline.inference.denoiser import Denoiser
+from pipeline.inference.slice_context import neighbour_links
+from pipeline.inference.strength import Strength
+from pipeline.inference.window import Window, hu_to_unit
+from pipeline.qa.metrics import psnr
+from pipeline.qa.noise import seed_from_uid
 
 W = Window()
 

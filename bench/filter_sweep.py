@@ -1,6 +1,6 @@
 """Choose the classical filters' parameters fairly: PSNR sweep at one noise level.
 
-    python bench/filter_sweep.py [--sigma 0.07] [--slices 4]
+    python -m bench.filter_sweep [--sigma 0.07] [--slices 4]
 
 Prints, per filter, the mean PSNR (data range 1, window [-1000, 1000] HU) of each setting on
 seeded noisy copies of held-out synthetic slices; the best row of each filter is what
@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.filters import non_local_means  # noqa: E402
-from pipeline.metrics import psnr  # noqa: E402
-from pipeline.noise import add_gaussian_noise  # noqa: E402
-from pipeline.synthetic.references import clean_slice  # noqa: E402
-from pipeline.window import Window  # noqa: E402
+from pipeline.inference.window import Window
+from pipeline.qa.filters import non_local_means
+from pipeline.qa.metrics import psnr
+from pipeline.qa.noise import add_gaussian_noise
+from pipeline.synthetic.references import clean_slice
 
 SWEEP_SEED_BASE = 950_000  # disjoint from training (>= 1e6), validation (9e5 + i) and samples (< 1e5)
 

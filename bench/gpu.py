@@ -1,6 +1,6 @@
 """Batched inference throughput of the shipped model: slices/s and peak memory per batch size.
 
-    python bench/gpu.py [--device cuda] [--size 512] [--batch-sizes 8 16 32 64 128] [--dtypes bf16 fp16 fp32]
+    python -m bench.gpu [--device cuda] [--size 512] [--batch-sizes 8 16 32 64 128] [--dtypes bf16 fp16 fp32]
 
 On CUDA each cell times ``--iters`` batches after ``--warmup`` batches, synchronizing the device,
 with inputs already on the GPU (model alone: no disk, no host copies) and with host copies from
@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models.store import load_model  # noqa: E402
+from models.store import load_model
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

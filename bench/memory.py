@@ -1,6 +1,6 @@
 """Peak memory of DenoiseStudy on a long series: streaming keeps it bounded.
 
-    python bench/memory.py [--slices 1000] [--batch-size 8] [--cpu-batch-size 1] [--qa-every 8] [--tiny-model] [--workdir DIR]
+    python -m bench.memory [--slices 1000] [--batch-size 8] [--cpu-batch-size 1] [--qa-every 8] [--tiny-model] [--workdir DIR]
 
 Generates one 512x512 series of ``--slices`` slices, then runs the study in a fresh process and
 reports (from /proc/self/status) the peak resident memory after loading the model and denoising one
@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def _peak_mib() -> float:
@@ -40,10 +39,10 @@ def child(args: argparse.Namespace) -> None:
 
     from models.autoencoder import DenoisingAutoencoder
     from models.store import load_model, save_model
-    from pipeline.denoise import TYPICAL_SIGMA, Denoiser
-    from pipeline.reader import scan
+    from pipeline.dicom.discovery import scan
+    from pipeline.inference.denoiser import TYPICAL_SIGMA, Denoiser
     from pipeline.settings import Settings
-    from pipeline.study import process_study
+    from pipeline.study_run import process_study
 
     weights = None
     if args.tiny_model:
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="ct-denoise-mem-", dir=args.workdir))
     try:
         files = generate(work / "in", (long_study(args.slices),))
-        cmd = [sys.executable, __file__, "--child", "--work", str(work), "--batch-size", str(args.batch_size),
+        cmd = [sys.executable, "-m", "bench.memory", "--child", "--work", str(work), "--batch-size", str(args.batch_size),
                "--cpu-batch-size", str(args.cpu_batch_size),
                "--qa-every", str(args.qa_every), "--device", args.device] + (["--tiny-model"] if args.tiny_model else [])
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)

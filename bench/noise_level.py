@@ -1,6 +1,6 @@
-"""Does the noise estimate (pipeline/noise_level.py) read the noise a scan carries?
+"""Does the noise estimate (pipeline/inference/noise_level.py) read the noise a scan carries?
 
-    python bench/noise_level.py [--parts validation test] [--added 0 10 20 40 80 160] [--lowdose 20000 200000]
+    python -m bench.noise_level [--parts validation test] [--added 0 10 20 40 80 160] [--lowdose 20000 200000]
 
 On the real CT set's validation and test parts (no choice of the estimator is made on the test part):
 
@@ -11,13 +11,13 @@ On the real CT set's validation and test parts (no choice of the estimator is ma
   FBP, at each slice's pixel size): the added noise is known; its level is the median of its std
   over the blocks the estimator may measure in (the slice's uniform soft tissue; the noise is not
   stationary: it is stronger behind dense paths). Target: within +-15 %.
-* As stored: against the uniform-region measure of pipeline/scanquality.py (the QA report's
+* As stored: against the uniform-region measure of pipeline/qa/scan_measures.py (the QA report's
   ``scan_noise_hu_original``), where that finds a region.
 
 Prints a table per source: the median and worst ratio estimate / expected per noise level, and the
 share of slices within the target.
 
-``--calibrate`` instead measures what the model needs to be told (pipeline/strength.py,
+``--calibrate`` instead measures what the model needs to be told (pipeline/inference/strength.py,
 model_level_hu): on the validation part, with white noise, CT-like noise of ramp-Gaussian spectra
 (NPS(f) = f exp(-(f / fc)^2), fc in cycles per pixel: lower is blotchier) and the low-dose
 simulation (:data:`CALIBRATION_NOISE`), the PSNR of the model told k times the estimated std, for
@@ -33,11 +33,11 @@ from collections import defaultdict
 import numpy as np
 
 from models.training import realct
-from pipeline.metrics import psnr
-from pipeline.window import Window, hu_to_unit
-from pipeline.noise import add_gaussian_noise, seed_from_uid
-from pipeline.noise_level import block_noise, candidates, slice_noise
-from pipeline.scanquality import REGION_PX, uniform_regions
+from pipeline.inference.noise_level import block_noise, candidates, slice_noise
+from pipeline.inference.window import Window, hu_to_unit
+from pipeline.qa.metrics import psnr
+from pipeline.qa.noise import add_gaussian_noise, seed_from_uid
+from pipeline.qa.scan_measures import REGION_PX, uniform_regions
 from pipeline.synthetic.kernel_noise import kernel_noise
 from pipeline.synthetic.lowdose import low_dose_noise_hu
 
@@ -133,11 +133,11 @@ CALIBRATION_NOISE = {  # seed key: (label, ramp-Gaussian cutoff fc, None for whi
 
 def calibrate(args) -> None:
     """Per validation slice and noise: the PSNR of the model told k x the estimate, for each k of
-    ``--gains`` (relative to the best k), then the mean loss of pipeline/strength.py's rule against
+    ``--gains`` (relative to the best k), then the mean loss of pipeline/inference/strength.py's rule against
     always picking the best k."""
     from models.store import load_model
-    from pipeline.denoise import Denoiser
-    from pipeline.strength import model_level_hu
+    from pipeline.inference.denoiser import Denoiser
+    from pipeline.inference.strength import model_level_hu
 
     w = Window()
     denoiser = Denoiser(load_model(None), "cpu", cpu_batch_size=1)

@@ -1,6 +1,6 @@
 """Nightly PACS run against a local Orthanc: what retrieving and storing add to a CPU run.
 
-    python bench/pacs.py [--slices 300] [--protocols dicomweb dimse-get dimse-move] [--workdir DIR]
+    python -m bench.pacs [--slices 300] [--protocols dicomweb dimse-get dimse-move] [--workdir DIR]
 
 Generates one 512x512 CT series of ``--slices`` slices, then measures, each as a separate
 ``luigi`` command as cron would run it (CPU, the configured model and QA):
@@ -32,12 +32,11 @@ import pydicom
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from bench.throughput import io_floor  # noqa: E402
-from models.store import load_model  # noqa: E402
-from pipeline.denoise import TYPICAL_SIGMA, Denoiser  # noqa: E402
-from pipeline.synthetic.samples import generate, long_study  # noqa: E402
-from tests.orthanc import Orthanc, available  # noqa: E402
+from bench.orthanc import Orthanc, available
+from bench.throughput import io_floor
+from models.store import load_model
+from pipeline.inference.denoiser import TYPICAL_SIGMA, Denoiser
+from pipeline.synthetic.samples import generate, long_study
 
 PROTOCOLS = ("dicomweb", "dimse-get", "dimse-move")
 
@@ -55,8 +54,8 @@ def luigi(*args: str, env: dict[str, str] | None = None) -> float:
 
 def model_on(denoiser: Denoiser, files: list[Path]) -> float:
     """Seconds per slice of the network alone on these slices, decoded and windowed beforehand."""
-    from pipeline.reader import to_hu
-    from pipeline.window import Window
+    from pipeline.dicom.reader import to_hu
+    from pipeline.inference.window import Window
 
     w = Window()
     unit = np.stack([np.clip((to_hu(pydicom.dcmread(f), f) - w.low) / (w.high - w.low), 0, 1) for f in files])

@@ -1,13 +1,13 @@
 """Quality benchmark on real CT under the fair yardstick: the model against classical denoisers.
 
-    python bench/quality.py [--parts validation test] [--levels 0.02 0.05 0.07 0.10 lowdose@20000 soft@0.03]
+    python -m bench.quality [--parts validation test] [--levels 0.02 0.05 0.07 0.10 lowdose@20000 soft@0.03]
                             [--seeds 1] [--no-bm3d] [--weights W] [--card models/weights/ct_denoiser.json]
                             [--qa-check] [--realct-dir ../shared/data/realct]
 
 Data: the real CT set's ``validation`` and ``test`` parts (:mod:`models.training.realct`: split
 by source; the model is never trained on them, and no choice is made on the test part), and
 pydicom's two real slices (``pydicom``: CT_small.dcm and the 512x512 head J2K_pixelrep_mismatch.dcm),
-which need no ``../shared``. Yardstick (:mod:`pipeline.noise`): noise added in HU to the slice as
+which need no ``../shared``. Yardstick (:mod:`pipeline.qa.noise`): noise added in HU to the slice as
 stored (Gaussian sigma as a fraction of the window [-1000, 1000] HU, the low-dose model at the
 slice's own pixel size, or ``soft@0.03``: correlated noise of a smooth kernel's spectrum, for which
 BM3D is told that spectrum) and never clipped; every method gets that same noisy image, seeded from the
@@ -18,7 +18,7 @@ is estimated from the noisy copy, strength ``full``; the QA report's own functio
 clipped to the window for PSNR (data range 1) and SSIM. Each seed filter uses its best-PSNR
 setting for the noise level, tuned on the validation part with other noise seeds (so the test part
 stays untouched by any choice); non-local means, which needs the noise level, is told the noise
-estimate as in the QA report (``h`` = the estimated std, pipeline/filters.py). Prints mean PSNR / SSIM per part and source, the model's margins
+estimate as in the QA report (``h`` = the estimated std, pipeline/qa/filters.py). Prints mean PSNR / SSIM per part and source, the model's margins
 over BM3D and the seed filters, and CPU seconds per 512x512 slice. ``--qa-check`` runs the pipeline's
 own QA (``DenoiseStudy``'s code, default ``[qa_filters]``) on the test slices and compares its
 margins with the bench's. ``--card`` records the figures in that model card (``evaluation.real_ct``).
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -37,19 +36,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.filter_sweep import candidates  # noqa: E402
-from models.store import load_model  # noqa: E402
-from models.training import realct  # noqa: E402
-from pipeline.atomic import write_json  # noqa: E402
-from pipeline.denoise import Denoiser  # noqa: E402
-from pipeline.filters import FilterParams, classical_filters  # noqa: E402
-from pipeline.metrics import psnr, ssim  # noqa: E402
-from pipeline.noise import NoiseModel, seed_from_uid  # noqa: E402
-from pipeline.qa import estimated_noise_unit  # noqa: E402
-from pipeline.reader import load_series, scan  # noqa: E402
-from pipeline.study import delivered_model  # noqa: E402
-from pipeline.window import Window, hu_to_unit  # noqa: E402
+from bench.filter_sweep import candidates
+from models.store import load_model
+from models.training import realct
+from pipeline.atomic import write_json
+from pipeline.dicom.discovery import scan
+from pipeline.dicom.reader import load_series
+from pipeline.inference.denoiser import Denoiser
+from pipeline.inference.window import Window, hu_to_unit
+from pipeline.qa.filters import FilterParams, classical_filters
+from pipeline.qa.metrics import psnr
+from pipeline.qa.noise import NoiseModel, seed_from_uid
+from pipeline.qa.series import estimated_noise_unit
+from pipeline.qa.yardstick import score_methods
+from pipeline.study_run import delivered_model
 
 W = Window()
 REAL_SLICES = {"CT_small": "CT_small.dcm", "head512": "J2K_pixelrep_mismatch.dcm"}
@@ -194,23 +194,27 @@ def score_level(level: str, slices: list[BenchSlice], seeds: int, denoiser: Deno
             if use_bm3d:
                 psd = noise_model(level).bm3d_psd(noisy.shape)  # correlated noise: BM3D told its spectrum
                 methods["bm3d"] = lambda x, s=sigma, p=psd: bm3d.bm3d(x, sigma_psd=s if p is None else p)
-            for name, f in methods.items():
-                key = f"score|{level}|{sl.name}|{k}|{name}|{filters[name][0] if name in filters else ''}"
-                cached = not name.startswith("autoencoder") and filters.get(name, ((),))[0] != ("auto",)
-                hit = cache.get(key) if cached else None
-                if hit:
-                    acc[name].append(tuple(hit[:2]))
-                    if hit[2] is not None:
-                        seconds[name].append(hit[2])
+            keys = {name: f"score|{level}|{sl.name}|{k}|{name}|{filters[name][0] if name in filters else ''}"
+                    for name in methods}
+            cached = {name for name in methods
+                      if not name.startswith("autoencoder") and filters.get(name, ((),))[0] != ("auto",)}
+            hits = {name: hit for name in cached if (hit := cache.get(keys[name]))}
+            timed: dict[str, float] = {}
+            scored = score_methods(sl.reference, noisy, {n: f for n, f in methods.items() if n not in hits},
+                                   seconds=timed, clock=time.process_time)
+            cpu = timed if sl.hu.shape == (512, 512) else {}  # CPU seconds per 512x512 slice only
+            for name in methods:
+                if name in hits:
+                    acc[name].append(tuple(hits[name][:2]))
+                    if hits[name][2] is not None:
+                        seconds[name].append(hits[name][2])
                     continue
-                t = time.process_time()
-                result = np.clip(f(noisy), 0, 1)
-                cpu = time.process_time() - t if sl.hu.shape == (512, 512) else None
-                if cpu is not None and name in ("autoencoder", "autoencoder_told", "bm3d", "nlm"):
-                    seconds[name].append(cpu)
-                acc[name].append((psnr(sl.reference, result), ssim(sl.reference, result)))
-                if cached:
-                    cache.put(key, [*acc[name][-1], cpu if name in ("bm3d", "nlm") else None])
+                (score,) = scored[name]
+                acc[name].append((score.psnr, score.ssim))
+                if name in cpu and name in ("autoencoder", "autoencoder_told", "bm3d", "nlm"):
+                    seconds[name].append(cpu[name])
+                if name in cached:
+                    cache.put(keys[name], [score.psnr, score.ssim, cpu.get(name) if name in ("bm3d", "nlm") else None])
         out[sl.name] = {m: (float(np.mean([v[0] for v in vals])), float(np.mean([v[1] for v in vals])))
                         for m, vals in acc.items()}
     return out
@@ -223,7 +227,7 @@ def qa_margins(slices: list[BenchSlice], level: str, loaded, folder: str) -> dic
     import shutil
 
     from pipeline.settings import Settings
-    from pipeline.study import process_scan
+    from pipeline.study_run import process_scan
 
     nm = noise_model(level)
     root = realct.resolve(folder)
@@ -234,8 +238,8 @@ def qa_margins(slices: list[BenchSlice], level: str, loaded, folder: str) -> dic
             (src / sl.name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(root / sl.name, src / sl.name)
         settings = Settings(qa_noise=nm.kind, qa_sigma=nm.sigma, qa_lowdose_i0=nm.i0, qa_every=1, qa_panels=0,
-                            progress=False)
-        denoiser = Denoiser(loaded, "cpu", cpu_batch_size=1)
+                            progress=False, device="cpu")
+        denoiser = Denoiser.from_settings(loaded, settings)
         by_series = {sl.uid: sl.name for sl in slices}
         outcomes = process_scan(scan(src), Path(tmp) / "out", settings, denoiser)
         for o in outcomes:
@@ -355,7 +359,7 @@ def record_real_ct(card_path: Path, results, slices, seeds: int, seconds) -> Non
         "data": "real CT set, validation and test parts (split by source, models/training/realct.py) and pydicom's "
                 f"CT_small.dcm and J2K_pixelrep_mismatch.dcm; {seeds} noise seed(s) per slice from its SOPInstanceUID; "
                 "noise in HU, not clipped; model and BM3D told the added noise's std; filters tuned on the validation "
-                "part; python bench/quality.py",
+                "part; python -m bench.quality",
         "psnr_db": dict(table),
         "cpu_seconds_per_512_slice": {m: round(float(np.mean(v)), 3) for m, v in seconds.items()},
     }

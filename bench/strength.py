@@ -1,12 +1,12 @@
 """What each denoising strength does to real scans (no synthetic noise): the share of the noise
 removed, as requested and as measured, per real-CT source.
 
-    python bench/strength.py [--strengths low medium high full] [--parts validation test] [--weights W]
+    python -m bench.strength [--strengths low medium high full] [--parts validation test] [--weights W]
 
 Each slice of the real CT set's parts is its own series: its noise is estimated
-(pipeline/noise_level.py), it is denoised exactly as DenoiseStudy does (Denoiser.denoise_hu at the
+(pipeline/inference/noise_level.py), it is denoised exactly as DenoiseStudy does (Denoiser.denoise_hu at the
 strength), and the noise std in the automatically found uniform soft-tissue regions is measured on
-the original and the derived slice (pipeline/scanquality.py, the QA report's scan_noise columns).
+the original and the derived slice (pipeline/qa/scan_measures.py, the QA report's scan_noise columns).
 The measured share is 1 - derived / original (median over the source's slices that have such
 regions); edges kept is the strong-edge gradient derived / original. The named shares were chosen
 from this table on the validation part.
@@ -22,11 +22,11 @@ import numpy as np
 
 from models.store import load_model
 from models.training import realct
-from pipeline.denoise import Denoiser
-from pipeline.noise_level import estimate_series
-from pipeline.scanquality import measure_slice
-from pipeline.strength import parse_strength
-from pipeline.window import Window
+from pipeline.inference.denoiser import Denoiser
+from pipeline.inference.noise_level import estimate_series
+from pipeline.inference.strength import parse_strength
+from pipeline.inference.window import Window
+from pipeline.qa.scan_measures import measure_slice
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,6 @@
 """Throughput of the streamed pipeline against its floors, on a generated long series.
 
-    python bench/throughput.py [--slices 300] [--device auto] [--batch-size 8] [--cpu-batch-size 1] [--io-workers 2]
+    python -m bench.throughput [--slices 300] [--device auto] [--batch-size 8] [--cpu-batch-size 1] [--io-workers 2]
                                [--model-slices 64] [--workdir DIR]
 
 Generates one 512x512 series of ``--slices`` slices (uncompressed, 1 mm apart) and measures, in
@@ -19,10 +19,10 @@ without QA; QA adds <= 25 %).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,13 +32,12 @@ import numpy as np
 import pydicom
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models.store import load_model  # noqa: E402
-from pipeline.denoise import TYPICAL_SIGMA, Denoiser  # noqa: E402
-from pipeline.reader import scan  # noqa: E402
-from pipeline.settings import Settings  # noqa: E402
-from pipeline.study import process_study  # noqa: E402
-from pipeline.synthetic.samples import generate, long_study  # noqa: E402
+from models.store import load_model
+from pipeline.dicom.discovery import scan
+from pipeline.inference.denoiser import TYPICAL_SIGMA, Denoiser
+from pipeline.settings import Settings
+from pipeline.study_run import process_study
+from pipeline.synthetic.samples import generate, long_study
 
 
 def io_floor(files: list[Path], out: Path, workers: int) -> float:
@@ -86,15 +85,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         t = time.perf_counter()
         files = generate(work / "in", (long_study(args.slices),))
         gen_s = time.perf_counter() - t
-        denoiser = Denoiser(load_model(args.weights), args.device, args.batch_size, cpu_batch_size=args.cpu_batch_size)
+        base = Settings(progress=False, batch_size=args.batch_size, cpu_batch_size=args.cpu_batch_size,
+                        device=args.device, io_workers=args.io_workers)
+        denoiser = Denoiser.from_settings(load_model(args.weights), base)
         per_slice: dict[str, float] = {}
         per_slice["I/O floor, 1 thread"] = io_floor(files, work / "io1", 1) / len(files)
         per_slice[f"I/O floor, {args.io_workers} threads"] = io_floor(files, work / "io", args.io_workers) / len(files)
         per_slice["model alone"] = model_alone(denoiser, min(args.model_slices, len(files)))
-        for label, every in (("full DenoiseStudy, no QA", 0), (f"full DenoiseStudy, QA every {args.qa_every}",
-                                                                args.qa_every)):
-            settings = Settings(progress=False, batch_size=args.batch_size, cpu_batch_size=args.cpu_batch_size,
-                                device=args.device, io_workers=args.io_workers, qa_every=every)
+        runs = {"full DenoiseStudy, no QA": 0, f"full DenoiseStudy, QA every {args.qa_every}": args.qa_every}
+        for label, every in runs.items():
+            settings = dataclasses.replace(base, qa_every=every)
             (study,) = scan(work / "in").studies.values()
             t = time.perf_counter()
             process_study(study, work / f"out{every}", settings, denoiser)

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import platform
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,9 +13,8 @@ import pydicom
 import torch
 
 from models.store import LoadedModel
-
-from . import TOOL_NAME, __version__
-from .settings import Settings
+from pipeline import TOOL_NAME, __version__
+from pipeline.settings import Settings
 
 
 def provenance(settings: Settings, model: LoadedModel, device: str, **extra: Any) -> dict[str, Any]:
@@ -31,3 +32,8 @@ def provenance(settings: Settings, model: LoadedModel, device: str, **extra: Any
                         "pydicom": pydicom.__version__, "platform": platform.platform()},
         **extra,
     }
+
+
+def read_provenance(folder: Path) -> dict:
+    """The provenance.json of a study output folder (raises OSError/ValueError when unreadable)."""
+    return json.loads((Path(folder) / "provenance.json").read_text())

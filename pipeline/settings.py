@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .codecs import output_syntax
-from .errors import ConfigError
-from .filters import FilterParams
-from .noise import NoiseModel
-from .selection import SelectionRules
-from .strength import DEFAULT_STRENGTH, parse_strength
-from .window import Window
+from pipeline.dicom.codecs import output_syntax
+from pipeline.dicom.selection import SelectionRules
+from pipeline.errors import ConfigError
+from pipeline.inference.strength import DEFAULT_STRENGTH, Strength, parse_strength
+from pipeline.inference.window import Window
+from pipeline.qa.filters import FilterParams
+from pipeline.qa.noise import NoiseModel
 
 _SERIES_FIELDS = {"series_uid", "source_series_uid", "series_number"}
 # template -> (fields it may use, fields of which it must use one so that names are unique)
@@ -30,7 +30,8 @@ class Settings:
     batch_size: int = 8  # slices per model batch on a GPU
     cpu_batch_size: int = 1  # on the CPU: larger batches are not faster there and hold more memory
     device: str = "auto"
-    strength: str = DEFAULT_STRENGTH  # low, medium, high, full, a percentage or a noise std in HU (pipeline.strength)
+    # low, medium, high, full, a percentage or a noise std in HU; parsed here, once (pipeline.inference.strength)
+    strength: Strength | str = DEFAULT_STRENGTH
     output_transfer_syntax: str = "explicit_le"  # or rle, jpeg_ls_lossless, jpeg2000_lossless
     amp: bool = True
     model_path: Path | None = None  # None: the shipped weights
@@ -54,7 +55,7 @@ class Settings:
             NoiseModel(self.qa_noise, self.qa_sigma, self.qa_lowdose_i0)  # validates the noise settings
         except ValueError as exc:
             raise ConfigError(f"qa noise: {exc}") from None
-        parse_strength(self.strength)  # validates it
+        object.__setattr__(self, "strength", parse_strength(self.strength))  # validated and parsed once
         output_syntax(self.output_transfer_syntax)  # known, and an encoder is installed
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
@@ -82,4 +83,5 @@ class Settings:
         d = dataclasses.asdict(self)
         d["window"] = {"low_hu": self.window.low, "high_hu": self.window.high}
         d["model_path"] = str(self.model_path) if self.model_path else None
+        d["strength"] = self.strength.text
         return d

@@ -12,7 +12,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from models.autoencoder import DenoisingAutoencoder
 from models.store import LoadedModel, load_model, save_model
-from pipeline.uids import uuid_uid
+from pipeline.dicom.uids import uuid_uid
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_dicoms"

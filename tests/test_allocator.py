@@ -11,7 +11,7 @@ PROBE = textwrap.dedent("""
     import resource, sys
     import torch
     sys.path.insert(0, sys.argv[1])
-    from pipeline.allocator import keep_freed_memory
+    from pipeline.inference.malloc import keep_freed_memory
 
     def faults():
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -39,9 +39,9 @@ def test_large_blocks_are_reused_after_keep_freed_memory():
 
 
 def test_keep_freed_memory_is_applied_once_and_reports_it(caplog):
-    from pipeline import allocator
+    from pipeline.inference import malloc as allocator
 
-    caplog.set_level("INFO", logger="pipeline.allocator")
+    caplog.set_level("INFO", logger="pipeline.inference.malloc")
     first = allocator.keep_freed_memory()
     assert allocator.keep_freed_memory() is first
     assert sum("malloc" in r.getMessage() for r in caplog.records) <= 1

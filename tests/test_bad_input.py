@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 from pydicom import uid
 from pydicom.encaps import encapsulate
 
-from pipeline.denoise import Denoiser
-from pipeline.discovery import scan
+from pipeline.dicom.discovery import scan
+from pipeline.dicom.reader import load_series
 from pipeline.errors import InputError
-from pipeline.reader import load_series
+from pipeline.inference.denoiser import Denoiser
 from pipeline.settings import Settings
-from pipeline.study import process_scan
+from pipeline.study_run import process_scan
 from tests.conftest import ct_dataset, write_series
 
 RNG = np.random.default_rng(0)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bench.quality import BenchSlice, margins, noisy_copy, pydicom_slices, record_real_ct
-from pipeline.noise import add_gaussian_noise, seed_from_uid
+from pipeline.qa.noise import add_gaussian_noise, seed_from_uid
 
 
 def test_margins_against_bm3d_seed_filters_and_the_best_classical_method():
@@ -62,11 +62,11 @@ def test_the_qa_report_and_the_bench_score_the_same_slice_alike(tmp_path, ct_sma
     import csv
 
     from bench.quality import Cache, nlm_told_the_estimate, score_level
-    from pipeline.denoise import Denoiser
-    from pipeline.filters import FilterParams, classical_filters
-    from pipeline.reader import scan
+    from pipeline.dicom.discovery import scan
+    from pipeline.inference.denoiser import Denoiser
+    from pipeline.qa.filters import FilterParams, classical_filters
     from pipeline.settings import Settings
-    from pipeline.study import process_scan
+    from pipeline.study_run import process_scan
 
     model = tiny_conditioned_model if conditioned else tiny_model
     (outcome,) = process_scan(scan(ct_small), tmp_path / "out", Settings(progress=False, qa_panels=0),

@@ -10,13 +10,13 @@ from pydicom import uid
 from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 
-from pipeline.codecs import missing_decoder_reason
-from pipeline.denoise import Denoiser
-from pipeline.discovery import scan
+from pipeline.dicom.codecs import missing_decoder_reason
+from pipeline.dicom.discovery import scan
+from pipeline.dicom.reader import load_series
 from pipeline.errors import InputError
-from pipeline.reader import load_series
+from pipeline.inference.denoiser import Denoiser
 from pipeline.settings import Settings
-from pipeline.study import process_scan
+from pipeline.study_run import process_scan
 from pipeline.synthetic.phantom import Phantom, acquire
 from tests.conftest import ct_dataset
 
@@ -137,10 +137,10 @@ def test_real_scanner_jpeg2000_slice_reads_as_plausible_hu():
 @pytest.mark.parametrize("name", ["rle", "jpeg_ls_lossless", "jpeg2000_lossless"])
 @pytest.mark.parametrize("dtype", [np.uint16, np.int16])
 def test_lossless_output_decodes_to_the_uncompressed_output_exactly(tmp_path, series_writer, tiny_model, name, dtype):
-    from pipeline.codecs import OUTPUT_SYNTAXES
-    from pipeline.denoise import Denoiser
+    from pipeline.dicom.codecs import OUTPUT_SYNTAXES
+    from pipeline.inference.denoiser import Denoiser
     from pipeline.settings import Settings
-    from pipeline.study import process_scan
+    from pipeline.study_run import process_scan
 
     rng = np.random.default_rng(3)
     vol = rng.integers(0, 3000, (2, 40, 48)).astype(dtype) - (1024 if dtype == np.int16 else 0)

@@ -8,10 +8,10 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from pipeline.denoise import Denoiser
-from pipeline.discovery import scan
+from pipeline.dicom.discovery import scan
+from pipeline.inference.denoiser import Denoiser
 from pipeline.settings import Settings
-from pipeline.study import process_scan
+from pipeline.study_run import process_scan
 from tests.conftest import SAMPLES, ct_dataset, sitk_series
 
 

@@ -1,4 +1,4 @@
-"""Slice context (pipeline/context.py, the 2.5-D network and the Denoiser's stacks): which neighbours
+"""Slice context (pipeline/inference/slice_context.py, the 2.5-D network and the Denoiser's stacks): which neighbours
 each slice gets, the explicit fallbacks at ends and breaks, and chunks that denoise as the whole."""
 import numpy as np
 import pytest
@@ -6,10 +6,10 @@ import torch
 
 from models.autoencoder import DenoisingAutoencoder, grow_state
 from models.store import load_model, save_model
-from pipeline.context import context_indices, neighbour_links
-from pipeline.denoise import Denoiser
 from pipeline.errors import ConfigError
-from pipeline.window import Window
+from pipeline.inference.denoiser import Denoiser
+from pipeline.inference.slice_context import context_indices, neighbour_links
+from pipeline.inference.window import Window
 
 
 def test_links_follow_the_regular_step_and_break_at_gaps_uneven_steps_and_repeats():
@@ -104,10 +104,11 @@ def test_a_streamed_series_gives_each_slice_its_real_neighbours_and_reads_each_c
 
     import pydicom
 
-    from pipeline.reader import SeriesPlan, load_series, scan
+    from pipeline.dicom.discovery import scan
+    from pipeline.dicom.reader import SeriesPlan, load_series
+    from pipeline.dicom.writer import stack_to_stored
     from pipeline.settings import Settings
-    from pipeline.study import QA_CONTEXT, process_scan
-    from pipeline.writer import stack_to_stored
+    from pipeline.study_run import QA_CONTEXT, process_scan
 
     torch.manual_seed(2)
     model = DenoisingAutoencoder(width=4, levels=1, convs_per_level=1, context=context)

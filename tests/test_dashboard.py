@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from pipeline.atomic import write_csv
-from pipeline.dashboard import FAILURE_COLUMNS, SUMMARY_COLUMNS, psnr_gain, short_uid, study_images, write_dashboard
-from pipeline.metrics import psnr, ssim
-from pipeline.panels import PanelSlice, write_series_panels
-from pipeline.qa import SliceScore
-from pipeline.window import Window, hu_to_unit
+from pipeline.inference.window import Window, hu_to_unit
+from pipeline.qa.dashboard import FAILURE_COLUMNS, SUMMARY_COLUMNS, psnr_gain, short_uid, study_images, write_dashboard
+from pipeline.qa.metrics import psnr, ssim
+from pipeline.qa.panels import PanelSlice, write_series_panels
+from pipeline.qa.series import SliceScore
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY_OK = "1.2.826.0.1.3680043.2.1125.101"
@@ -142,7 +142,7 @@ def test_study_images_are_the_qa_pngs_one_or_two_levels_down(tmp_path):
 
 
 def test_summary_columns_match_the_archive_report():
-    from pipeline.archive import FAILURES_HEADER, SUMMARY_HEADER
+    from pipeline.archive_report import FAILURES_HEADER, SUMMARY_HEADER
 
     assert SUMMARY_COLUMNS == SUMMARY_HEADER and FAILURE_COLUMNS == FAILURES_HEADER
 

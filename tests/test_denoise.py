@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from models.store import LoadedModel
-from pipeline.denoise import Denoiser, resolve_device
 from pipeline.errors import ConfigError
-from pipeline.window import Window
+from pipeline.inference.denoiser import Denoiser, resolve_device
+from pipeline.inference.window import Window
 
 
 def _identity(tiny_model: LoadedModel) -> LoadedModel:
@@ -85,7 +85,7 @@ def _recording_conditioned():
 
 
 def test_a_noise_conditioned_model_is_told_the_strength_in_window_units(caplog):
-    caplog.set_level("INFO", logger="pipeline.denoise")
+    caplog.set_level("INFO", logger="pipeline.inference.denoiser")
     loaded, told, real_forward = _recording_conditioned()
     hu = np.random.default_rng(2).uniform(-900, 900, size=(2, 16, 16)).astype(np.float32)
     w = Window(-1000, 1000)
@@ -105,8 +105,8 @@ def test_a_noise_conditioned_model_is_told_the_strength_in_window_units(caplog):
 
 
 def test_a_relative_strength_tells_the_model_the_series_noise_and_blends_its_share():
-    from pipeline.noise_level import SeriesNoise
-    from pipeline.strength import model_level_hu
+    from pipeline.inference.noise_level import SeriesNoise
+    from pipeline.inference.strength import model_level_hu
 
     loaded, told, real_forward = _recording_conditioned()
     hu = np.random.default_rng(2).uniform(-900, 900, size=(2, 16, 16)).astype(np.float32)
@@ -153,7 +153,7 @@ def test_progress_callback_counts_slices(tiny_model):
 
 
 def test_cpu_batch_size_applies_on_the_cpu_only(tiny_model, caplog):
-    caplog.set_level("INFO", logger="pipeline.denoise")
+    caplog.set_level("INFO", logger="pipeline.inference.denoiser")
     seen = []
     d = Denoiser(tiny_model, "cpu", batch_size=8, cpu_batch_size=1)
     assert "on cpu (batch 1)" in caplog.text  # the batch it really uses
@@ -195,3 +195,15 @@ def test_cuda_mixed_precision_matches_cpu(tiny_model):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cpu_batch_size_does_not_apply_on_cuda(tiny_model):
     assert Denoiser(tiny_model, "cuda", batch_size=8, cpu_batch_size=1).batch_size == 8
+
+
+def test_the_denoiser_of_a_run_is_built_from_its_settings_and_the_strength_is_parsed_once(tiny_model):
+    from pipeline.inference.strength import Strength
+    from pipeline.settings import Settings
+
+    settings = Settings(strength="60%", device="cpu", batch_size=6, cpu_batch_size=3, amp=False)
+    assert isinstance(settings.strength, Strength) and settings.strength.share == pytest.approx(0.6)
+    assert settings.as_dict()["strength"] == "60%"  # provenance keeps the words the user wrote
+    d = Denoiser.from_settings(tiny_model, settings)
+    assert d.strength is settings.strength  # the one parsed value, not a second conversion
+    assert (d.device.type, d.batch_size, d.amp) == ("cpu", 3, False)

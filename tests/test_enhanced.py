@@ -7,13 +7,13 @@ import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from pipeline.denoise import Denoiser
-from pipeline.discovery import scan
-from pipeline.reader import load_series
-from pipeline.selection import CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE
+from pipeline.dicom.discovery import scan
+from pipeline.dicom.reader import load_series
+from pipeline.dicom.selection import CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE
+from pipeline.dicom.uids import uuid_uid
+from pipeline.inference.denoiser import Denoiser
 from pipeline.settings import Settings
-from pipeline.study import process_scan
-from pipeline.uids import uuid_uid
+from pipeline.study_run import process_scan
 
 Z = [6.0, 0.0, 9.0, 3.0]  # frames stored out of anatomical order
 SLOPES = [1.0, 1.0, 2.0, 1.0]  # frame 3 has its own rescale

@@ -3,8 +3,8 @@ whiteness as the noise estimate reads it, BM3D's spectrum convention, QA copies 
 import numpy as np
 import pytest
 
-from pipeline.noise import NoiseModel
-from pipeline.noise_level import slice_noise
+from pipeline.inference.noise_level import slice_noise
+from pipeline.qa.noise import NoiseModel
 from pipeline.synthetic.kernel_noise import KERNELS, bm3d_psd, cutoff, kernel_noise
 
 

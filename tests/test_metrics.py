@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.metrics import psnr, ssim
+from pipeline.qa.metrics import psnr, ssim
 
 
 def test_psnr_hand_computed():

@@ -1,4 +1,4 @@
-"""The noise estimate (pipeline/noise_level.py): known noise added to real and phantom slices."""
+"""The noise estimate (pipeline/inference/noise_level.py): known noise added to real and phantom slices."""
 import logging
 import math
 from pathlib import Path
@@ -7,9 +7,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from pipeline.noise import add_gaussian_noise
-from pipeline.noise_level import estimate_series, highpass_sigma, sample_positions, series_noise, slice_noise
-from pipeline.reader import to_hu
+from pipeline.dicom.reader import to_hu
+from pipeline.inference.noise_level import estimate_series, highpass_sigma, sample_positions, series_noise, slice_noise
+from pipeline.qa.noise import add_gaussian_noise
 
 LIDC = Path(__file__).parent / "data" / "lidc_ge_padding.dcm"  # LIDC-IDRI, CC BY 3.0 (tests/data/README.md)
 
@@ -104,7 +104,7 @@ def test_smooth_noise_reads_less_white_than_white_noise():
 
 def test_streaks_read_as_fine_noise_and_blotches_as_coarse():
     """Streaks (fine across, smooth along: photon starvation behind dense paths) want the model told
-    their std, blotchy noise much more (pipeline/strength.py): the whiteness must tell them apart
+    their std, blotchy noise much more (pipeline/inference/strength.py): the whiteness must tell them apart
     whatever the streaks' direction."""
     import cv2
     from scipy.ndimage import gaussian_filter

@@ -14,8 +14,8 @@ import pydicom
 import pytest
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 
+from bench.orthanc import Orthanc, available
 from tests.conftest import REPO, write_series
-from tests.orthanc import Orthanc, available
 
 pytestmark = pytest.mark.skipif(not available(), reason="Orthanc with the DICOMweb plugin is not installed "
                                                         "(bash .ci/install-dicom-tools)")
@@ -236,8 +236,8 @@ def test_a_study_that_cannot_be_decoded_is_listed_and_the_others_complete(pacs, 
 
 @pytest.mark.parametrize("protocol", ["dicomweb", "dimse-get"])
 def test_a_half_stored_series_is_completed_and_nothing_is_sent_twice(pacs, tmp_path, protocol):
-    from pipeline.pacs.client import connect
     from pipeline.pacs.config import PacsConfig
+    from pipeline.pacs.connect import connect
     from pipeline.pacs.nightly import store_study
 
     study = tmp_path / "study"

@@ -29,12 +29,12 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from bench.orthanc import Orthanc, available
 from pipeline.pacs import dicomweb
 from pipeline.pacs.client import instance_file_name
 from pipeline.pacs.config import PacsConfig
 from pipeline.pacs.dicomweb import DicomWebClient
 from pipeline.pacs.errors import PacsAuthError, PacsError
-from tests.orthanc import Orthanc, available
 from tests.pacs_archive import DATE_RANGE, Series, common_series, make_series
 
 pytestmark = pytest.mark.skipif(not available(), reason="Orthanc or its DICOMweb plugin is not installed "

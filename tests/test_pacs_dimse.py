@@ -31,11 +31,11 @@ from pydicom.uid import (
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind
 
+from bench.orthanc import Orthanc, available, free_port
 from pipeline.pacs.client import instance_file_name
 from pipeline.pacs.config import PacsConfig
 from pipeline.pacs.dimse import DimseClient
 from pipeline.pacs.errors import PacsAuthError, PacsError
-from tests.orthanc import Orthanc, available, free_port
 from tests.pacs_archive import DATE_RANGE, Series, common_series, make_series
 
 # The stand-in SCP tests run everywhere; the others need Debian's orthanc and orthanc-dicomweb.

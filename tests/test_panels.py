@@ -6,10 +6,10 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from pipeline.metrics import psnr, ssim
-from pipeline.panels import DPI, PANEL_SIZE_IN, PSNR_SIZE_IN, PanelSlice, caption, panel_slices, write_series_panels
-from pipeline.qa import METHODS, SliceScore
-from pipeline.window import Window, hu_to_unit
+from pipeline.inference.window import Window, hu_to_unit
+from pipeline.qa.metrics import psnr, ssim
+from pipeline.qa.panels import DPI, PANEL_SIZE_IN, PSNR_SIZE_IN, PanelSlice, caption, panel_slices, write_series_panels
+from pipeline.qa.series import METHODS, SliceScore
 
 WINDOW = Window(-1000.0, 1000.0)
 PANEL_PX = (round(PANEL_SIZE_IN[1] * DPI), round(PANEL_SIZE_IN[0] * DPI))  # (rows, columns)
@@ -96,7 +96,7 @@ def test_psnr_plot_has_a_line_for_each_scored_method(tmp_path):
     all_methods = write_series_panels(tmp_path / "all", "s", [], scores, WINDOW)[-1]
     two = [s for s in scores if s.method in ("autoencoder", "median")]
     only_two = write_series_panels(tmp_path / "two", "s", [], two, WINDOW)[-1]
-    from pipeline.panels import method_colour
+    from pipeline.qa.panels import method_colour
 
     cycle = [method_colour(m) for m in METHODS]  # each method keeps its colour, none of them the marks' grey
     assert len(set(cycle)) == len(METHODS) and "C7" not in cycle
@@ -144,8 +144,8 @@ def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
 
 
 def test_row_four_shows_the_real_scan_noise_and_edges_and_outlines_the_uniform_regions(tmp_path):
-    from pipeline.panels import _scan_lines
-    from pipeline.scanquality import ScanMeasures
+    from pipeline.qa.panels import _scan_lines
+    from pipeline.qa.scan_measures import ScanMeasures
 
     scan = ScanMeasures(18.04, 9.51, 400.0, 372.0, [(10, 12), (30, 40)])
     assert _scan_lines(scan) == ("noise 18.0 HU\nedges 400 HU/mm", "noise 9.5 HU\nedges 372 HU/mm (93%)")

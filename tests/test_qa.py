@@ -1,11 +1,12 @@
 import math
+
 import numpy as np
 import pytest
 
-from pipeline.filters import FilterParams, classical_filters, parse_nlm_h
-from pipeline.noise import add_gaussian_noise, seed_from_uid
-from pipeline.qa import FILTERS, METHODS, qa_series
-from pipeline.window import Window
+from pipeline.inference.window import Window
+from pipeline.qa.filters import FilterParams, classical_filters, parse_nlm_h
+from pipeline.qa.noise import add_gaussian_noise, seed_from_uid
+from pipeline.qa.series import FILTERS, METHODS, qa_series
 
 
 def _phantom_hu(n=3):
@@ -79,9 +80,9 @@ def test_filters_reject_bad_parameters_and_keep_shape():
 def test_nlm_is_told_the_noise_estimate_of_the_copies_not_the_added_std(monkeypatch):
     """The model is told nothing (it estimates the noise from the copies); NLM, the filter that needs
     the noise level, gets that same estimate: h = NLM_H_PER_SIGMA x the estimated std (unit scale)."""
-    from pipeline import filters as filters_module
-    from pipeline.noise_level import estimate_series
-    from pipeline.window import hu_to_unit, unit_to_hu
+    from pipeline.inference.noise_level import estimate_series
+    from pipeline.inference.window import hu_to_unit, unit_to_hu
+    from pipeline.qa import filters as filters_module
 
     told = []
     monkeypatch.setattr(filters_module, "non_local_means", lambda im, h: told.append(h) or im)
@@ -102,8 +103,8 @@ def test_nlm_is_told_the_noise_estimate_of_the_copies_not_the_added_std(monkeypa
 
 @pytest.mark.parametrize("noise", [0.07, "lowdose"])
 def test_qa_on_several_threads_scores_exactly_as_on_one(monkeypatch, noise):
-    from pipeline import qa
-    from pipeline.noise import NoiseModel
+    from pipeline.qa import series as qa
+    from pipeline.qa.noise import NoiseModel
 
     hu = _phantom_hu(5)
     uids = [f"1.2.9.{k}" for k in range(5)]
@@ -120,7 +121,7 @@ def test_qa_on_several_threads_scores_exactly_as_on_one(monkeypatch, noise):
 
 
 def test_qa_can_use_the_low_dose_noise_model():
-    from pipeline.noise import NoiseModel
+    from pipeline.qa.noise import NoiseModel
 
     hu, uids = _phantom_hu(2), ["7.1", "7.2"]
     noise = NoiseModel("lowdose", i0=1e4)
@@ -137,7 +138,7 @@ def test_qa_can_use_the_low_dose_noise_model():
 
 
 def test_qa_in_blocks_scores_each_slice_as_alone_and_keeps_the_panel_images():
-    from pipeline.qa import QA_BLOCK
+    from pipeline.qa.series import QA_BLOCK
 
     fixed = FilterParams(nlm_h=0.08)  # auto: NLM is told the block's noise estimate, which depends on the block
     n = QA_BLOCK + 4
@@ -163,7 +164,7 @@ def test_every_method_gets_the_same_unclipped_noisy_copy_and_only_the_told_row_t
     filter and for the model as the derived series runs it (it gets nothing else: it estimates the
     noise itself); the told row gets that copy clipped to the window (its input window) and the
     noise std."""
-    from pipeline import qa
+    from pipeline.qa import series as qa
 
     hu = _phantom_hu(2)
     hu[:, :10] = -1024.0  # air below the window, as scanners write it
@@ -212,7 +213,7 @@ def test_unclipped_noise_stays_zero_mean_where_the_reference_is_air():
     unit = (air + 1000) / 2000
     noisy = add_gaussian_noise(unit, 0.07, 11)
     assert abs(float((noisy - unit).mean())) < 0.005  # clipped at 0 it would be about +0.4 sigma
-    from pipeline.noise import NoiseModel
+    from pipeline.qa.noise import NoiseModel
 
     copy, sigma = NoiseModel("gaussian", 0.05).noisy(unit, air, 2000.0, 0.7, 11)
     assert sigma == 0.05 and copy.min() < -0.1

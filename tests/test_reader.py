@@ -2,8 +2,9 @@ import numpy as np
 import pydicom
 import pytest
 
+from pipeline.dicom.discovery import scan
+from pipeline.dicom.reader import load_series, to_hu
 from pipeline.errors import InputError
-from pipeline.reader import load_series, scan, to_hu
 from tests.conftest import SAMPLES, ct_dataset
 
 

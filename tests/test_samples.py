@@ -4,7 +4,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from pipeline.reader import load_series, scan
+from pipeline.dicom.discovery import scan
+from pipeline.dicom.reader import load_series
 from pipeline.synthetic.samples import STUDIES, generate
 from tests.conftest import SAMPLES
 

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.scanquality import REGION_PX, measure_slice, summarize, uniform_regions
+from pipeline.qa.scan_measures import REGION_PX, measure_slice, summarize, uniform_regions
 
 
 def _body(noise_hu: float, seed: int = 0) -> np.ndarray:

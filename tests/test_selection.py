@@ -3,11 +3,11 @@ import numpy as np
 import pydicom
 import pytest
 
-from pipeline.discovery import scan
+from pipeline.dicom.discovery import scan
+from pipeline.dicom.reader import load_series
+from pipeline.dicom.selection import SelectionRules
+from pipeline.dicom.uids import is_valid_uid
 from pipeline.errors import ConfigError
-from pipeline.reader import load_series
-from pipeline.selection import SelectionRules
-from pipeline.uids import is_valid_uid
 from tests.conftest import ct_dataset
 
 IMG = np.zeros((32, 32), np.uint16)
@@ -135,7 +135,7 @@ def test_unsafe_uids_and_descriptions_never_reach_a_path(tmp_path, caplog):
 
 
 def test_a_folder_without_series_says_why_each_file_was_left_out():
-    from pipeline.discovery import Skipped, skipped_summary
+    from pipeline.dicom.discovery import Skipped, skipped_summary
 
     files = [Skipped(f"/in/f{k}.dcm", f"reason {k}") for k in range(12)]
     text = skipped_summary(files)

@@ -1,8 +1,8 @@
-"""The strength contract (pipeline/strength.py): shares of the series' noise, or HU as before."""
+"""The strength contract (pipeline/inference/strength.py): shares of the series' noise, or HU as before."""
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.strength import DEFAULT_STRENGTH, SHARES, model_level_hu, parse_strength
+from pipeline.inference.strength import DEFAULT_STRENGTH, SHARES, model_level_hu, parse_strength
 
 
 @pytest.mark.parametrize(("text", "share", "label"), [

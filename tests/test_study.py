@@ -6,16 +6,15 @@ import numpy as np
 import pydicom
 import pytest
 
-from pipeline.denoise import Denoiser
+from pipeline.dicom.discovery import scan
+from pipeline.dicom.uids import is_valid_uid
 from pipeline.errors import InputError
-from pipeline.qa import METHODS
+from pipeline.inference.denoiser import Denoiser
+from pipeline.qa.series import METHODS
+from pipeline.settings import Settings
+from pipeline.study_run import QA_HEADER, SLICE_HEADER, process_scan, study_output_folder
 
 BLIND = [m for m in METHODS if m != "autoencoder_told"]  # the tiny test model is blind: no told row
-from pipeline.reader import scan
-from pipeline.settings import Settings
-from pipeline.study import QA_HEADER, SLICE_HEADER, process_scan, study_output_folder
-from pipeline.uids import is_valid_uid
-
 SETTINGS = Settings(progress=False, batch_size=2, qa_every=1)
 
 
@@ -119,8 +118,8 @@ def test_low_dose_qa_is_labelled_in_the_report(study, tmp_path, tiny_model):
 
 
 def test_streamed_chunks_give_the_same_series_as_one_pass(tmp_path, series_writer, tiny_model):
-    from pipeline.reader import load_series
-    from pipeline.study import qa_sample
+    from pipeline.dicom.reader import load_series
+    from pipeline.study_run import qa_sample
 
     rng = np.random.default_rng(5)
     volume = rng.integers(0, 2000, (11, 24, 24)).astype(np.uint16)
@@ -134,7 +133,7 @@ def test_streamed_chunks_give_the_same_series_as_one_pass(tmp_path, series_write
     assert len(files) == 11
     out = np.stack([pydicom.dcmread(f).pixel_array for f in files])
     ref = load_series(next(iter(scan(tmp_path / "in").studies.values())).series.popitem()[1])
-    from pipeline.writer import stack_to_stored
+    from pipeline.dicom.writer import stack_to_stored
 
     expected = np.stack(stack_to_stored(denoiser.denoise_hu(ref.hu, streamed.window), ref.hu, ref.datasets))
     np.testing.assert_array_equal(out, expected)
@@ -147,7 +146,7 @@ def test_streamed_chunks_give_the_same_series_as_one_pass(tmp_path, series_write
 
 
 def test_qa_sample_and_qa_off(tmp_path, series_writer, tiny_model):
-    from pipeline.study import qa_sample
+    from pipeline.study_run import qa_sample
 
     assert qa_sample(1, 8) == [0] and qa_sample(5, 8) == [2] and qa_sample(20, 8) == [4, 12] and qa_sample(9, 0) == []
     series_writer(tmp_path / "in", np.zeros((3, 16, 16), np.uint16))
@@ -209,7 +208,7 @@ def test_the_strength_names_the_derived_series_and_must_agree_with_the_denoiser(
 
 def test_an_unexpected_error_in_one_series_is_recorded_and_the_rest_goes_on(study, tmp_path, tiny_model, monkeypatch,
                                                                             caplog):
-    from pipeline import study as study_mod
+    from pipeline import study_run as study_mod
 
     real = study_mod._process_series
     broken = sorted(next(iter(scan(study).studies.values())).series)[0]

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 from luigi.execution_summary import LuigiStatusCode
 
 import tasks
-from pipeline.qa import METHODS
+from pipeline.qa.series import METHODS
 from tests.conftest import REPO, SAMPLES, sitk_series
 
 FILTERS = ("gaussian", "average", "median", "bilateral")
@@ -37,7 +37,7 @@ def test_settings_come_from_luigi_cfg():
     assert (s.batch_size, s.cpu_batch_size, s.strength) == (8, 1, "medium")
     assert s.model_path == REPO / "models" / "weights" / "ct_denoiser.safetensors"
     assert s.series_description_suffix == " DENOISED" and s.filters.median_ksize == 5
-    from pipeline.filters import FilterParams
+    from pipeline.qa.filters import FilterParams
 
     assert s.filters == FilterParams()  # luigi.cfg states the tuned defaults
 

@@ -6,9 +6,9 @@ import pytest
 
 from models.training.config import TrainConfig, load_config
 from models.training.data import PatchStream, reference_slice
+from pipeline.inference.window import Window
 from pipeline.synthetic.phantom import ALL_REGIONS
 from pipeline.synthetic.references import clean_slice
-from pipeline.window import Window
 
 W = Window()
 TINY_POOL = dict(batch_size=32, patch=48, pool_size=3, pool_refresh=1000)

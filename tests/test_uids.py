@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.uids import derived_uid, is_valid_uid, path_safe_uid
+from pipeline.dicom.uids import derived_uid, is_valid_uid, path_safe_uid
 
 
 def test_derived_uids_are_valid_deterministic_and_input_dependent():

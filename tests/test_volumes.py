@@ -72,7 +72,6 @@ def test_context_patches_hold_the_slice_its_neighbours_and_shared_noise_where_re
 
 
 def test_a_tiny_context_model_trains_end_to_end(volume_set, tmp_path):
-    from models.store import load_model
     from models.training.train import train
 
     cfg = TrainConfig(context=1, volumes_dir=str(volume_set), steps=40, checkpoint_every=20, val_every=20,
@@ -90,8 +89,8 @@ def test_the_context_bench_scores_every_method_on_the_same_noisy_volume(volume_s
     from bench.context import main, noisy_volume
     from models.autoencoder import DenoisingAutoencoder
     from models.store import save_model
-    from pipeline.metrics import psnr
-    from pipeline.window import Window, hu_to_unit
+    from pipeline.inference.window import Window, hu_to_unit
+    from pipeline.qa.metrics import psnr
 
     torch.manual_seed(0)
     path = tmp_path / "ctx.safetensors"

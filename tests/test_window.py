@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.window import Window, hu_to_unit, unit_to_hu
+from pipeline.inference.window import Window, hu_to_unit, unit_to_hu
 
 
 def test_window_maps_edges_to_0_and_1():

@@ -5,9 +5,11 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from pipeline.reader import DERIVED_MARKER, load_series, scan
-from pipeline.uids import is_valid_uid
-from pipeline.writer import DerivedSeriesInfo, hu_to_stored, stack_to_stored, stored_range, write_series
+from pipeline.dicom.discovery import scan
+from pipeline.dicom.reader import load_series
+from pipeline.dicom.selection import DERIVED_MARKER
+from pipeline.dicom.uids import is_valid_uid
+from pipeline.dicom.writer import DerivedSeriesInfo, hu_to_stored, stack_to_stored, stored_range, write_series
 from tests.conftest import ct_dataset, sitk_series
 
 INFO = DerivedSeriesInfo(f"{DERIVED_MARKER} test: denoised by model X 1.0", "fingerprint-1")
@@ -102,7 +104,7 @@ def test_rewriting_gives_the_same_uids(source, tmp_path):
 
 def test_padding_written_as_us_on_signed_pixels_is_read_in_the_pixel_representation():
     """GE writes PixelPaddingValue as US 63536 on signed data: that is -2000, and it is kept."""
-    from pipeline.writer import padding_value
+    from pipeline.dicom.writer import padding_value
 
     stored = np.array([[-2000, -1024], [0, 1000]], np.int16)
     ds = ct_dataset(stored, z=0.0, padding=-2000)
@@ -118,10 +120,10 @@ def test_a_real_ge_slice_with_us_padding_on_signed_pixels_goes_through(tmp_path,
     """tests/data/lidc_ge_padding.dcm (LIDC-IDRI, CC BY 3.0; see tests/data/README.md)."""
     import shutil
 
-    from pipeline.denoise import Denoiser
+    from pipeline.dicom.writer import padding_value
+    from pipeline.inference.denoiser import Denoiser
     from pipeline.settings import Settings
-    from pipeline.study import process_scan
-    from pipeline.writer import padding_value
+    from pipeline.study_run import process_scan
     from tests.conftest import REPO
 
     src = REPO / "tests" / "data" / "lidc_ge_padding.dcm"

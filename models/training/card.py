@@ -12,9 +12,9 @@ import torch
 
 from models.autoencoder import count_parameters
 from models.store import load_checkpoint, load_model, save_model
-from pipeline.filters import FilterParams, classical_filters
-from pipeline.metrics import psnr, ssim
-from pipeline.noise import add_gaussian_noise
+from pipeline.qa.filters import FilterParams, classical_filters
+from pipeline.qa.noise import add_gaussian_noise
+from pipeline.qa.yardstick import Score, mean_score, score_methods
 
 from . import realct
 from .config import TrainConfig
@@ -33,7 +33,7 @@ def measure(model: torch.nn.Module, refs: list[Reference],
             sigmas: tuple[float, ...] = (0.02, 0.05, 0.07, 0.10)) -> dict[str, Any]:
     """Mean PSNR/SSIM on ``refs`` for the model, the noisy input and the classical filters of the
     QA report (default settings; non-local means at the fixed h :data:`CARD_NLM_H` the card's
-    figures were measured with: the model here is told sigma, not an estimate), at each sigma, on the yardstick of :mod:`pipeline.noise`: noise
+    figures were measured with: the model here is told sigma, not an estimate), at each sigma, on the yardstick of :mod:`pipeline.qa.yardstick`: noise
     (seeds 900 000 + i) added to the reference as it is and not clipped, the same noisy image for
     every method, the model's input clipped to the window and told sigma, outputs and reference
     clipped to the window."""
@@ -41,17 +41,16 @@ def measure(model: torch.nn.Module, refs: list[Reference],
     filters = classical_filters(FilterParams(nlm_h=CARD_NLM_H))
     table: dict[str, Any] = {}
     for sigma in sigmas:
-        rows: dict[str, list[tuple[float, float]]] = {}
+        rows: dict[str, list[Score]] = {}
         for i, ref in enumerate(refs):
             noisy = add_gaussian_noise(ref.unit, sigma, seed=VAL_SEED_BASE + i)
-            x = torch.from_numpy(np.clip(noisy, 0, 1))[None, None]
-            outs = {"noisy": noisy, "autoencoder": model(x, sigma)[0, 0].numpy()}
-            outs.update({name: f(noisy) for name, f in filters.items()})
-            for name, out in outs.items():
-                out = np.clip(out, 0, 1)
-                rows.setdefault(name, []).append((psnr(ref.target, out), ssim(ref.target, out)))
-        table[f"{sigma:g}"] = {name: {"psnr_db": round(float(np.mean([r[0] for r in v])), 3),
-                                      "ssim": round(float(np.mean([r[1] for r in v])), 4)} for name, v in rows.items()}
+            methods = {"noisy": lambda x: x, **filters,
+                       "autoencoder": lambda x: model(torch.from_numpy(np.clip(x, 0, 1))[None, None], sigma)[0, 0]
+                       .numpy()}
+            for name, scores in score_methods(ref.target, noisy, methods).items():
+                rows.setdefault(name, []).extend(scores)
+        table[f"{sigma:g}"] = {name: {"psnr_db": round(mean_score(v).psnr, 3), "ssim": round(mean_score(v).ssim, 4)}
+                               for name, v in rows.items()}
     return table
 
 

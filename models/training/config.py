@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.window import Window
+from pipeline.inference.window import Window
 
 
 @dataclass

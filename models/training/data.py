@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.inference.slice_context import context_indices, neighbour_links
+from pipeline.inference.window import hu_to_unit, unit_to_hu
 from pipeline.synthetic.kernel_noise import kernel_noise
 from pipeline.synthetic.lowdose import low_dose_noise_hu
 from pipeline.synthetic.references import clean_slice
-from pipeline.window import hu_to_unit, unit_to_hu
-
-from pipeline.context import context_indices, neighbour_links
 
 from . import realct, volumes
 from .config import TrainConfig
@@ -74,8 +73,9 @@ def validation_set(cfg: TrainConfig) -> list[Reference]:
 def archive_references(folder: Path, cfg: TrainConfig) -> list[Reference]:
     """Up to ``cfg.pool_size`` slices (seeded choice) of the CT series under ``folder``, at least
     ``cfg.patch`` pixels on each side."""
+    from pipeline.dicom.discovery import scan
+    from pipeline.dicom.reader import load_series
     from pipeline.errors import InputError
-    from pipeline.reader import load_series, scan
 
     refs: list[Reference] = []
     for study in scan(folder).studies.values():
@@ -175,7 +175,7 @@ class PatchStream:
 
     def _context_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Patches of a slice of a training volume with its ``context`` neighbours on each side
-        (:func:`pipeline.context.context_indices`: replicated past the volume's ends, as the
+        (:func:`pipeline.inference.slice_context.context_indices`: replicated past the volume's ends, as the
         pipeline does), white or kernel-shaped noise of one std, drawn independently per slice; a
         replicated neighbour is the same noisy slice, as in a derived series."""
         cfg = self.cfg

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from pipeline.reader import to_hu
+from pipeline.dicom.reader import to_hu
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = "../shared/data/realct"

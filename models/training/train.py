@@ -22,10 +22,10 @@ from tqdm import tqdm
 
 from models.autoencoder import DenoisingAutoencoder, grow_state
 from models.store import load_checkpoint, load_model, save_checkpoint
-from pipeline.allocator import keep_freed_memory
 from pipeline.atomic import atomic_file
-from pipeline.metrics import psnr
-from pipeline.noise import add_gaussian_noise
+from pipeline.inference.malloc import keep_freed_memory
+from pipeline.qa.noise import add_gaussian_noise
+from pipeline.qa.yardstick import mean_score, score_methods
 
 from .config import TrainConfig
 from .data import VAL_SEED_BASE, PatchStream, Reference, validation_set
@@ -37,20 +37,23 @@ log = logging.getLogger(__name__)
 def evaluate(model: DenoisingAutoencoder, refs: list[Reference], sigma: float) -> float:
     """Mean PSNR (data range 1, in the window) of the model on seeded noisy copies of ``refs``: noise
     added to the reference as it is (not clipped), the model's input clipped to the window, output and
-    reference clipped to the window (the yardstick of :mod:`pipeline.noise`)."""
+    reference clipped to the window (the yardstick, :mod:`pipeline.qa.yardstick`)."""
     model.eval()
     device = next(model.parameters()).device
+
+    def run(noisy: np.ndarray) -> np.ndarray:  # (1 + 2 context, H, W) -> the centre slice denoised
+        return model(torch.from_numpy(np.clip(noisy, 0, 1))[None].to(device), sigma)[0, 0].cpu().numpy()
+
     scores = []
     for i, ref in enumerate(refs):
         if ref.stack is None:
-            noisy = np.clip(add_gaussian_noise(ref.unit, sigma, seed=VAL_SEED_BASE + i), 0, 1)[None]
+            noisy = add_gaussian_noise(ref.unit, sigma, seed=VAL_SEED_BASE + i)[None]
         else:  # slice context: every slice of the stack its own seeded noise
-            noisy = np.clip(np.stack([add_gaussian_noise(s, sigma, seed=VAL_SEED_BASE + 1000 * i + j)
-                                      for j, s in enumerate(ref.stack)]), 0, 1)
-        out = model(torch.from_numpy(noisy)[None].to(device), sigma)[0, 0].clamp(0, 1).cpu().numpy()
-        scores.append(psnr(ref.target, out))
+            noisy = np.stack([add_gaussian_noise(s, sigma, seed=VAL_SEED_BASE + 1000 * i + j)
+                              for j, s in enumerate(ref.stack)])
+        scores.extend(score_methods(ref.target, noisy, {"autoencoder": run}, with_ssim=False)["autoencoder"])
     model.train()
-    return float(np.mean(scores))
+    return mean_score(scores).psnr
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:

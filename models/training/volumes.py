@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from pipeline.reader import to_hu
+from pipeline.dicom.reader import to_hu
 
 from .realct import resolve
 

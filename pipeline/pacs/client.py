@@ -14,8 +14,8 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from ..uids import is_valid_uid
-from .config import PacsConfig
+from pipeline.dicom.uids import is_valid_uid
+from pipeline.pacs.config import PacsConfig
 
 
 @dataclass(frozen=True)
@@ -116,14 +116,3 @@ class PacsClient(abc.ABC):
     @abc.abstractmethod
     def store(self, paths: Sequence[Path]) -> None:
         """Store DICOM files; raise :class:`~.errors.PacsError` unless the PACS accepted every one."""
-
-
-def connect(config: PacsConfig) -> PacsClient:
-    """The client of ``config.protocol``."""
-    if config.protocol == "dicomweb":
-        from .dicomweb import DicomWebClient
-
-        return DicomWebClient(config)
-    from .dimse import DimseClient
-
-    return DimseClient(config)

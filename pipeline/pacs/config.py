@@ -12,7 +12,7 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError
+from pipeline.errors import ConfigError
 
 PROTOCOLS = ("dicomweb", "dimse")
 RETRIEVE_METHODS = ("get", "move")

@@ -19,7 +19,7 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from .client import (
+from pipeline.pacs.client import (
     InstanceInfo,
     PacsClient,
     SeriesInfo,
@@ -30,8 +30,8 @@ from .client import (
     study_info,
     text,
 )
-from .config import PacsConfig
-from .errors import PacsAuthError, PacsError
+from pipeline.pacs.config import PacsConfig
+from pipeline.pacs.errors import PacsAuthError, PacsError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

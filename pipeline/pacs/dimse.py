@@ -53,7 +53,7 @@ from pynetdicom.sop_class import (
     XRayRadiationDoseSRStorage,
 )
 
-from .client import (
+from pipeline.pacs.client import (
     InstanceInfo,
     PacsClient,
     SeriesInfo,
@@ -65,8 +65,8 @@ from .client import (
     study_info,
     text,
 )
-from .config import PacsConfig
-from .errors import PacsAuthError, PacsError
+from pipeline.pacs.config import PacsConfig
+from pipeline.pacs.errors import PacsAuthError, PacsError
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """One PACS study through the nightly run: retrieve into a work folder, (denoise: the folder pipeline),
-store the derived series back, verify them by query, record the study as done.
+store the derived series back, verify them by query, record the study as done (:class:`NightlyStudy`).
 
 Work folder of a study (``[pacs] work_dir``/<StudyInstanceUID>/)::
 
@@ -25,13 +25,16 @@ from typing import TypeVar
 import pydicom
 from pydicom.dataset import Dataset
 
-from ..atomic import atomic_directory, write_json
-from ..selection import SelectionRules
-from ..uids import path_safe_uid, uuid_uid
-from .client import PacsClient, SeriesInfo
-from .config import PacsConfig
-from .errors import PacsError
-from .retry import with_retries
+from pipeline.atomic import atomic_directory, write_json
+from pipeline.dicom.selection import SelectionRules
+from pipeline.dicom.uids import path_safe_uid, uuid_uid
+from pipeline.errors import InputError
+from pipeline.pacs.client import PacsClient, SeriesInfo
+from pipeline.pacs.config import DateQuery, PacsConfig
+from pipeline.pacs.connect import connect
+from pipeline.pacs.errors import PacsError
+from pipeline.pacs.retry import with_retries
+from pipeline.provenance import read_provenance
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -89,6 +92,20 @@ def write_record(output_dir: Path, record: StudyRecord) -> None:
 def retrying(config: PacsConfig, what: str, op: Callable[[], T]) -> T:
     """``op()`` with the retries and back-off of ``config`` (see :func:`.retry.with_retries`)."""
     return with_retries(op, what, config.retries, config.backoff_seconds)
+
+
+def query_studies(config: PacsConfig, dates: DateQuery) -> tuple[list[str], str]:
+    """The StudyInstanceUIDs of the CT studies the PACS lists for ``dates`` (sorted), and the query's
+    one-line error ('' if none; the night's reports carry it)."""
+    try:
+        with connect(config) as client:
+            found = retrying(config, "study query", lambda: client.find_studies(dates.dicom_range))
+    except PacsError as exc:
+        log.error("query of CT studies (%s) failed: %s", dates.label(), exc)
+        return [], str(exc)
+    uids = sorted({s.study_uid for s in found if dates.matches(s.study_date, s.study_time)})
+    log.info("%s: %d CT studies for %s", config.describe(), len(uids), dates.label())
+    return uids, ""
 
 
 def _header(info_sop_class: str, modality: str, image_type: tuple[str, ...], derivation: str,
@@ -216,3 +233,83 @@ def clean_work(work: Path, config: PacsConfig, succeeded: bool) -> None:
     keep = config.keep_work == "always" or (config.keep_work == "on_failure" and not succeeded)
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
+
+
+class NightlyStudy:
+    """The sequence of one PACS study and its record. The caller (the Luigi task) runs the folder
+    pipeline between :meth:`retrieve` and :meth:`store`, on :attr:`input_dir` into :attr:`denoise_dir`.
+    A failure at any stage is recorded (status ``failed``, the stage, a one-line reason), never
+    raised: one study never costs the others or the night's reports; the next run retries it."""
+
+    def __init__(self, study_uid: str, output_dir: Path, config: PacsConfig, attempt: str, work_root: Path) -> None:
+        self.output_dir, self.config = Path(output_dir), config
+        self.work = Path(work_root) / folder_name(study_uid)
+        self.record = StudyRecord(study_uid, "failed", attempt, config.describe())
+
+    @property
+    def input_dir(self) -> Path:
+        return self.work / "input"
+
+    @property
+    def denoise_dir(self) -> Path:
+        return self.work / "output"
+
+    def retrieve(self, rules: SelectionRules) -> bool:
+        """Retrieve the study into :attr:`input_dir`; False when the study is finished already
+        (recorded failed, or skipped: nothing to retrieve)."""
+        try:
+            with connect(self.config) as client:
+                fetched = retrieve_study(client, self.config, self.record.study_uid, self.work, rules)
+        except Exception as exc:  # noqa: BLE001 - recorded with its stage, see _finish
+            self._finish("retrieve", exc)
+            return False
+        self.record.retrieve_seconds, self.record.instances_retrieved = fetched["seconds"], fetched["instances"]
+        self.record.not_retrieved = fetched["not_retrieved"]
+        if not fetched["instances"]:
+            self.skip("no series to retrieve")
+            return False
+        return True
+
+    def skip(self, why: str) -> None:
+        """Record the study as having nothing to denoise (it is not fetched again)."""
+        self.record.status, self.record.reason = "skipped", f"nothing to denoise ({why})"
+        log.info("study %s: %s", self.record.study_uid, self.record.reason)
+        self._finish()
+
+    def store(self, folders: list[Path]) -> None:
+        """After the folder pipeline wrote ``folders`` (its study output folders): publish their
+        reports in the output folder, store the derived series in the PACS, verify them, record."""
+        record = self.record
+        try:
+            provenances = [read_provenance(f) for f in folders]
+            record.denoise_seconds = sum(float(p.get("seconds", 0)) for p in provenances)
+            record.derived_series = [s["derived_series_uid"] for p in provenances for s in p.get("series", [])]
+            for folder in folders:
+                record.report_folder = publish_reports(folder, self.output_dir).name
+            if all(p.get("status", "ok") == "failed" for p in provenances):
+                raise InputError(record.study_uid, "no series of the study could be denoised (see its skipped.csv)")
+        except Exception as exc:  # noqa: BLE001
+            return self._finish("denoise", exc)
+        try:
+            with connect(self.config) as client:
+                for folder in folders:
+                    sent, verified, seconds = store_study(client, self.config, folder)
+                    record.instances_stored += sent
+                    record.verified_instances += verified
+                    record.store_seconds = (record.store_seconds or 0.0) + seconds
+        except Exception as exc:  # noqa: BLE001
+            return self._finish("store", exc)
+        record.status = "done"
+        log.info("study %s: %d derived instances verified in the PACS (%d sent)", record.study_uid,
+                 record.verified_instances, record.instances_stored)
+        return self._finish()
+
+    def _finish(self, stage: str = "", error: Exception | None = None) -> None:
+        record = self.record
+        if error is not None:  # whatever broke: a known fault in its own words, anything else named
+            known = isinstance(error, (PacsError, InputError))
+            record.status, record.stage = "failed", stage
+            record.reason = str(error) if known else " ".join(f"unexpected {type(error).__name__}: {error}".split())
+            log.error("study %s failed (%s): %s", record.study_uid, stage, error)
+        write_record(self.output_dir, record)
+        clean_work(self.work, self.config, record.status != "failed")

@@ -1,5 +1,5 @@
 """The reports of a nightly PACS run: ``summary.csv``, ``failures.csv`` and ``skipped.csv`` as for a
-folder archive (:mod:`pipeline.archive`), with per study what the PACS stages did.
+folder archive (:mod:`pipeline.archive_report`), with per study what the PACS stages did.
 
 ``summary.csv`` adds to the archive columns: pacs_status (done, skipped: nothing to denoise, failed),
 stage (where it failed), retrieve_seconds, denoise_seconds, store_seconds, instances_retrieved,
@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..archive import FAILURES_HEADER, SKIPPED_HEADER, SUMMARY_HEADER, study_summary
-from ..atomic import write_csv
-from .nightly import StudyRecord
+from pipeline.archive_report import FAILURES_HEADER, SKIPPED_HEADER, SUMMARY_HEADER, study_summary
+from pipeline.atomic import write_csv
+from pipeline.pacs.nightly import StudyRecord
 
 PACS_COLUMNS = ["pacs_status", "stage", "retrieve_seconds", "denoise_seconds", "store_seconds",
                 "instances_retrieved", "instances_stored", "verified_instances", "finished"]

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from .errors import PacsError
+from pipeline.pacs.errors import PacsError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -4,7 +4,7 @@ NPS(f) = f exp(-(f / fc)^2), f in cycles per pixel.
 
 The cutoff ``fc`` sets the grain: a smooth (soft-tissue) kernel gives blotchy noise, a sharp (bone,
 lung) kernel fine-grained noise close to white. The named kernels are matched to the whiteness
-(:mod:`pipeline.noise_level`) of real scans' own noise: GE SOFT-kernel series read 0.39-0.52
+(:mod:`pipeline.inference.noise_level`) of real scans' own noise: GE SOFT-kernel series read 0.39-0.52
 (``soft``, fc 0.1), mildly shaped noise 0.8-0.9 (``standard``, fc 0.2), sharp kernels 1.0-1.2
 (``sharp``, fc 0.35).
 

@@ -9,8 +9,8 @@ import math
 import cv2
 import numpy as np
 
-from ..window import Window, hu_to_unit
-from .phantom import REGIONS, Phantom, acquire, smooth_noise
+from pipeline.inference.window import Window, hu_to_unit
+from pipeline.synthetic.phantom import REGIONS, Phantom, acquire, smooth_noise
 
 
 def clean_slice(seed: int, window: Window, regions: tuple[str, ...] = REGIONS, native_noise_max_hu: float = 0.0,

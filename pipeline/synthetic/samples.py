@@ -21,8 +21,8 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RLELossless
 
-from ..uids import uuid_uid
-from .phantom import Phantom, acquire
+from pipeline.dicom.uids import uuid_uid
+from pipeline.synthetic.phantom import Phantom, acquire
 
 STUDY_DATE = "20260101"
 IMPLEMENTATION_UID = uuid_uid("ct-denoise sample generator")

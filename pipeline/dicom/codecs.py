@@ -4,7 +4,7 @@ from __future__ import annotations
 from pydicom.pixels import get_decoder, get_encoder
 from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
 
-from .errors import ConfigError
+from pipeline.errors import ConfigError
 
 # transfer syntax UID prefix -> what to install when no decoder plugin is available
 _DECODER_PACKAGES = {

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
-from .errors import ConfigError
+from pipeline.errors import ConfigError
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
@@ -35,6 +35,7 @@ class SelectionRules:
     skip_lone_non_square: bool = True
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "skip_image_types", tuple(s.upper() for s in self.skip_image_types))
         if not self.sop_classes:
             raise ConfigError("selection: sop_classes is empty, nothing would be denoised")
         if self.min_matrix < 1:

@@ -6,7 +6,7 @@ writes it. Clipped noise is rectified where the reference sits at a window edge 
 about 0.4 sigma, not 0), a bias that a model can learn and that filters built for zero-mean noise
 cannot, so a clipped copy would flatter the model. Each method clips to the window itself if it wants
 to (the model does, through its input window); scores compare outputs and reference clipped to the
-window (:func:`pipeline.metrics.psnr` and :func:`pipeline.metrics.ssim` on clipped images).
+window (:func:`pipeline.qa.metrics.psnr` and :func:`pipeline.qa.metrics.ssim` on clipped images).
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .synthetic.kernel_noise import KERNELS as KERNEL_CUTOFFS
-from .synthetic.kernel_noise import bm3d_psd, kernel_noise
+from pipeline.synthetic.kernel_noise import KERNELS as KERNEL_CUTOFFS
+from pipeline.synthetic.kernel_noise import bm3d_psd, kernel_noise
 
 
 def seed_from_uid(uid: str, salt: str = "qa-noise") -> int:
@@ -81,7 +81,7 @@ class NoiseModel:
             return add_gaussian_noise(unit, self.sigma, seed), self.sigma
         if self.kind in KERNELS:
             return (np.asarray(unit, np.float32) + kernel_noise(np.shape(unit), self.kind, self.sigma, seed)), self.sigma
-        from .synthetic.lowdose import low_dose_noise_hu
+        from pipeline.synthetic.lowdose import low_dose_noise_hu
 
         noise = low_dose_noise_hu(hu, pixel_mm, self.i0, seed) / np.float32(window_width)
         inside = noise[noise != 0]

@@ -17,10 +17,10 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from .atomic import write_csv
-from .discovery import Skipped
-from .qa import FILTERS
-from .study import study_output_folder
+from pipeline.atomic import write_csv
+from pipeline.dicom.discovery import Skipped
+from pipeline.qa.series import FILTERS
+from pipeline.study_run import study_output_folder
 
 SUMMARY_HEADER = ["study_uid", "status", "series_denoised", "series_skipped", "series_failed", "slices",
                   "files_skipped", "autoencoder_psnr_db", "best_filter", "best_filter_psnr_db", "seconds",
@@ -48,7 +48,7 @@ def _weighted_psnr(rows: list[dict[str, str]], method: str) -> float | None:
 
 
 def noise_column(qa: list[dict[str, str]]) -> str:
-    """Each denoised series' estimated noise (HU, pipeline.noise_level) from a study's qa_report.csv
+    """Each denoised series' estimated noise (HU, pipeline.inference.noise_level) from a study's qa_report.csv
     rows, in report order: ``12.3; 45.1``."""
     seen: dict[str, str] = {}
     for r in qa:

@@ -2,7 +2,7 @@
 noise.
 
 * **Relative** (the default): ``low``, ``medium``, ``high``, ``full`` or a percentage (``60%``): the
-  share of each series' estimated noise std (:mod:`pipeline.noise_level`) to remove. The model runs
+  share of each series' estimated noise std (:mod:`pipeline.inference.noise_level`) to remove. The model runs
   at the level that removes all of the series' noise (:func:`model_level_hu`), and the derived series
   is the original plus that share of the model's correction, as the blend percentages of iterative
   reconstruction products work: where the model removes the noise, the std left is about
@@ -22,14 +22,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from pipeline.errors import ConfigError
 
 SHARES = {"low": 0.25, "medium": 0.5, "high": 0.75, "full": 1.0}
 DEFAULT_STRENGTH = "medium"
 BLIND_FULL_HU = 40.0  # an absolute strength of this many HU or more applies a blind model's whole correction
 MAX_HU = 500.0
 # The model's noise-level input was trained on white Gaussian noise. CT noise shaped by a smooth
-# reconstruction kernel is blotchy: fine in no direction (whiteness < 1, pipeline/noise_level.py),
+# reconstruction kernel is blotchy: fine in no direction (whiteness < 1, pipeline/inference/noise_level.py),
 # and told its std the model removes only its finest part. So the level it is told is the estimated
 # std times (whiteness / WHITE_ENOUGH) ** -WHITENESS_EXPONENT below WHITE_ENOUGH, at most
 # MAX_LEVEL_GAIN times the std. Chosen on the real validation slices by the best PSNR with

@@ -10,7 +10,7 @@
 4. original vs denoised without synthetic noise: what the model removes from the real scan, as
    ``denoised - original`` in HU on the fixed scale -``diff_range_hu``/2..+``diff_range_hu``/2, with
    the slice's noise in uniform soft tissue (the regions outlined on the original) and its strong-edge
-   gradient, original and denoised (:mod:`pipeline.scanquality`).
+   gradient, original and denoised (:mod:`pipeline.qa.scan_measures`).
 
 ``qa_<name>_psnr.png`` (1600 x 600 px): PSNR per slice along the stack, one line per method.
 
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_file
-from .qa import METHODS, SliceScore
-from .scanquality import REGION_PX, ScanMeasures
-from .window import Window, hu_to_unit, unit_to_hu
+from pipeline.atomic import atomic_file
+from pipeline.inference.window import Window, hu_to_unit, unit_to_hu
+from pipeline.qa.scan_measures import REGION_PX, ScanMeasures
+from pipeline.qa.series import METHODS, SliceScore
 
 DPI = 100
 FONT_PT = 10.0  # about 14 px at DPI 100: readable at 100 % zoom

@@ -3,7 +3,7 @@
 Walks any depth, any file names. Each file is either kept (grouped by StudyInstanceUID, then
 SeriesInstanceUID, then stack) or skipped with a one-line reason. A series that mixes stacks
 (another orientation, matrix or pixel spacing) is split into stacks, each denoised as its own
-derived series; then the stack rules of :class:`~pipeline.selection.SelectionRules` drop lone
+derived series; then the stack rules of :class:`~pipeline.dicom.selection.SelectionRules` drop lone
 localizers and screenshots.
 """
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pydicom import uid
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from .errors import InputError
-from .selection import ENHANCED_CT_IMAGE_STORAGE, SelectionRules
-from .uids import path_safe_uid, uuid_uid
+from pipeline.dicom.selection import ENHANCED_CT_IMAGE_STORAGE, SelectionRules
+from pipeline.dicom.uids import path_safe_uid, uuid_uid
+from pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Load a stack found by :mod:`pipeline.discovery` as ordered slices in HU.
+"""Load a stack found by :mod:`pipeline.dicom.discovery` as ordered slices in HU.
 
 Files are opened read-only and never modified. A stack that cannot be loaded raises
 :class:`~pipeline.errors.InputError` naming the file and the reason.
@@ -15,17 +15,15 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
-from .codecs import missing_decoder_reason
-from .discovery import ScanResult, SeriesRef, Skipped, StudyScan, finite_numbers, read_dicom, scan
-from .enhanced import frame_header, is_enhanced
-from .errors import InputError
-from .geometry import position_along, same_orientation, slice_normal
-from .selection import DERIVED_MARKER
+from pipeline.dicom.codecs import missing_decoder_reason
+from pipeline.dicom.discovery import SeriesRef, Skipped, finite_numbers, read_dicom
+from pipeline.dicom.enhanced import frame_header, is_enhanced
+from pipeline.dicom.geometry import position_along, same_orientation, slice_normal
+from pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DERIVED_MARKER", "ScanResult", "Series", "SeriesPlan", "SeriesRef", "Skipped", "StudyScan", "load_series",
-           "plan_series", "scan", "to_hu"]
+__all__ = ["Series", "SeriesPlan", "load_series", "plan_series", "to_hu"]
 
 
 @dataclass

@@ -9,7 +9,7 @@ the flattest quarter of the candidate blocks is kept, and the slice's noise is t
 stds. Candidates, in order of preference:
 
 1. ``soft tissue``: blocks of mean -20..120 HU with no air nearby (the same class as the
-   uniform-region measure of :mod:`pipeline.scanquality`, so on scans as stored they agree);
+   uniform-region measure of :mod:`pipeline.qa.scan_measures`, so on scans as stored they agree);
 2. ``any tissue``: blocks inside the scan at any density (lung, fat, bone, a phantom's insert), for
    slices with too little soft tissue (lung-only crops, phantoms);
 3. ``air``: blocks of air (mean below -950 HU, not padding: no quarter of the block at one value)
@@ -106,7 +106,7 @@ class SeriesNoise:
     def as_dict(self) -> dict:
         return {"sigma_hu": round(self.sigma_hu, 2), "slice_range_hu": [round(self.low_hu, 2), round(self.high_hu, 2)],
                 "slices": self.slices, "methods": dict(self.methods), "confidence": self.confidence,
-                "estimator": "median over slices of the std in the flattest uniform blocks (pipeline/noise_level.py)"}
+                "estimator": "median over slices of the std in the flattest uniform blocks (pipeline/inference/noise_level.py)"}
 
 
 def _plane_basis(n: int) -> np.ndarray:

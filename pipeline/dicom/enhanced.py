@@ -11,9 +11,9 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from .discovery import functional_group
-from .errors import InputError
-from .selection import CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE
+from pipeline.dicom.discovery import functional_group
+from pipeline.dicom.selection import CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE
+from pipeline.errors import InputError
 
 # multi-frame / functional-group attributes that have no place in a classic CT image
 _MULTIFRAME_ONLY = (

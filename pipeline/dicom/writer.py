@@ -19,10 +19,10 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
-from .codecs import LOSSY_METHODS
-from .enhanced import classic_sop_class
-from .selection import DERIVED_MARKER
-from .uids import derived_uid
+from pipeline.dicom.codecs import LOSSY_METHODS
+from pipeline.dicom.enhanced import classic_sop_class
+from pipeline.dicom.selection import DERIVED_MARKER
+from pipeline.dicom.uids import derived_uid
 
 SMOOTHING_CODE = ("113087", "DCM", "Smoothing")  # CID 7203; DICOM has no "denoising" code
 SOURCE_PURPOSE_CODE = ("121322", "DCM", "Source image for image processing operation")
@@ -36,7 +36,7 @@ class DerivedSeriesInfo:
     fingerprint: str  # model hash + settings; enters every new UID
     description_suffix: str = " DENOISED"
     series_number_offset: int = 1000
-    transfer_syntax: str = ExplicitVRLittleEndian  # or a lossless one (pipeline.codecs.OUTPUT_SYNTAXES)
+    transfer_syntax: str = ExplicitVRLittleEndian  # or a lossless one (pipeline.dicom.codecs.OUTPUT_SYNTAXES)
 
 
 def _code_item(code: tuple[str, str, str]) -> Dataset:

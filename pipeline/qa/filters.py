@@ -9,8 +9,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .errors import ConfigError
-
+from pipeline.errors import ConfigError
 
 NLM_H_PER_SIGMA = 1.0  # non-local means' h per unit of noise std: best mean PSNR on the validation part (README)
 

@@ -4,18 +4,21 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from models.store import LoadedModel
+from pipeline.errors import ConfigError
+from pipeline.inference.malloc import keep_freed_memory
+from pipeline.inference.noise_level import SeriesNoise
+from pipeline.inference.slice_context import context_indices
+from pipeline.inference.strength import DEFAULT_STRENGTH, Strength, parse_strength
+from pipeline.inference.window import Window, hu_to_unit, unit_to_hu
 
-from .allocator import keep_freed_memory
-from .context import context_indices
-from .errors import ConfigError
-from .noise_level import SeriesNoise
-from .strength import DEFAULT_STRENGTH, Strength, parse_strength
-from .window import Window, hu_to_unit, unit_to_hu
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,8 @@ def resolve_device(requested: str) -> torch.device:
 class Denoiser:
     """Runs a loaded model over stacks of slices in batches of ``batch_size`` (of
     ``cpu_batch_size``, when given, where the device is the CPU), at the denoising ``strength`` of
-    :mod:`pipeline.strength` for the derived series (a relative strength needs each series' noise
-    estimate, :mod:`pipeline.noise_level`)."""
+    :mod:`pipeline.inference.strength` for the derived series (a relative strength needs each series' noise
+    estimate, :mod:`pipeline.inference.noise_level`)."""
 
     def __init__(self, loaded: LoadedModel, device: str = "auto", batch_size: int = 8, amp: bool = True,
                  cpu_batch_size: int | None = None, strength: str | float | Strength = DEFAULT_STRENGTH) -> None:
@@ -61,6 +64,13 @@ class Denoiser:
         log.info("model %s on %s (batch %d%s); strength %s%s", loaded.name, self.device, self.batch_size,
                  f", autocast {str(self.amp_dtype).removeprefix('torch.')}" if self.amp else "", self.strength,
                  "" if self.noise_map else f" (blind model: {self.strength.blend(False):.0%} of its correction)")
+
+    @classmethod
+    def from_settings(cls, loaded: LoadedModel, settings: Settings) -> Denoiser:
+        """The denoiser of a run: device, batch sizes, mixed precision and strength as ``settings``
+        hold them (validated and parsed there)."""
+        return cls(loaded, settings.device, settings.batch_size, settings.amp, settings.cpu_batch_size,
+                   settings.strength)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp:
@@ -92,7 +102,7 @@ class Denoiser:
         """(N, H, W) float32 in [0, 1] -> model output (not clipped) for slices ``span`` (default all),
         (len(span), H, W). ``sigma``: the noise std to remove (unit scale), one value or one per output
         slice; required by a noise-conditioned model, ignored by a blind one. A model with slice
-        context gets each slice's neighbours from ``images`` (:mod:`pipeline.context`; ``links``:
+        context gets each slice's neighbours from ``images`` (:mod:`pipeline.inference.slice_context`; ``links``:
         whether consecutive slices are neighbours, default all, so ``images`` outside ``span`` serve
         as neighbours only); a 2-D model ignores ``links``."""
         if self.noise_map and sigma is None:
@@ -131,7 +141,7 @@ class Denoiser:
         not given its noise back. The weight goes from 1 at that edge to 0 at :data:`EDGE_BAND` inside
         it. The strength's blend share of that result's change is applied to the original.
 
-        A model with slice context needs ``links`` (:func:`pipeline.context.neighbour_links` of the
+        A model with slice context needs ``links`` (:func:`pipeline.inference.slice_context.neighbour_links` of the
         slices' positions): which consecutive slices of ``hu`` are neighbours; with ``span`` only the
         slices ``span`` are denoised and returned, the others serving as their neighbours.
         """

@@ -5,11 +5,11 @@ Output layout (``<output_dir>/<StudyInstanceUID>/``, renamed into place only whe
     <derived SeriesInstanceUID>/00001_<SOPInstanceUID>.dcm ...   one folder per derived series
     <derived SeriesInstanceUID>/provenance.json
     qa_report.csv      one row per source series x method (on the sampled slices, see qa_sample), with
-                       the series' strength, its estimated noise (pipeline.noise_level) and the level
+                       the series' strength, its estimated noise (pipeline.inference.noise_level) and the level
                        the model was told, the noise estimated from the QA copies (what the
                        ``autoencoder`` row was told), and what the derived series did to the real scan
                        (noise in uniform soft tissue and strong-edge gradient, original and denoised,
-                       see pipeline.scanquality; empty where no uniform soft tissue was found)
+                       see pipeline.qa.scan_measures; empty where no uniform soft tissue was found)
     qa_slices.csv      one row per sampled slice x method
     qa_<derived SeriesInstanceUID>_slice<NNNN>.png   QA panels of representative sampled slices
     qa_<derived SeriesInstanceUID>_psnr.png          PSNR per sampled slice along the stack
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
 import math
 import shutil
@@ -36,23 +35,32 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import __version__
-from .atomic import atomic_directory, write_csv, write_json
-from .codecs import output_syntax
-from .context import neighbour_links
-from .denoise import Denoiser
-from .errors import ConfigError, InputError
-from .noise_level import SeriesNoise, estimate_series, sample_positions
-from .panels import PanelSlice, panel_slices, write_series_panels
-from .provenance import provenance
-from .qa import MethodSummary, SliceScore, qa_series
-from .reader import DERIVED_MARKER, ScanResult, SeriesPlan, SeriesRef, Skipped, StudyScan, plan_series
-from .scanquality import ScanMeasures, measure_slice, summarize
-from .settings import Settings
-from .strength import parse_strength
-from .uids import path_safe_uid
-from .window import Window, hu_to_unit, unit_to_hu
-from .writer import DerivedSeriesInfo, derived_series_uid, derived_sop_uid, source_key, stack_to_stored, write_series
+from pipeline import __version__
+from pipeline.atomic import atomic_directory, write_csv, write_json
+from pipeline.dicom.codecs import output_syntax
+from pipeline.dicom.discovery import ScanResult, SeriesRef, Skipped, StudyScan
+from pipeline.dicom.reader import SeriesPlan, plan_series
+from pipeline.dicom.selection import DERIVED_MARKER
+from pipeline.dicom.uids import path_safe_uid
+from pipeline.dicom.writer import (
+    DerivedSeriesInfo,
+    derived_series_uid,
+    derived_sop_uid,
+    source_key,
+    stack_to_stored,
+    write_series,
+)
+from pipeline.errors import ConfigError, InputError
+from pipeline.inference.denoiser import Denoiser
+from pipeline.inference.noise_level import SeriesNoise, estimate_series, sample_positions
+from pipeline.inference.slice_context import neighbour_links
+from pipeline.inference.strength import parse_strength
+from pipeline.inference.window import Window, hu_to_unit, unit_to_hu
+from pipeline.provenance import provenance, read_provenance
+from pipeline.qa.panels import PanelSlice, panel_slices, write_series_panels
+from pipeline.qa.scan_measures import ScanMeasures, measure_slice, summarize
+from pipeline.qa.series import MethodSummary, SliceScore, qa_series
+from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +104,6 @@ class StudyOutcome:
         if not self.series:
             return "failed"
         return "partial" if any(f.status == "failed" for f in self.failures) else "ok"
-
-
-def read_provenance(folder: Path) -> dict:
-    """The provenance.json of a study output folder (raises OSError/ValueError when unreadable)."""
-    return json.loads((folder / "provenance.json").read_text())
 
 
 def _provenance_field(folder: Path, key: str, default: str) -> str | None:
@@ -359,7 +362,7 @@ def _write_reports(folder: Path, outcome: StudyOutcome, scores: list[SliceScore]
         [outcome.study_uid, q.series_uid, s.derived_series_uid, q.method, q.slices, _fmt(q.mean_psnr),
          _fmt(q.min_psnr), _fmt(q.mean_ssim, 5), f"{q.seconds:.3f}", f"{w.low:g}", f"{w.high:g}",
          settings.noise_model.label, f"{settings.qa_sigma:g}" if settings.qa_noise == "gaussian" else "",
-         str(parse_strength(settings.strength)), *_noise_cells(s, q.method), *_scan_cells(s.scan)]
+         str(settings.strength), *_noise_cells(s, q.method), *_scan_cells(s.scan)]
         for s in outcome.series for q in s.qa))
     write_csv(folder / "qa_slices.csv", SLICE_HEADER, (
         [outcome.study_uid, r.series_uid, *(r.sop_uid.split("/") + [""])[:2], r.index, r.method, _fmt(r.psnr),
@@ -371,14 +374,14 @@ def _write_reports(folder: Path, outcome: StudyOutcome, scores: list[SliceScore]
 
 def process_scan(scan_result: ScanResult, output_dir: Path, settings: Settings, denoiser: Denoiser,
                  record_failures: bool = False, only: str | None = None, attempt: str = "") -> list[StudyOutcome]:
-    """Process every study found by :func:`pipeline.reader.scan` (or only the study ``only``)
+    """Process every study found by :func:`pipeline.dicom.reader.scan` (or only the study ``only``)
     whose output folder does not exist yet or records a failed attempt.
 
     A study that fails is logged and re-raised after the others have been processed (with
     ``record_failures``, see :func:`process_study`, it is recorded instead)."""
-    if parse_strength(settings.strength) != denoiser.strength:
-        raise ConfigError(f"strength {settings.strength!r} in the settings, but the denoiser runs at "
-                          f"{denoiser.strength.text!r}: build the Denoiser with the settings' strength")
+    if settings.strength != denoiser.strength:
+        raise ConfigError(f"strength {settings.strength.text!r} in the settings, but the denoiser runs at "
+                          f"{denoiser.strength.text!r}: build it with Denoiser.from_settings")
     trained = denoiser.loaded.card.get("window_hu")
     if trained and list(map(float, trained)) != [settings.window.low, settings.window.high]:
         log.warning("window %s differs from the model's training window %s HU: results may degrade",

@@ -1,4 +1,5 @@
-"""A real Orthanc PACS (Debian ``orthanc`` + ``orthanc-dicomweb``) for tests and ``bench/pacs.py``.
+"""A real Orthanc PACS (Debian ``orthanc`` + ``orthanc-dicomweb``) for the tests and the PACS benchmark
+(``python -m bench.pacs``), which both import it from here.
 
 Started as a child process on free ports with a temporary configuration and storage, HTTP
 authentication on, our AE registered for C-FIND/C-GET/C-MOVE; stopped by its PID. Install the

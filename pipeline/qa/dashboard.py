@@ -1,6 +1,6 @@
 """A static QA page for an archive output folder: ``index.html`` and the gain plot ``qa_gain.png``.
 
-Reads ``summary.csv`` and ``failures.csv`` (written by :mod:`pipeline.archive`; a missing file shows
+Reads ``summary.csv`` and ``failures.csv`` (written by :mod:`pipeline.archive_report`; a missing file shows
 as an empty table) and the ``qa_*.png`` panels inside each listed study folder (one or two levels
 down). The page opens from the file system: every link is relative, nothing is fetched from the
 network, CSS and the table-sorting script are inline.
@@ -14,9 +14,9 @@ import math
 from pathlib import Path, PurePath
 from urllib.parse import quote
 
-from . import __version__
-from .atomic import atomic_file
-from .uids import path_safe_uid
+from pipeline import __version__
+from pipeline.atomic import atomic_file
+from pipeline.dicom.uids import path_safe_uid
 
 GAIN_PLOT = "qa_gain.png"
 INDEX = "index.html"
