@@ -5,7 +5,9 @@
     luigi --module tasks DenoisePacs (--study-date YYYYMMDD[-YYYYMMDD] | --since-hours N) --output-dir OUT
     luigi --module tasks TrainModel --run-dir runs/NAME [--config models/configs/ct_denoiser.json] [--local-scheduler]
 
-Every default lives in ``luigi.cfg`` (sections ``[denoise]``, ``[selection]``, ``[qa_filters]``, ``[pacs]``).
+Every setting is in ``luigi.cfg`` (sections ``[denoise]``, ``[selection]``, ``[qa_filters]``, ``[pacs]``,
+declared at the end of this file); a setting missing there takes the default of the dataclass that
+owns it (``Settings``, ``SelectionRules``, ``FilterParams``, ``PacsConfig``), which also validates it.
 """
 from __future__ import annotations
 
@@ -33,7 +35,6 @@ from pipeline.dicom.discovery import ScanResult, scan, skipped_summary
 from pipeline.dicom.selection import SelectionRules
 from pipeline.errors import InputError
 from pipeline.inference.denoiser import Denoiser
-from pipeline.inference.strength import DEFAULT_STRENGTH
 from pipeline.inference.window import Window
 from pipeline.pacs.config import (
     KEEP_WORK,
@@ -56,74 +57,6 @@ INSTALL_ROOT = Path(models.__file__).resolve().parent.parent
 RUN_STARTED = datetime.datetime.now().isoformat(timespec="seconds")  # this luigi process's run
 
 
-S, F, R, P = Settings, FilterParams, SelectionRules, PacsConfig  # the owners of every default below
-EXPLICIT = luigi.BoolParameter.EXPLICIT_PARSING
-
-
-class denoise(luigi.Config):  # noqa: N801 - section name in luigi.cfg
-    window_low_hu = luigi.FloatParameter(default=Window.low, description="HU mapped to 0 for the model")
-    window_high_hu = luigi.FloatParameter(default=Window.high, description="HU mapped to 1 for the model")
-    qa_sigma = luigi.FloatParameter(default=S.qa_sigma, description="QA noise std, fraction of the window")
-    qa_noise = luigi.ChoiceParameter(default=S.qa_noise, choices=list(NOISE_KINDS))
-    qa_lowdose_i0 = luigi.FloatParameter(default=S.qa_lowdose_i0, description="photons per detector bin (lowdose)")
-    batch_size = luigi.IntParameter(default=S.batch_size, description="slices per model batch on a GPU")
-    cpu_batch_size = luigi.IntParameter(default=S.cpu_batch_size, description="slices per model batch on the CPU")
-    device = luigi.Parameter(default=S.device, description="auto, cpu or cuda[:N]")
-    strength = luigi.Parameter(default=DEFAULT_STRENGTH, description="low, medium, high, full, a percentage of "
-                                                                     "the series' noise (60%) or a noise std in HU")
-    output_transfer_syntax = luigi.ChoiceParameter(default=S.output_transfer_syntax, choices=list(OUTPUT_SYNTAXES),
-                                                   description="transfer syntax of the derived series")
-    amp = luigi.BoolParameter(default=S.amp, parsing=EXPLICIT, description="mixed precision on CUDA")
-    model_path = luigi.Parameter(default=str(SHIPPED_WEIGHTS.relative_to(INSTALL_ROOT)),
-                                 description="weights; a relative path is relative to the install root")
-    series_folder = luigi.Parameter(default=S.series_folder)
-    file_name = luigi.Parameter(default=S.file_name)
-    series_description_suffix = luigi.Parameter(default=S.series_description_suffix.strip())
-    series_number_offset = luigi.IntParameter(default=S.series_number_offset)
-    progress = luigi.BoolParameter(default=S.progress, parsing=EXPLICIT)
-    qa_every = luigi.IntParameter(default=S.qa_every, description="QA scores every k-th slice of a series (0: no QA)")
-    gpu_resource = luigi.Parameter(default="gpu", description="Luigi resource held while denoising; {host}: per host")
-    qa_panels = luigi.IntParameter(default=S.qa_panels, description="QA panel images per series (0: none)")
-    io_workers = luigi.IntParameter(default=S.io_workers, description="threads decoding/writing DICOM beside the model")
-    chunk_slices = luigi.IntParameter(default=S.chunk_slices, description="slices per streamed chunk")
-    prefetch_chunks = luigi.IntParameter(default=S.prefetch_chunks,
-                                         description="chunks read ahead / waiting to be written")
-
-
-class qa_filters(luigi.Config):  # noqa: N801
-    gaussian_ksize = luigi.IntParameter(default=F.gaussian_ksize)
-    gaussian_sigma = luigi.FloatParameter(default=F.gaussian_sigma)
-    average_ksize = luigi.IntParameter(default=F.average_ksize)
-    median_ksize = luigi.IntParameter(default=F.median_ksize)
-    bilateral_d = luigi.IntParameter(default=F.bilateral_d)
-    bilateral_sigma_color = luigi.FloatParameter(default=F.bilateral_sigma_color)
-    bilateral_sigma_space = luigi.FloatParameter(default=F.bilateral_sigma_space)
-    nlm_h = luigi.Parameter(default="auto",
-                            description="non-local means' h (unit scale) or auto: told the noise estimate")
-
-
-class selection(luigi.Config):  # noqa: N801
-    sop_classes = luigi.ListParameter(default=list(R.sop_classes),
-                                      description="SOP Class UIDs denoised (CT, Enhanced CT)")
-    skip_image_types = luigi.ListParameter(default=list(R.skip_image_types))
-    min_matrix = luigi.IntParameter(default=R.min_matrix)
-    skip_lone_images_unlike_main_stack = luigi.BoolParameter(default=R.skip_lone_images_unlike_main_stack,
-                                                             parsing=EXPLICIT)
-    skip_lone_non_axial = luigi.BoolParameter(default=R.skip_lone_non_axial, parsing=EXPLICIT)
-    skip_lone_non_square = luigi.BoolParameter(default=R.skip_lone_non_square, parsing=EXPLICIT)
-
-
-def _from_section(cls: type, section: luigi.Config, **given):
-    """``cls`` (a settings dataclass) from the section's parameters of the same names; ``given``
-    (converted values) take precedence. The dataclass validates."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{**{k: v for k, v in section.param_kwargs.items() if k in names}, **given})
-
-
-def selection_from_config() -> SelectionRules:
-    return _from_section(SelectionRules, selection())
-
-
 def _log_to_stderr() -> None:
     """Show the pipeline's INFO messages beside Luigi's (Luigi only configures its own loggers)."""
     for name in ("pipeline", "models"):
@@ -142,15 +75,8 @@ def gpu_resource_name(template: str, host: str | None = None) -> str:
     return template.replace("{host}", short)
 
 
-def settings_from_config() -> Settings:
-    """Build and validate the run settings from luigi.cfg (fails before any file is read)."""
-    c, f = denoise(), qa_filters()
-    model_path = Path(c.model_path)
-    return _from_section(
-        Settings, c, window=Window(c.window_low_hu, c.window_high_hu),
-        model_path=model_path if model_path.is_absolute() else INSTALL_ROOT / model_path,
-        filters=_from_section(FilterParams, f, nlm_h=parse_nlm_h(f.nlm_h)), selection=selection_from_config(),
-        series_description_suffix=" " + c.series_description_suffix.strip())
+def work_root(output_dir: str) -> Path:
+    return Path(pacs().work_dir or Path(output_dir) / "work")
 
 
 class DenoiseStudy(luigi.Task):
@@ -195,8 +121,9 @@ class DenoiseStudy(luigi.Task):
         _log_to_stderr()
         settings = settings_from_config()
         if not self.output():
-            raise InputError(self.study_dir, f"no CT image series found{' for study ' + self.study_uid if self.study_uid else ''}"
-                                             f" ({skipped_summary(self._scan.skipped)})")
+            which = f" for study {self.study_uid}" if self.study_uid else ""
+            raise InputError(self.study_dir,
+                             f"no CT image series found{which} ({skipped_summary(self._scan.skipped)})")
         denoiser = Denoiser.from_settings(load_model(settings.model_path), settings)
         process_scan(self._scan, Path(self.output_dir), settings, denoiser, self.record_failures,
                      self.study_uid or None, attempt=self.attempt)
@@ -209,9 +136,10 @@ class ArchiveFailures(RuntimeError):
 class DenoiseArchive(luigi.Task):
     """Nightly run over an archive folder: one DenoiseStudy per study found, then ``summary.csv``,
     ``failures.csv``, ``skipped.csv`` (files left out that no study's report lists, with the reason) and
-    the QA dashboard ``index.html`` (with ``qa_gain.png``) in ``output_dir``.
-    Any failure (a broken file, a failed series or study) fails this task after the reports are written, so ``luigi`` exits non-zero ([retcode] in
-    luigi.cfg) and cron notices; the next run retries failed studies and rewrites the reports."""
+    the QA dashboard ``index.html`` (with ``qa_gain.png``) in ``output_dir``. Any failure (a broken
+    file, a failed series or study) fails this task after the reports are written, so ``luigi`` exits
+    non-zero ([retcode] in luigi.cfg) and cron notices; the next run retries failed studies and
+    rewrites the reports."""
 
     archive_dir = luigi.Parameter(description="archive folder (any depth, any number of studies)")
     output_dir = luigi.Parameter(description="where study folders and the archive reports go")
@@ -249,45 +177,6 @@ class DenoiseArchive(luigi.Task):
         write_dashboard(Path(self.output_dir))
         if failures:
             raise ArchiveFailures(f"{failures} failure(s) in {self.archive_dir}: see {self.output()['failures'].path}")
-
-
-class pacs(luigi.Config):  # noqa: N801
-    protocol = luigi.ChoiceParameter(default=P.protocol, choices=list(PROTOCOLS))
-    url = luigi.Parameter(default=P.url, description="DICOMweb root, http(s)://host:port/dicom-web")
-    host = luigi.Parameter(default=P.host, description="DIMSE: PACS host")
-    port = luigi.IntParameter(default=P.port, description="DIMSE: PACS port")
-    called_aet = luigi.Parameter(default=P.called_aet, description="DIMSE: the PACS's AE title")
-    calling_aet = luigi.Parameter(default=P.calling_aet, description="our AE title")
-    retrieve = luigi.ChoiceParameter(default=P.retrieve, choices=list(RETRIEVE_METHODS),
-                                     description="DIMSE: C-GET or C-MOVE")
-    move_port = luigi.IntParameter(default=P.move_port, description="DIMSE C-MOVE: port of our storage SCP")
-    username = luigi.Parameter(default=P.username)
-    password_file = luigi.Parameter(default="", description="file whose first line is the password")
-    password_env = luigi.Parameter(default="", description="environment variable holding the password")
-    tls = luigi.BoolParameter(default=P.tls, parsing=EXPLICIT)
-    tls_ca_file = luigi.Parameter(default=P.tls_ca_file)
-    tls_cert_file = luigi.Parameter(default=P.tls_cert_file)
-    tls_key_file = luigi.Parameter(default=P.tls_key_file)
-    tls_verify = luigi.BoolParameter(default=P.tls_verify, parsing=EXPLICIT)
-    connect_timeout = luigi.FloatParameter(default=P.connect_timeout)
-    timeout = luigi.FloatParameter(default=P.timeout)
-    retries = luigi.IntParameter(default=P.retries)
-    backoff_seconds = luigi.FloatParameter(default=P.backoff_seconds)
-    store_batch = luigi.IntParameter(default=P.store_batch)
-    store_associations = luigi.IntParameter(default=P.store_associations,
-                                            description="DIMSE: C-STORE associations in parallel")
-    work_dir = luigi.Parameter(default="", description="work folders (default <output-dir>/work)")
-    keep_work = luigi.ChoiceParameter(default=P.keep_work, choices=list(KEEP_WORK))
-
-
-def pacs_config_from_config() -> PacsConfig:
-    """``[pacs]`` as a validated PacsConfig, the password read from its file or variable."""
-    c = pacs()
-    return _from_section(PacsConfig, c, password=load_password(c.password_file, c.password_env))
-
-
-def work_root(output_dir: str) -> Path:
-    return Path(pacs().work_dir or Path(output_dir) / "work")
 
 
 class PacsStudy(luigi.Task):
@@ -403,5 +292,83 @@ class TrainModel(luigi.Task):
 
     def command(self) -> str:
         """The command line that runs this task (recorded in the model card)."""
-        given = [f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in self.param_kwargs.items() if v is not None]
+        given = [f"--{k.replace('_', '-')} {shlex.quote(str(v))}"
+                 for k, v in self.param_kwargs.items() if v is not None]
         return " ".join(["luigi --module tasks TrainModel", *given, "--local-scheduler"])
+
+
+
+# ---- luigi.cfg sections: each parameter takes its default from the dataclass that owns it ----
+
+EXPLICIT = luigi.BoolParameter.EXPLICIT_PARSING
+
+
+def _section(name: str, owner: type, skip: tuple[str, ...] = (), **params: luigi.Parameter) -> type[luigi.Config]:
+    """The luigi.cfg section ``[name]``: one parameter per field of the dataclass ``owner`` that has a
+    plain default (taken from ``owner``, the one place it is written), except ``skip``; ``params``
+    add parameters or replace those of the same name (choices, conversions, Luigi-only settings)."""
+    attrs: dict[str, luigi.Parameter] = {}
+    for f in dataclasses.fields(owner):
+        d = f.default
+        if f.name in skip or d is dataclasses.MISSING or d is None:
+            continue
+        if isinstance(d, bool):
+            attrs[f.name] = luigi.BoolParameter(default=d, parsing=EXPLICIT)
+        elif isinstance(d, tuple):
+            attrs[f.name] = luigi.ListParameter(default=list(d))
+        else:
+            kind = {int: luigi.IntParameter, float: luigi.FloatParameter}.get(type(d), luigi.Parameter)
+            attrs[f.name] = kind(default=d)
+    return type(name, (luigi.Config,), {**attrs, **params, "__doc__": f"[{name}] of luigi.cfg ({owner.__name__})"})
+
+
+denoise = _section(
+    "denoise", Settings, skip=("series_description_suffix",),
+    window_low_hu=luigi.FloatParameter(default=Window.low, description="HU mapped to 0 for the model"),
+    window_high_hu=luigi.FloatParameter(default=Window.high, description="HU mapped to 1 for the model"),
+    qa_noise=luigi.ChoiceParameter(default=Settings.qa_noise, choices=list(NOISE_KINDS)),
+    output_transfer_syntax=luigi.ChoiceParameter(default=Settings.output_transfer_syntax,
+                                                 choices=list(OUTPUT_SYNTAXES)),
+    model_path=luigi.Parameter(default=str(SHIPPED_WEIGHTS.relative_to(INSTALL_ROOT)),
+                               description="weights; a relative path is relative to the install root"),
+    series_description_suffix=luigi.Parameter(default=Settings.series_description_suffix.strip()),
+    gpu_resource=luigi.Parameter(default="gpu", description="Luigi resource held while denoising; {host}: per host"))
+qa_filters = _section("qa_filters", FilterParams, nlm_h=luigi.Parameter(
+    default="auto", description="non-local means' h (unit scale) or auto: told the noise estimate"))
+selection = _section("selection", SelectionRules)
+pacs = _section(
+    "pacs", PacsConfig, skip=("password",),
+    protocol=luigi.ChoiceParameter(default=PacsConfig.protocol, choices=list(PROTOCOLS)),
+    retrieve=luigi.ChoiceParameter(default=PacsConfig.retrieve, choices=list(RETRIEVE_METHODS)),
+    keep_work=luigi.ChoiceParameter(default=PacsConfig.keep_work, choices=list(KEEP_WORK)),
+    password_file=luigi.Parameter(default="", description="file whose first line is the password"),
+    password_env=luigi.Parameter(default="", description="environment variable holding the password"),
+    work_dir=luigi.Parameter(default="", description="work folders (default <output-dir>/work)"))
+
+
+def _from_section(cls: type, section: luigi.Config, **given):
+    """``cls`` (a settings dataclass) from the section's parameters of the same names; ``given``
+    (converted values) take precedence. The dataclass validates."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{**{k: v for k, v in section.param_kwargs.items() if k in names}, **given})
+
+
+def settings_from_config() -> Settings:
+    """Build and validate the run settings from luigi.cfg (fails before any file is read)."""
+    c, f = denoise(), qa_filters()
+    model_path = Path(c.model_path)
+    return _from_section(
+        Settings, c, window=Window(c.window_low_hu, c.window_high_hu),
+        model_path=model_path if model_path.is_absolute() else INSTALL_ROOT / model_path,
+        filters=_from_section(FilterParams, f, nlm_h=parse_nlm_h(f.nlm_h)), selection=selection_from_config(),
+        series_description_suffix=" " + c.series_description_suffix.strip())
+
+
+def selection_from_config() -> SelectionRules:
+    return _from_section(SelectionRules, selection())
+
+
+def pacs_config_from_config() -> PacsConfig:
+    """``[pacs]`` as a validated PacsConfig, the password read from its file or variable."""
+    c = pacs()
+    return _from_section(PacsConfig, c, password=load_password(c.password_file, c.password_env))

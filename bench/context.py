@@ -6,10 +6,11 @@ slice and BM4D on the volume, on the real contiguous volumes (models/training/vo
 Each volume of the part (24 contiguous slices, 3.27 mm) gets Gaussian noise of each level added in
 HU to every slice (seeded from the series and slice, not clipped); every method gets that same
 noisy volume and is told the noise std; outputs and references are clipped to the window
-[-1000, 1000] HU and scored slice by slice (PSNR, data range 1), the mean over all slices. A model is
-run as the derived series runs it when told the std (absolute strength, whole correction): a 2-D
-model slice by slice, a context model with each slice's neighbours (replicated past the volume's
-ends). Prints one table per level; CPU seconds per slice beside each method.
+[-1000, 1000] HU and scored slice by slice (PSNR, data range 1; pipeline/qa/yardstick.py), the mean
+over all slices. A model is run as the derived series runs it when told the std (absolute strength,
+whole correction): a 2-D model slice by slice, a context model with each slice's neighbours
+(replicated past the volume's ends). Prints one table per level; CPU seconds per slice beside each
+method.
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ from pipeline.inference.denoiser import Denoiser
 from pipeline.inference.slice_context import neighbour_links
 from pipeline.inference.strength import Strength
 from pipeline.inference.window import Window, hu_to_unit
-from pipeline.qa.metrics import psnr
 from pipeline.qa.noise import seed_from_uid
+from pipeline.qa.yardstick import score_methods
 
 W = Window()
 
@@ -78,13 +79,11 @@ def main(argv: list[str] | None = None) -> None:
         scores = {name: [] for name in methods}
         seconds = dict.fromkeys(methods, 0.0)
         for vol in vols:
-            ref = np.clip(hu_to_unit(vol.hu, W), 0, 1)
-            noisy = noisy_volume(vol, sigma)
-            for name, f in methods.items():
-                t = time.process_time()
-                out = np.clip(f(noisy, vol), 0, 1)
-                seconds[name] += time.process_time() - t
-                scores[name].extend(psnr(r, o) for r, o in zip(ref, out))
+            per_volume = {name: (lambda x, f=f, v=vol: f(x, v)) for name, f in methods.items()}
+            scored = score_methods(hu_to_unit(vol.hu, W), noisy_volume(vol, sigma), per_volume, with_ssim=False,
+                                   seconds=seconds, clock=time.process_time)
+            for name, vals in scored.items():
+                scores[name].extend(s.psnr for s in vals)
         print(f"\n| sigma {sigma:g} ({sigma * W.width:g} HU) | mean PSNR dB | vs BM3D per slice | CPU s per slice |")
         print("|---|---|---|---|")
         base = np.mean(scores["BM3D per slice"]) if "BM3D per slice" in scores else None

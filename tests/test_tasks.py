@@ -34,7 +34,7 @@ def test_settings_come_from_luigi_cfg():
     s = tasks.settings_from_config()
     assert (s.window.low, s.window.high, s.qa_sigma, s.device) == (-1000.0, 1000.0, 0.07, "auto")
     assert (s.qa_noise, s.qa_lowdose_i0) == ("gaussian", 20000.0)
-    assert (s.batch_size, s.cpu_batch_size, s.strength) == (8, 1, "medium")
+    assert (s.batch_size, s.cpu_batch_size, s.strength.text) == (8, 1, "medium")  # parsed once, in Settings
     assert s.model_path == REPO / "models" / "weights" / "ct_denoiser.safetensors"
     assert s.series_description_suffix == " DENOISED" and s.filters.median_ksize == 5
     from pipeline.qa.filters import FilterParams
