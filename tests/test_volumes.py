@@ -106,3 +106,23 @@ def test_the_context_bench_scores_every_method_on_the_same_noisy_volume(volume_s
     ref = np.clip(hu_to_unit(vol.hu, Window()), 0, 1)
     expected = np.mean([psnr(r, np.clip(x, 0, 1)) for r, x in zip(ref, noisy)])
     assert f"| noisy | {expected:.2f} |" in table and "| ctx-test 0.0.1 (context 1) |" in table
+
+
+def test_a_context_model_exports_with_a_card_measured_on_its_volumes_and_on_lone_slices(volume_set, tmp_path):
+    """The card of a context model: phantoms scored as lone slices (their noisy copy repeated as the
+    neighbours), the validation volumes with their real neighbours; its input says how many slices."""
+    from models.store import load_model
+    from models.training.card import export
+    from models.training.train import train
+
+    cfg = TrainConfig(context=1, volumes_dir=str(volume_set), steps=4, checkpoint_every=4, val_every=4, val_slices=1,
+                      batch_size=2, patch=32, width=4, levels=1, convs_per_level=1, noise_map=True)
+    train(cfg, tmp_path / "run", progress=False)
+    card = export(cfg, tmp_path / "run", tmp_path / "ctx.safetensors")
+    assert card["input"].startswith("(batch, 3, H, W): the slice and 1 neighbouring slice(s)")
+    phantoms = card["evaluation"]["phantoms"]["by_sigma"]["0.07"]
+    volume = card["evaluation"]["volume_validation"]["by_sigma"]["0.07"]
+    for table in (phantoms, volume):
+        assert set(table) == {"noisy", "autoencoder", "gaussian", "average", "median", "bilateral", "nlm"}
+        assert table["gaussian"]["psnr_db"] > table["noisy"]["psnr_db"]  # the filters see the slice itself
+    assert load_model(tmp_path / "ctx.safetensors").model.context == 1

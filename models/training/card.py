@@ -13,12 +13,11 @@ import torch
 from models.autoencoder import count_parameters
 from models.store import load_checkpoint, load_model, save_model
 from pipeline.qa.filters import FilterParams, classical_filters
-from pipeline.qa.noise import add_gaussian_noise
 from pipeline.qa.yardstick import Score, mean_score, score_methods
 
 from . import realct
 from .config import TrainConfig
-from .data import VAL_SEED_BASE, Reference, validation_set
+from .data import Reference, noisy_input, validation_set
 from .train import build_model
 
 log = logging.getLogger(__name__)
@@ -43,10 +42,10 @@ def measure(model: torch.nn.Module, refs: list[Reference],
     for sigma in sigmas:
         rows: dict[str, list[Score]] = {}
         for i, ref in enumerate(refs):
-            noisy = add_gaussian_noise(ref.unit, sigma, seed=VAL_SEED_BASE + i)
-            methods = {"noisy": lambda x: x, **filters,
-                       "autoencoder": lambda x: model(torch.from_numpy(np.clip(x, 0, 1))[None, None], sigma)[0, 0]
-                       .numpy()}
+            noisy = noisy_input(ref, sigma, i, model.context)  # (1 + 2 context, H, W): the slice in the middle
+            c = model.context
+            methods = {"noisy": lambda x: x[c], **{name: (lambda x, f=f: f(x[c])) for name, f in filters.items()},
+                       "autoencoder": lambda x: model(torch.from_numpy(np.clip(x, 0, 1))[None], sigma)[0, 0].numpy()}
             for name, scores in score_methods(ref.target, noisy, methods).items():
                 rows.setdefault(name, []).extend(scores)
         table[f"{sigma:g}"] = {name: {"psnr_db": round(mean_score(v).psnr, 3), "ssim": round(mean_score(v).ssim, 4)}
@@ -132,6 +131,11 @@ def export(cfg: TrainConfig, run_dir: Path, weights: Path, version: str = MODEL_
         "phantoms": {"data": f"{cfg.val_slices} held-out synthetic 512x512 slices (seeds 900 000 + i), noise seeded "
                              "900 000 + i", "by_sigma": measure(model, phantom_check_set(cfg))},
     }
+    if cfg.context or cfg.source == "volumes":
+        evaluation["volume_validation"] = {
+            "data": "the middle slice of each validation volume (models/training/volumes.py) with its neighbours, "
+                    "every slice its own noise (seeded 900 000 + 1000 i + j)",
+            "by_sigma": measure(model, validation_set(cfg))}
     if cfg.source == "realct":
         evaluation["real_validation"] = {
             "data": "the real CT set's validation part (" + ", ".join(realct.SPLIT["validation"]) + "), noise seeded "
@@ -146,7 +150,9 @@ def export(cfg: TrainConfig, run_dir: Path, weights: Path, version: str = MODEL_
                                         "upsampling, additive skips, predicts the noise"
                                         + ("; the noise level to remove is a second input channel" if cfg.noise_map
                                            else "; blind")},
-        "input": "(batch, 1, H, W) float32, HU normalized through the window and clipped to [0, 1]"
+        "input": (f"(batch, {1 + 2 * cfg.context}, H, W): the slice and {cfg.context} neighbouring slice(s) of its "
+                  "stack on each side (the slice in the middle)" if cfg.context else "(batch, 1, H, W)")
+                 + " float32, HU normalized through the window and clipped to [0, 1]"
                  + ("; sigma: the std of the noise to remove, a fraction of the window" if cfg.noise_map else ""),
         "window_hu": [cfg.window_low, cfg.window_high],
         "training": training,

@@ -19,6 +19,7 @@ import torch
 
 from pipeline.inference.slice_context import context_indices, neighbour_links
 from pipeline.inference.window import hu_to_unit, unit_to_hu
+from pipeline.qa.noise import add_gaussian_noise
 from pipeline.synthetic.kernel_noise import kernel_noise
 from pipeline.synthetic.lowdose import low_dose_noise_hu
 from pipeline.synthetic.references import clean_slice
@@ -214,6 +215,20 @@ class PatchStream:
             noisy[b] = np.clip(stack, 0, 1)
             clean[b] = np.clip(target, 0, 1)
         return torch.from_numpy(noisy), torch.from_numpy(clean), torch.from_numpy(levels)
+
+
+def noisy_input(ref: Reference, sigma: float, i: int, context: int) -> np.ndarray:
+    """The seeded noisy copy of the ``i``-th check reference as a model with ``context`` neighbours on
+    each side takes it: (1 + 2 * context, H, W) on the unit scale, NOT clipped, the slice itself in the
+    middle. A reference with its stack: every slice its own noise (seed 900 000 + 1000 i + j); a lone
+    slice: its noisy copy (seed 900 000 + i) repeated as its own neighbours, as the derived series
+    does past a stack's ends."""
+    if ref.stack is None:
+        return np.repeat(add_gaussian_noise(ref.unit, sigma, seed=VAL_SEED_BASE + i)[None], 1 + 2 * context, axis=0)
+    if len(ref.stack) != 1 + 2 * context:
+        raise ValueError(f"reference {ref.name!r}: a stack of {len(ref.stack)} slices for a model with "
+                         f"context {context}")
+    return np.stack([add_gaussian_noise(s, sigma, seed=VAL_SEED_BASE + 1000 * i + j) for j, s in enumerate(ref.stack)])
 
 
 def context_validation_set(cfg: TrainConfig) -> list[Reference]:

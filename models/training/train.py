@@ -24,11 +24,10 @@ from models.autoencoder import DenoisingAutoencoder, grow_state
 from models.store import load_checkpoint, load_model, save_checkpoint
 from pipeline.atomic import atomic_file
 from pipeline.inference.malloc import keep_freed_memory
-from pipeline.qa.noise import add_gaussian_noise
 from pipeline.qa.yardstick import mean_score, score_methods
 
 from .config import TrainConfig
-from .data import VAL_SEED_BASE, PatchStream, Reference, validation_set
+from .data import PatchStream, Reference, noisy_input, validation_set
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +45,7 @@ def evaluate(model: DenoisingAutoencoder, refs: list[Reference], sigma: float) -
 
     scores = []
     for i, ref in enumerate(refs):
-        if ref.stack is None:
-            noisy = add_gaussian_noise(ref.unit, sigma, seed=VAL_SEED_BASE + i)[None]
-        else:  # slice context: every slice of the stack its own seeded noise
-            noisy = np.stack([add_gaussian_noise(s, sigma, seed=VAL_SEED_BASE + 1000 * i + j)
-                              for j, s in enumerate(ref.stack)])
+        noisy = noisy_input(ref, sigma, i, model.context)
         scores.extend(score_methods(ref.target, noisy, {"autoencoder": run}, with_ssim=False)["autoencoder"])
     model.train()
     return mean_score(scores).psnr
