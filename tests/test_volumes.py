@@ -122,6 +122,7 @@ def test_a_context_model_exports_with_a_card_measured_on_its_volumes_and_on_lone
     assert card["input"].startswith("(batch, 3, H, W): the slice and 1 neighbouring slice(s)")
     phantoms = card["evaluation"]["phantoms"]["by_sigma"]["0.07"]
     volume = card["evaluation"]["volume_validation"]["by_sigma"]["0.07"]
+    assert phantoms["noisy"] != volume["noisy"]  # two different sets of references
     for table in (phantoms, volume):
         assert set(table) == {"noisy", "autoencoder", "gaussian", "average", "median", "bilateral", "nlm"}
         assert table["gaussian"]["psnr_db"] > table["noisy"]["psnr_db"]  # the filters see the slice itself

@@ -56,7 +56,7 @@ def measure(model: torch.nn.Module, refs: list[Reference],
 def phantom_check_set(cfg: TrainConfig) -> list[Reference]:
     """Held-out phantom references (seeds 900 000 + i) drawn like ``cfg``'s phantoms: a check that
     needs no real data, so every checkout can reproduce the card."""
-    return validation_set(dataclasses.replace(cfg, source="synthetic"))
+    return validation_set(dataclasses.replace(cfg, source="synthetic", context=0))  # lone phantom slices
 
 
 def describe_training(cfg: TrainConfig) -> dict[str, Any]:
