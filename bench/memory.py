@@ -1,6 +1,7 @@
 """Peak memory of DenoiseStudy on a long series: streaming keeps it bounded.
 
-    python -m bench.memory [--slices 1000] [--batch-size 8] [--cpu-batch-size 1] [--qa-every 8] [--tiny-model] [--workdir DIR]
+    python -m bench.memory [--slices 1000] [--batch-size 8] [--cpu-batch-size 1] [--qa-every 8] [--tiny-model]
+                           [--workdir DIR]
 
 Generates one 512x512 series of ``--slices`` slices, then runs the study in a fresh process and
 reports (from /proc/self/status) the peak resident memory after loading the model and denoising one
@@ -82,8 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="ct-denoise-mem-", dir=args.workdir))
     try:
         files = generate(work / "in", (long_study(args.slices),))
-        cmd = [sys.executable, "-m", "bench.memory", "--child", "--work", str(work), "--batch-size", str(args.batch_size),
-               "--cpu-batch-size", str(args.cpu_batch_size),
+        cmd = [sys.executable, "-m", "bench.memory", "--child", "--work", str(work),
+               "--batch-size", str(args.batch_size), "--cpu-batch-size", str(args.cpu_batch_size),
                "--qa-every", str(args.qa_every), "--device", args.device] + (["--tiny-model"] if args.tiny_model else [])
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
         if proc.returncode != 0:

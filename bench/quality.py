@@ -18,8 +18,9 @@ is estimated from the noisy copy, strength ``full``; the QA report's own functio
 clipped to the window for PSNR (data range 1) and SSIM. Each seed filter uses its best-PSNR
 setting for the noise level, tuned on the validation part with other noise seeds (so the test part
 stays untouched by any choice); non-local means, which needs the noise level, is told the noise
-estimate as in the QA report (``h`` = the estimated std, pipeline/qa/filters.py). Prints mean PSNR / SSIM per part and source, the model's margins
-over BM3D and the seed filters, and CPU seconds per 512x512 slice. ``--qa-check`` runs the pipeline's
+estimate as in the QA report (``h`` = the estimated std, pipeline/qa/filters.py). Prints mean PSNR /
+SSIM per part and source, the model's margins over BM3D and the seed filters, and CPU seconds per
+512x512 slice. ``--qa-check`` runs the pipeline's
 own QA (``DenoiseStudy``'s code, default ``[qa_filters]``) on the test slices and compares its
 margins with the bench's. ``--card`` records the figures in that model card (``evaluation.real_ct``).
 """

@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from models.autoencoder import count_parameters
@@ -18,7 +17,7 @@ from pipeline.qa.yardstick import Score, mean_score, score_methods
 from . import realct
 from .config import TrainConfig
 from .data import Reference, noisy_input, validation_set
-from .train import build_model
+from .train import build_model, told_model
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +31,11 @@ def measure(model: torch.nn.Module, refs: list[Reference],
             sigmas: tuple[float, ...] = (0.02, 0.05, 0.07, 0.10)) -> dict[str, Any]:
     """Mean PSNR/SSIM on ``refs`` for the model, the noisy input and the classical filters of the
     QA report (default settings; non-local means at the fixed h :data:`CARD_NLM_H` the card's
-    figures were measured with: the model here is told sigma, not an estimate), at each sigma, on the yardstick of :mod:`pipeline.qa.yardstick`: noise
-    (seeds 900 000 + i) added to the reference as it is and not clipped, the same noisy image for
-    every method, the model's input clipped to the window and told sigma, outputs and reference
-    clipped to the window."""
+    figures were measured with: the model here is told sigma, not an estimate), at each sigma, on the
+    yardstick of :mod:`pipeline.qa.yardstick`: the seeded noisy input of :func:`.data.noisy_input`,
+    added to the reference as it is and not clipped; the filters get its slice, the model the slice
+    with its neighbours, clipped to the window and told sigma; outputs and reference clipped to the
+    window."""
     model.eval()
     filters = classical_filters(FilterParams(nlm_h=CARD_NLM_H))
     table: dict[str, Any] = {}
@@ -45,11 +45,12 @@ def measure(model: torch.nn.Module, refs: list[Reference],
             noisy = noisy_input(ref, sigma, i, model.context)  # (1 + 2 context, H, W): the slice in the middle
             c = model.context
             methods = {"noisy": lambda x: x[c], **{name: (lambda x, f=f: f(x[c])) for name, f in filters.items()},
-                       "autoencoder": lambda x: model(torch.from_numpy(np.clip(x, 0, 1))[None], sigma)[0, 0].numpy()}
+                       "autoencoder": told_model(model, sigma)}
             for name, scores in score_methods(ref.target, noisy, methods).items():
                 rows.setdefault(name, []).extend(scores)
-        table[f"{sigma:g}"] = {name: {"psnr_db": round(mean_score(v).psnr, 3), "ssim": round(mean_score(v).ssim, 4)}
-                               for name, v in rows.items()}
+        means = {name: mean_score(v) for name, v in rows.items()}
+        table[f"{sigma:g}"] = {name: {"psnr_db": round(m.psnr, 3), "ssim": round(m.ssim, 4)}
+                               for name, m in means.items()}
     return table
 
 

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +33,23 @@ from .data import PatchStream, Reference, noisy_input, validation_set
 log = logging.getLogger(__name__)
 
 
+def told_model(model: DenoisingAutoencoder, sigma: float) -> Callable[[np.ndarray], np.ndarray]:
+    """The model as a yardstick method (call it in inference mode): a noisy input (1 + 2 context, H, W)
+    clipped to the window, told ``sigma``, to the centre slice denoised (H, W)."""
+    device = next(model.parameters()).device
+
+    def run(noisy: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(np.clip(noisy, 0, 1))[None].to(device), sigma)[0, 0].cpu().numpy()
+    return run
+
+
 @torch.inference_mode()
 def evaluate(model: DenoisingAutoencoder, refs: list[Reference], sigma: float) -> float:
     """Mean PSNR (data range 1, in the window) of the model on seeded noisy copies of ``refs``: noise
     added to the reference as it is (not clipped), the model's input clipped to the window, output and
     reference clipped to the window (the yardstick, :mod:`pipeline.qa.yardstick`)."""
     model.eval()
-    device = next(model.parameters()).device
-
-    def run(noisy: np.ndarray) -> np.ndarray:  # (1 + 2 context, H, W) -> the centre slice denoised
-        return model(torch.from_numpy(np.clip(noisy, 0, 1))[None].to(device), sigma)[0, 0].cpu().numpy()
-
+    run = told_model(model, sigma)
     scores = []
     for i, ref in enumerate(refs):
         noisy = noisy_input(ref, sigma, i, model.context)

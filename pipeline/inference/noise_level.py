@@ -106,7 +106,8 @@ class SeriesNoise:
     def as_dict(self) -> dict:
         return {"sigma_hu": round(self.sigma_hu, 2), "slice_range_hu": [round(self.low_hu, 2), round(self.high_hu, 2)],
                 "slices": self.slices, "methods": dict(self.methods), "confidence": self.confidence,
-                "estimator": "median over slices of the std in the flattest uniform blocks (pipeline/inference/noise_level.py)"}
+                "estimator": "median over slices of the std in the flattest uniform blocks "
+                             "(pipeline/inference/noise_level.py)"}
 
 
 def _plane_basis(n: int) -> np.ndarray:

@@ -1,10 +1,11 @@
 """QA of a series: the model against classical filters on seeded noisy copies of its slices.
 
-The yardstick (:func:`pipeline.qa.yardstick.score_methods`, its noise :mod:`pipeline.qa.noise`): the reference is each slice normalized through the
-window and clipped to [0, 1]. The noisy copy is the slice as it is (NOT clipped) + sigma * N(0, 1)
-(or low-dose CT noise, see :class:`~pipeline.qa.noise.NoiseModel`), seeded from the slice's
-SOPInstanceUID, and it is NOT clipped either: every method gets that same copy, and a method may clip
-it to the window itself (the model does, through its input window). Every result is clipped to
+The yardstick (:func:`pipeline.qa.yardstick.score_methods`, its noise :mod:`pipeline.qa.noise`): the
+reference is each slice normalized through the window and clipped to [0, 1]. The noisy copy is the
+slice as it is (NOT clipped) + sigma * N(0, 1) (or low-dose CT noise, see
+:class:`~pipeline.qa.noise.NoiseModel`), seeded from the slice's SOPInstanceUID, and it is NOT
+clipped either: every method gets that same copy, and a method may clip it to the window itself
+(the model does, through its input window). Every result is clipped to
 [0, 1] and compared with the same reference by PSNR (data range 1) and SSIM. Method ``noisy`` is the
 noisy copy itself (clipped to the window for scoring, as every result).
 
@@ -75,11 +76,11 @@ def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray | Sequen
     the low-dose model. ``slice_ids`` name each slice (its SOPInstanceUID, ``uid/n`` for frame n of a multi-frame
     image) and seed its noise. ``model_fn(noisy, estimate)`` maps (N, H, W) float32 noisy copies on
     the window's unit scale, NOT clipped (slices of one series, scored together), and their noise
-    estimate (:func:`pipeline.inference.noise_level.estimate_series`, made once per block for the model and
-    non-local means) to the model's output as the derived series makes it (row ``autoencoder``). ``told_fn(images, sigma)`` (row
-    ``autoencoder_told``, left out when None) maps the copies clipped to [0, 1] and the std of each
-    one's added noise ((N,), unit scale) to the model's output. ``indices`` are the slices' positions
-    in their stack (default 0..N-1).
+    estimate (:func:`pipeline.inference.noise_level.estimate_series`, made once per block for the model
+    and non-local means) to the model's output as the derived series makes it (row ``autoencoder``).
+    ``told_fn(images, sigma)`` (row ``autoencoder_told``, left out when None) maps the copies clipped
+    to [0, 1] and the std of each one's added noise ((N,), unit scale) to the model's output.
+    ``indices`` are the slices' positions in their stack (default 0..N-1).
     ``kept``: positions (its keys) whose images to keep: each gets method -> (H, W) result in
     [0, 1] (``noisy`` is the noisy copy), for the QA panels.
     """
@@ -108,11 +109,11 @@ def qa_series(series_uid: str, slice_ids: Sequence[str], hu: np.ndarray | Sequen
 
             def keep(method: str, result: np.ndarray, pos: list[int] = pos) -> None:
                 for p, res in zip(pos, result):
-                    if kept is not None and p in kept:
+                    if p in kept:
                         kept[p][method] = res.copy()  # not a view that keeps the block alive
 
             scored = score_methods(unit, noisy, {m: funcs[m] for m in methods}, mapper=pool.map, seconds=seconds,
-                                   keep=keep)
+                                   keep=None if kept is None else keep)
             for method, scores in scored.items():
                 rows[method].extend(SliceScore(series_uid, uid, p, method, s.psnr, s.ssim)
                                     for p, uid, s in zip(pos, ids, scores, strict=True))
