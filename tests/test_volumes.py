@@ -127,3 +127,42 @@ def test_a_context_model_exports_with_a_card_measured_on_its_volumes_and_on_lone
         assert set(table) == {"noisy", "autoencoder", "gaussian", "average", "median", "bilateral", "nlm"}
         assert table["gaussian"]["psnr_db"] > table["noisy"]["psnr_db"]  # the filters see the slice itself
     assert load_model(tmp_path / "ctx.safetensors").model.context == 1
+
+
+def test_mixed_context_batches_hold_volume_patches_and_lone_slices_that_are_their_own_neighbours(volume_set, tmp_path):
+    """Slice context trained on the volumes AND the real CT set's lone slices: the lone ones repeat the
+    noisy slice as both neighbours (as the pipeline runs a one-slice series); validation and the card
+    score both kinds."""
+    from models.training.card import export
+    from models.training.train import train
+    from tests.test_realct import _fake_set
+
+    real = _fake_set(tmp_path / "realct")
+    cfg = TrainConfig(context=1, source="realct", realct_dir=str(real), volumes_dir=str(volume_set),
+                      volume_fraction=0.5, patch=48, batch_size=16, sigma_min=0.03, sigma_max=0.03)
+    noisy, clean, levels = PatchStream(cfg).batch(0)
+    n, c = noisy.numpy(), clean.numpy()[:, 0].astype(np.float64)
+    lone = [b for b in range(16) if np.array_equal(n[b, 0], n[b, 1]) and np.array_equal(n[b, 2], n[b, 1])]
+    assert 0 < len(lone) < 16 and lone == list(range(16 - len(lone), 16))  # volume patches first, then lone ones
+    fake_values = {0.0, round((40 + 1000) / 2000, 3)}  # the fake set: air and a 40 HU square
+    for b in range(16):
+        is_fake = set(np.round(np.unique(c[b]), 3)) <= fake_values
+        assert is_fake == (b in lone)
+    assert np.allclose(levels.numpy(), 0.03)
+    np.testing.assert_array_equal(n, PatchStream(cfg).batch(0)[0].numpy())  # still (seed, step) only
+    only_volumes = PatchStream(TrainConfig(**{**cfg.__dict__, "volume_fraction": 1.0})).batch(0)[0].numpy()
+    assert not any(np.array_equal(b[0], b[1]) and np.array_equal(b[2], b[1]) for b in only_volumes[:, :, :8, :8]
+                   if b[1].std() > 0)
+    refs = validation_set(cfg)
+    assert [r.stack is None for r in refs] == [False, True]  # the validation volume's middle, the real slice
+
+    small = TrainConfig(**{**cfg.__dict__, "steps": 2, "checkpoint_every": 2, "val_every": 2, "val_slices": 1,
+                           "batch_size": 2, "patch": 32, "width": 4, "levels": 1, "convs_per_level": 1,
+                           "noise_map": True, "sigma_max": 0.1})
+    train(small, tmp_path / "run", progress=False)
+    card = export(small, tmp_path / "run", tmp_path / "mixed.safetensors")
+    ev = card["evaluation"]
+    assert {"phantoms", "volume_validation", "real_validation"} <= set(ev)
+    assert ev["volume_validation"]["by_sigma"]["0.07"]["noisy"] != ev["real_validation"]["by_sigma"]["0.07"]["noisy"]
+    assert card["training"]["data"].startswith("for 50% of the patches (binomial per batch) the training part of the "
+                                               "contiguous real volumes")

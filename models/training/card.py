@@ -16,7 +16,7 @@ from pipeline.qa.yardstick import Score, mean_score, score_methods
 
 from . import realct
 from .config import TrainConfig
-from .data import Reference, noisy_input, validation_set
+from .data import Reference, context_validation_set, noisy_input, real_references, validation_set
 from .train import build_model, told_model
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,14 @@ def describe_training(cfg: TrainConfig) -> dict[str, Any]:
                 f"{sum(int(g['slices']) for g in sources)} slices of {', '.join(g['group'] for g in sources)})")
         if cfg.synthetic_fraction > 0:
             data += f", and for {cfg.synthetic_fraction:.0%} of the patches " + phantoms
+    elif cfg.source == "volumes":
+        data = "the training part of the contiguous real volumes (models/training/volumes.py)"
     else:
         data = f"CT slices of the site folder {Path(cfg.source).name!r} as references"
+    if cfg.context and cfg.source != "volumes":
+        data = (f"for {cfg.volume_fraction:.0%} of the patches (binomial per batch) the training part of the "
+                "contiguous real volumes (models/training/volumes.py) with their neighbouring slices; for the rest, "
+                "lone slices, each its own neighbours: " + data)
     if cfg.source == "realct":
         kept = "real slices with their own noise, which the model learns to keep"
     elif cfg.native_noise_max_hu > 0:
@@ -136,12 +142,13 @@ def export(cfg: TrainConfig, run_dir: Path, weights: Path, version: str = MODEL_
         evaluation["volume_validation"] = {
             "data": "the middle slice of each validation volume (models/training/volumes.py) with its neighbours, "
                     "every slice its own noise (seeded 900 000 + 1000 i + j)",
-            "by_sigma": measure(model, validation_set(cfg))}
+            "by_sigma": measure(model, context_validation_set(cfg))}
     if cfg.source == "realct":
         evaluation["real_validation"] = {
             "data": "the real CT set's validation part (" + ", ".join(realct.SPLIT["validation"]) + "), noise seeded "
-                    "900 000 + i; every model choice was made on it",
-            "by_sigma": measure(model, validation_set(cfg))}
+                    "900 000 + i; every model choice was made on it"
+                    + ("; lone slices, each its own neighbours" if cfg.context else ""),
+            "by_sigma": measure(model, real_references(cfg, "validation"))}
     card = {
         "name": MODEL_NAME,
         "version": version,

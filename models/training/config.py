@@ -33,6 +33,10 @@ class TrainConfig:
     # are then cut from the contiguous real volumes in volumes_dir (models.training.volumes)
     context: int = 0
     volumes_dir: str = "../shared/data/realct_volumes"
+    # with slice context and a source other than "volumes": share of the patches cut from the
+    # volumes; the rest are lone slices of that source, each its own neighbours (as the pipeline runs
+    # a one-slice series), so the model keeps what it knows of scanners the volumes do not have
+    volume_fraction: float = 1.0
     window_low: float = -1000.0
     window_high: float = 1000.0
     val_every: int = 500

@@ -62,7 +62,10 @@ def real_references(cfg: TrainConfig, part: str) -> list[Reference]:
 def validation_set(cfg: TrainConfig) -> list[Reference]:
     """The references training is checked on: the real CT set's validation part when training on it,
     else ``val_slices`` held-out phantoms (seeds 900 000 + i); the validation volumes' middle slices
-    with their neighbours for a model with slice context."""
+    with their neighbours for a model with slice context (and, training on the real CT set too, its
+    validation part as lone slices)."""
+    if cfg.context and cfg.source == "realct":
+        return context_validation_set(cfg) + real_references(cfg, "validation")
     if cfg.context or cfg.source == "volumes":
         return context_validation_set(cfg)
     if cfg.source == "realct":
@@ -132,14 +135,18 @@ class PatchStream:
         """(noisy input, clean target, std of the added noise): (B, 1 + 2 context, P, P), (B, 1, P, P), (B,)."""
         if self.cfg.context or self.cfg.source == "volumes":
             return self._context_batch(step)
+        rng = np.random.default_rng([self.cfg.seed, step])
+        return self._slice_patches(step, rng, self.cfg.batch_size)
+
+    def _slice_patches(self, step: int, rng: np.random.Generator, n: int) -> tuple[torch.Tensor, ...]:
+        """``n`` patches of lone reference slices (``source``'s pool), white, low-dose or kernel-shaped noise."""
         cfg = self.cfg
-        rng = np.random.default_rng([cfg.seed, step])
-        clean = np.empty((cfg.batch_size, 1, cfg.patch, cfg.patch), np.float32)
+        clean = np.empty((n, 1, cfg.patch, cfg.patch), np.float32)
         raw = np.empty_like(clean)
         shaped = np.zeros_like(clean)  # low-dose or kernel-shaped noise, else none
-        is_shaped = np.zeros(cfg.batch_size, bool)
-        levels = np.zeros(cfg.batch_size, np.float32)
-        for b in range(cfg.batch_size):
+        is_shaped = np.zeros(n, bool)
+        levels = np.zeros(n, np.float32)
+        for b in range(n):
             pool = self._pool(step, rng)
             for _ in range(10):  # mostly skip patches of empty air
                 ref = pool[int(rng.integers(len(pool)))]
@@ -166,7 +173,7 @@ class PatchStream:
                 fc = rng.uniform(cfg.kernel_fc_min, cfg.kernel_fc_max)
                 shaped[b, 0] = levels[b] * _kernel_patch(cfg.patch, fc, int(rng.integers(2**31)))
                 is_shaped[b] = True
-        sigma = rng.uniform(cfg.sigma_min, cfg.sigma_max, size=(cfg.batch_size, 1, 1, 1)).astype(np.float32)
+        sigma = rng.uniform(cfg.sigma_min, cfg.sigma_max, size=(n, 1, 1, 1)).astype(np.float32)
         sigma[is_shaped] = 0.0  # those patches get low-dose or kernel-shaped noise instead
         levels[~is_shaped] = sigma[~is_shaped, 0, 0, 0]
         noisy = np.clip(raw + shaped + sigma * rng.standard_normal(raw.shape, dtype=np.float32), 0, 1)
@@ -178,16 +185,28 @@ class PatchStream:
         """Patches of a slice of a training volume with its ``context`` neighbours on each side
         (:func:`pipeline.inference.slice_context.context_indices`: replicated past the volume's ends, as the
         pipeline does), white or kernel-shaped noise of one std, drawn independently per slice; a
-        replicated neighbour is the same noisy slice, as in a derived series."""
+        replicated neighbour is the same noisy slice, as in a derived series. With a ``source`` other
+        than ``volumes``, a share ``1 - volume_fraction`` of the patches (binomial per batch) are lone
+        slices of that source instead, each its own neighbours, as the pipeline runs a one-slice series."""
         cfg = self.cfg
-        if not self._volumes:
-            self._volumes = volumes.load_part("train", cfg.volumes_dir)
         rng = np.random.default_rng([cfg.seed, step])
+        n_vol = cfg.batch_size if cfg.source == "volumes" else int(rng.binomial(cfg.batch_size, cfg.volume_fraction))
+        noisy, clean, levels = self._volume_patches(rng, n_vol)
+        if n_vol == cfg.batch_size:
+            return noisy, clean, levels
+        lone, lone_clean, lone_levels = self._slice_patches(step, rng, cfg.batch_size - n_vol)
+        lone = lone.repeat(1, 1 + 2 * cfg.context, 1, 1)
+        return torch.cat([noisy, lone]), torch.cat([clean, lone_clean]), torch.cat([levels, lone_levels])
+
+    def _volume_patches(self, rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        if n and not self._volumes:
+            self._volumes = volumes.load_part("train", cfg.volumes_dir)
         depth, p = 1 + 2 * cfg.context, cfg.patch
-        noisy = np.empty((cfg.batch_size, depth, p, p), np.float32)
-        clean = np.empty((cfg.batch_size, 1, p, p), np.float32)
-        levels = rng.uniform(cfg.sigma_min, cfg.sigma_max, size=cfg.batch_size).astype(np.float32)
-        for b in range(cfg.batch_size):
+        noisy = np.empty((n, depth, p, p), np.float32)
+        clean = np.empty((n, 1, p, p), np.float32)
+        levels = rng.uniform(cfg.sigma_min, cfg.sigma_max, size=n).astype(np.float32)
+        for b in range(n):
             for _ in range(10):  # mostly skip patches of empty air
                 vol = self._volumes[int(rng.integers(len(self._volumes)))]
                 n, h, w = vol.hu.shape
