@@ -2,7 +2,8 @@
 
     luigi --module tasks DenoiseStudy --study-dir STUDY_DIR --output-dir OUT [--local-scheduler]
     luigi --module tasks DenoiseArchive --archive-dir ARCHIVE --output-dir OUT [--workers N]
-    luigi --module tasks DenoisePacs (--study-date YYYYMMDD[-YYYYMMDD] | --since-hours N) --output-dir OUT
+    luigi --module tasks DenoisePacs (--study-date YYYYMMDD[-YYYYMMDD] | --since-hours N | --study-uid UID[,UID...]
+                                      | --accession-number N) [--redo] --output-dir OUT [--workers N]
     luigi --module tasks TrainModel --run-dir runs/NAME [--config models/configs/ct_denoiser.json] [--local-scheduler]
 
 Every setting is in ``luigi.cfg`` (sections ``[denoise]``, ``[selection]``, ``[qa_filters]``, ``[pacs]``,
@@ -42,11 +43,12 @@ from pipeline.pacs.config import (
     RETRIEVE_METHODS,
     DateQuery,
     PacsConfig,
-    date_query,
+    StudyRequest,
     load_password,
+    study_query,
 )
 from pipeline.pacs.nightly import DONE_STATES, NightlyStudy, query_studies, read_record, record_path
-from pipeline.pacs.report import write_pacs_report
+from pipeline.pacs.report import run_summary, write_metrics, write_pacs_report
 from pipeline.qa.dashboard import write_dashboard
 from pipeline.qa.filters import FilterParams, parse_nlm_h
 from pipeline.qa.noise import NOISE_KINDS
@@ -188,14 +190,16 @@ class PacsStudy(luigi.Task):
     study_uid = luigi.Parameter()
     output_dir = luigi.Parameter()
     attempt = luigi.Parameter(default=RUN_STARTED, significant=False)
+    redo = luigi.BoolParameter(default=False, significant=False, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(record_path(Path(self.output_dir), self.study_uid)))
 
     def complete(self) -> bool:
-        """Recorded done (or nothing to denoise), or recorded failed by this same run."""
+        """Recorded by this same run (done, skipped or failed), or done (or nothing to denoise) by an
+        earlier run and no ``redo`` asked for."""
         rec = read_record(Path(self.output_dir), self.study_uid)
-        return rec is not None and (rec.status in DONE_STATES or rec.attempt == self.attempt)
+        return rec is not None and (rec.attempt == self.attempt or (rec.status in DONE_STATES and not self.redo))
 
     def run(self):
         _log_to_stderr()
@@ -212,25 +216,33 @@ class PacsStudy(luigi.Task):
 
 
 class DenoisePacs(luigi.Task):
-    """Nightly run against the PACS of ``[pacs]``: query the CT studies of ``--study-date`` (a day or
-    a range) or of the last ``--since-hours``, run a PacsStudy for each one not done yet, then write
-    ``summary.csv``, ``failures.csv``, ``skipped.csv`` and ``index.html`` in ``output_dir``. Any
-    failure (the query, a study) fails this task after the reports are written: luigi exits non-zero."""
+    """A run against the PACS of ``[pacs]``: the CT studies of ``--study-date`` (a day or a range), of
+    the last ``--since-hours``, or those asked for by ``--study-uid`` (comma-separated) or
+    ``--accession-number``; a PacsStudy for each one not done yet (``--redo``: done ones too; another
+    model or strength then adds a new derived series, the same settings store nothing new), then
+    ``summary.csv``, ``failures.csv``, ``skipped.csv``, ``index.html`` and ``metrics.prom`` in
+    ``output_dir`` and one summary line in the log. Any failure (the query, a study asked for that the
+    PACS does not have, a study) fails this task after the reports are written: luigi exits non-zero."""
 
     study_date = luigi.Parameter(default="", description="YYYYMMDD or YYYYMMDD-YYYYMMDD")
     since_hours = luigi.OptionalFloatParameter(default=None, description="studies of the last N hours")
+    study_uid = luigi.Parameter(default="", description="StudyInstanceUID[,StudyInstanceUID...], on demand")
+    # kept out of the task's name, so out of Luigi's log lines and the scheduler
+    accession_number = luigi.Parameter(default="", description="the studies of this accession number, on demand",
+                                       significant=False, visibility=luigi.parameter.ParameterVisibility.PRIVATE)
+    redo = luigi.BoolParameter(default=False, description="process studies recorded done again")
     output_dir = luigi.Parameter(description="reports, study records and QA folders")
 
     @cached_property
-    def _query(self) -> tuple[DateQuery, list[str], str]:
-        """The dates asked for (``--since-hours`` counts from the query's time), the StudyInstanceUIDs
-        the PACS lists for them, and the query's error ('' if none)."""
+    def _query(self) -> tuple[DateQuery | StudyRequest, list[str], list[tuple[str, str]]]:
+        """What was asked for (``--since-hours`` counts from the query's time), the StudyInstanceUIDs
+        the PACS lists for it, and the query's errors (study UID or '', reason)."""
         _log_to_stderr()
-        dates = date_query(self.study_date, self.since_hours)
-        return dates, *query_studies(pacs_config_from_config(), dates)
+        query = study_query(self.study_date, self.since_hours, self.study_uid, self.accession_number)
+        return query, *query_studies(pacs_config_from_config(), query)
 
     def requires(self) -> list[PacsStudy]:
-        return [PacsStudy(study_uid=uid, output_dir=self.output_dir) for uid in self._query[1]]
+        return [PacsStudy(study_uid=uid, output_dir=self.output_dir, redo=self.redo) for uid in self._query[1]]
 
     def output(self) -> dict[str, luigi.LocalTarget]:
         out = Path(self.output_dir)
@@ -248,12 +260,17 @@ class DenoisePacs(luigi.Task):
     def run(self) -> None:
         _log_to_stderr()
         out = Path(self.output_dir)
-        dates, uids, error = self._query
+        query, uids, errors = self._query
         config = pacs_config_from_config()
-        failures = write_pacs_report(out, uids, {u: read_record(out, u) for u in uids}, config.describe(), error)
+        records = {u: read_record(out, u) for u in uids}
+        failures = write_pacs_report(out, uids, records, config.describe(), errors)
         write_dashboard(out, title="ct-denoise nightly PACS run")
-        write_json(out / "pacs_run.json", {"attempt": RUN_STARTED, "pacs": config.describe(), "dates": dates.label(),
-                                           "studies": len(uids), "failures": failures})
+        seconds = (datetime.datetime.now() - datetime.datetime.fromisoformat(RUN_STARTED)).total_seconds()
+        write_metrics(out / "metrics.prom", records, RUN_STARTED, failures, seconds)
+        write_json(out / "pacs_run.json", {"attempt": RUN_STARTED, "pacs": config.describe(), "query": query.label(),
+                                           "redo": self.redo, "studies": len(uids), "failures": failures})
+        logging.getLogger("pipeline.pacs").info(
+            "%s", run_summary(records, RUN_STARTED, len(errors), query.label(), seconds))
         if failures:
             raise ArchiveFailures(f"{failures} failure(s) in the PACS run: see {out / 'failures.csv'}")
 

@@ -75,8 +75,12 @@ def atomic_file(path: Path, write: Callable[[str], None]) -> None:
             os.unlink(tmp)
 
 
+def write_text(path: Path, text: str) -> None:
+    atomic_file(path, lambda tmp: Path(tmp).write_text(text))
+
+
 def write_json(path: Path, obj: Any) -> None:
-    atomic_file(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str) + "\n"))
+    write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:

@@ -74,9 +74,11 @@ def pacs_args(pacs: Orthanc, protocol: str) -> list[str]:
 
 
 def run_pacs(pacs: Orthanc, protocol: str, out: Path, *extra: str, password: str | None = None,
-             runner: list[str] | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+             runner: list[str] | None = None, env: dict[str, str] | None = None,
+             query: tuple[str, ...] = ("--study-date", DATE)) -> subprocess.CompletedProcess:
+    """``DenoisePacs`` as cron runs it (``query``: which studies; ``extra``: more settings)."""
     cmd = (runner or [sys.executable, "-m", "luigi"]) + [
-        "--module", "tasks", "DenoisePacs", "--study-date", DATE, "--output-dir", str(out), "--local-scheduler",
+        "--module", "tasks", "DenoisePacs", *query, "--output-dir", str(out), "--local-scheduler",
         "--denoise-progress", "false", *pacs_args(pacs, protocol), *extra]
     environ = {**os.environ, "TEST_PACS_PASSWORD": password or pacs.password, **(env or {})}
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=environ)

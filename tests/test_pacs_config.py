@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.pacs.config import PacsConfig, date_query, load_password
+from pipeline.pacs.config import PacsConfig, StudyRequest, date_query, load_password, study_query
 from pipeline.pacs.errors import PacsAuthError, PacsError
 from pipeline.pacs.retry import with_retries
 
@@ -28,12 +29,32 @@ def test_since_hours_filters_by_study_date_and_time():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({}, "either --study-date"), ({"study_date": "20261124", "since_hours": 2}, "either --study-date"),
+    ({}, "give one of --study-date"), ({"study_date": "20261124", "since_hours": 2}, "give one of --study-date"),
     ({"study_date": "2026-11-24"}, "use YYYYMMDD"), ({"study_date": "20261324"}, "use YYYYMMDD"),
     ({"study_date": "20261124-20261120"}, "ends before it starts"), ({"since_hours": 0}, "must be > 0")])
 def test_bad_dates_are_refused_with_the_reason(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         date_query(**kwargs)
+
+
+def test_studies_on_demand_by_uid_or_accession_number():
+    assert study_query(study_uids="1.2.3, 1.2.4,1.2.3") == StudyRequest(study_uids=("1.2.3", "1.2.4"))
+    assert study_query(accession_number=" A1234 ") == StudyRequest(accession_number="A1234")
+    assert "A1234" not in study_query(accession_number="A1234").label()  # the log names no accession number
+    assert isinstance(study_query(study_date="20261124"), type(date_query("20261124")))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"study_uids": "1.2.3", "accession_number": "A1"}, "give one of"),
+    ({"study_uids": "1.2.3", "study_date": "20261124"}, "give one of"),
+    ({"study_uids": "1.2.abc"}, "--study-uid '1.2.abc': not a UID"),
+    ({"study_uids": "1.2.3,1." + "2" * 70}, "not a UID"),
+    ({"accession_number": "A*"}, "a wildcard would match other patients' studies"),
+    ({"accession_number": "A?1"}, "without"), ({"accession_number": "X" * 17}, "at most 16"),
+    ({"study_uids": " , "}, "give one of")])
+def test_bad_study_requests_are_refused_with_the_reason(kwargs, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        study_query(**kwargs)
 
 
 def test_password_from_file_or_environment_and_never_in_repr(tmp_path, monkeypatch):

@@ -97,8 +97,9 @@ class PacsClient(abc.ABC):
         """Release connections (nothing by default)."""
 
     @abc.abstractmethod
-    def find_studies(self, date_range: str) -> list[StudyInfo]:
-        """Studies with CT in ModalitiesInStudy whose StudyDate is in ``date_range`` (``YYYYMMDD-YYYYMMDD``)."""
+    def find_studies(self, date_range: str = "", *, study_uid: str = "", accession_number: str = "") -> list[StudyInfo]:
+        """Studies with CT in ModalitiesInStudy whose StudyDate is in ``date_range`` (``YYYYMMDD-YYYYMMDD``),
+        or whose StudyInstanceUID or AccessionNumber is the one given (exact match)."""
 
     @abc.abstractmethod
     def find_series(self, study_uid: str) -> list[SeriesInfo]:

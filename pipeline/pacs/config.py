@@ -1,4 +1,5 @@
-"""``[pacs]`` settings: which PACS, how to reach it, credentials, retries; and the study-date query.
+"""``[pacs]`` settings: which PACS, how to reach it, credentials, retries; and which studies a run asks
+for (a study-date query, or studies named by StudyInstanceUID or accession number).
 
 Credentials are read from a file or from an environment variable named in the configuration, never
 from the configuration itself; they are kept out of ``repr``, logs and provenance.
@@ -12,6 +13,7 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.dicom.uids import is_valid_uid
 from pipeline.errors import ConfigError
 
 PROTOCOLS = ("dicomweb", "dimse")
@@ -142,10 +144,50 @@ class DateQuery:
         return self.first if self.first == self.last else self.dicom_range
 
 
+@dataclass(frozen=True)
+class StudyRequest:
+    """Studies asked for by name, on demand: StudyInstanceUIDs, or one accession number (which may
+    name several studies). Each is queried exactly, never with wildcards."""
+
+    study_uids: tuple[str, ...] = ()
+    accession_number: str = ""
+
+    def label(self) -> str:  # the accession number is not written to logs
+        if self.accession_number:
+            return "the accession number asked for"
+        return f"{len(self.study_uids)} study UID(s) asked for"
+
+
+ONE_OF = ("give one of --study-date YYYYMMDD[-YYYYMMDD], --since-hours N, --study-uid UID[,UID...] or "
+          "--accession-number N")
+
+
+def study_query(study_date: str = "", since_hours: float | None = None, study_uids: str = "",
+                accession_number: str = "", now: dt.datetime | None = None) -> DateQuery | StudyRequest:
+    """The studies a run asks for: exactly one of a study date (range), the last N hours, a
+    comma-separated list of StudyInstanceUIDs or an accession number."""
+    uids = tuple(dict.fromkeys(u.strip() for u in study_uids.split(",") if u.strip()))
+    given = [bool(study_date), since_hours is not None, bool(uids), bool(accession_number.strip())]
+    if sum(given) != 1:
+        raise ConfigError(ONE_OF)
+    if uids:
+        bad = [u for u in uids if not is_valid_uid(u)]
+        if bad:
+            raise ConfigError(f"--study-uid {bad[0]!r}: not a UID (digits and dots, at most 64 characters)")
+        return StudyRequest(study_uids=uids)
+    if accession_number.strip():
+        acc = accession_number.strip()
+        if len(acc) > 16 or any(c in acc for c in "*?\\") or not acc.isprintable():
+            raise ConfigError("--accession-number: at most 16 printable characters, without * ? or \\ "
+                              "(a wildcard would match other patients' studies)")
+        return StudyRequest(accession_number=acc)
+    return date_query(study_date, since_hours, now)
+
+
 def date_query(study_date: str = "", since_hours: float | None = None, now: dt.datetime | None = None) -> DateQuery:
     """``--study-date YYYYMMDD`` or ``YYYYMMDD-YYYYMMDD``, or ``--since-hours N`` (local time)."""
     if bool(study_date) == (since_hours is not None):
-        raise ConfigError("give either --study-date YYYYMMDD[-YYYYMMDD] or --since-hours N")
+        raise ConfigError(ONE_OF)
     if since_hours is not None:
         if since_hours <= 0:
             raise ConfigError(f"--since-hours {since_hours}: must be > 0")

@@ -107,9 +107,11 @@ class DicomWebClient(PacsClient):
                 if len(page) < PAGE or not new:
                     return list(rows.values())
 
-    def find_studies(self, date_range: str) -> list[StudyInfo]:
+    def find_studies(self, date_range: str = "", *, study_uid: str = "", accession_number: str = "") -> list[StudyInfo]:
+        keys = {"StudyDate": date_range, "StudyInstanceUID": study_uid, "AccessionNumber": accession_number}
+        filters = {"ModalitiesInStudy": "CT", **{k: v for k, v in keys.items() if v}}
         rows = self._search("QIDO studies", lambda **page: self.web.search_for_studies(
-            search_filters={"StudyDate": date_range, "ModalitiesInStudy": "CT"}, **page,
+            search_filters=filters, **page,
             fields=["StudyDate", "StudyTime", "ModalitiesInStudy", "NumberOfStudyRelatedInstances"]),
             "StudyInstanceUID")
         studies = [study_info(ds) for ds in rows]

@@ -9,10 +9,12 @@ is a permanent ``PacsError`` naming the status in hex.
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import socket
 import ssl
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -94,6 +96,21 @@ def receive_contexts() -> list[PresentationContext]:
     contexts = [build_context(c, ts) for c in IMAGE_CLASSES for ts in RECEIVE_SYNTAXES]
     contexts += [build_context(c, ts) for c in OTHER_CLASSES for ts in RECEIVE_SYNTAXES[:2]]
     return contexts
+
+
+@contextmanager
+def move_port_lock(port: int) -> Iterator[None]:
+    """Hold ``port`` for our C-MOVE storage SCP against the other processes of this host (studies
+    retrieved at once with ``--workers N``): the PACS sends every C-MOVE to that one port, so retrieves
+    by C-MOVE take turns. The lock is a file lock, released when its holder ends, however it ends."""
+    path = Path(tempfile.gettempdir()) / f"ct-denoise-move-port-{port}.lock"
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("C-MOVE port %d: another retrieve of this host holds it; waiting for it", port)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 def query(level: str, **keys: str) -> Dataset:
@@ -346,11 +363,15 @@ class DimseClient(PacsClient):
         log.debug("%s: %s: %d matches", self.config.describe(), what, len(found))
         return found
 
-    def find_studies(self, date_range: str) -> list[StudyInfo]:
-        q = query("STUDY", StudyDate=date_range, StudyTime="", StudyInstanceUID="", ModalitiesInStudy="CT",
+    def find_studies(self, date_range: str = "", *, study_uid: str = "", accession_number: str = "") -> list[StudyInfo]:
+        q = query("STUDY", StudyDate=date_range, StudyTime="", StudyInstanceUID=study_uid, ModalitiesInStudy="CT",
                   NumberOfStudyRelatedInstances="")
+        if accession_number:
+            q.AccessionNumber = accession_number
+        what = (f"study {study_uid}" if study_uid else "studies by accession number" if accession_number
+                else f"studies {date_range}")
         studies: dict[str, StudyInfo] = {}
-        for info in map(study_info, self._find(f"C-FIND studies {date_range}", q)):
+        for info in map(study_info, self._find(f"C-FIND {what}", q)):
             # Orthanc filters ModalitiesInStudy itself; a PACS that ignores the key is filtered here.
             if info.study_uid and (not info.modalities or "CT" in info.modalities):
                 studies.setdefault(info.study_uid, info)
@@ -397,19 +418,20 @@ class DimseClient(PacsClient):
         ae = self._ae()
         ae.supported_contexts = receive_contexts()
         server_tls = self._server_tls(what)
-        try:
-            server = ae.start_server(("", c.move_port), block=False, ssl_context=server_tls,
-                                     evt_handlers=[(evt.EVT_C_STORE, received.on_store)])
-        except OSError as exc:
-            raise self._fail(what, f"cannot listen on port {c.move_port} for the C-MOVE sub-operations "
-                                   f"([pacs] move_port): {exc.strerror or exc}", transient=True) from None
-        try:
-            model = StudyRootQueryRetrieveInformationModelMove
-            with self._association(what, ae, [build_context(model)]) as (assoc, watch):
-                self._retrieve_responses(what, assoc, watch, assoc.send_c_move(query, c.calling_aet, model),
-                                         received)
-        finally:
-            server.shutdown()
+        with move_port_lock(c.move_port):
+            try:
+                server = ae.start_server(("", c.move_port), block=False, ssl_context=server_tls,
+                                         evt_handlers=[(evt.EVT_C_STORE, received.on_store)])
+            except OSError as exc:
+                raise self._fail(what, f"cannot listen on port {c.move_port} for the C-MOVE sub-operations "
+                                       f"([pacs] move_port): {exc.strerror or exc}", transient=True) from None
+            try:
+                model = StudyRootQueryRetrieveInformationModelMove
+                with self._association(what, ae, [build_context(model)]) as (assoc, watch):
+                    self._retrieve_responses(what, assoc, watch, assoc.send_c_move(query, c.calling_aet, model),
+                                             received)
+            finally:
+                server.shutdown()
 
     def _retrieve_responses(self, what: str, assoc: Association, watch: _Watch, responses: Iterator,
                             received: _Received) -> None:

@@ -30,7 +30,7 @@ from pipeline.dicom.selection import SelectionRules
 from pipeline.dicom.uids import path_safe_uid, uuid_uid
 from pipeline.errors import InputError
 from pipeline.pacs.client import PacsClient, SeriesInfo
-from pipeline.pacs.config import DateQuery, PacsConfig
+from pipeline.pacs.config import DateQuery, PacsConfig, StudyRequest
 from pipeline.pacs.connect import connect
 from pipeline.pacs.errors import PacsError
 from pipeline.pacs.retry import with_retries
@@ -94,18 +94,38 @@ def retrying(config: PacsConfig, what: str, op: Callable[[], T]) -> T:
     return with_retries(op, what, config.retries, config.backoff_seconds)
 
 
-def query_studies(config: PacsConfig, dates: DateQuery) -> tuple[list[str], str]:
-    """The StudyInstanceUIDs of the CT studies the PACS lists for ``dates`` (sorted), and the query's
-    one-line error ('' if none; the night's reports carry it)."""
+def query_studies(config: PacsConfig, query: DateQuery | StudyRequest) -> tuple[list[str], list[tuple[str, str]]]:
+    """The StudyInstanceUIDs of the CT studies the PACS lists for ``query`` (a date query: sorted; studies
+    asked for by name: in the order asked), and the query's one-line errors as (study UID or '', reason):
+    a failed query, a study UID or an accession number the PACS has no CT study for."""
     try:
         with connect(config) as client:
-            found = retrying(config, "study query", lambda: client.find_studies(dates.dicom_range))
+            if isinstance(query, DateQuery):
+                found = retrying(config, "study query", lambda: client.find_studies(query.dicom_range))
+                uids = sorted({s.study_uid for s in found if query.matches(s.study_date, s.study_time)})
+                errors: list[tuple[str, str]] = []
+            elif query.accession_number:
+                found = retrying(config, "study query by accession number",
+                                 lambda: client.find_studies(accession_number=query.accession_number))
+                uids = sorted({s.study_uid for s in found if s.study_uid})
+                errors = [] if uids else [("", f"{config.describe()}: no CT study with accession number "
+                                               f"{query.accession_number}")]
+            else:
+                uids, errors = [], []
+                for uid in query.study_uids:
+                    found = retrying(config, f"study {uid}: query", lambda u=uid: client.find_studies(study_uid=u))
+                    if any(s.study_uid == uid for s in found):
+                        uids.append(uid)
+                    else:
+                        errors.append((uid, f"{config.describe()}: no CT study with this StudyInstanceUID"))
+                        log.error("study %s: not found in the PACS (no CT study with this StudyInstanceUID)", uid)
     except PacsError as exc:
-        log.error("query of CT studies (%s) failed: %s", dates.label(), exc)
-        return [], str(exc)
-    uids = sorted({s.study_uid for s in found if dates.matches(s.study_date, s.study_time)})
-    log.info("%s: %d CT studies for %s", config.describe(), len(uids), dates.label())
-    return uids, ""
+        log.error("query of CT studies (%s) failed: %s", query.label(), exc)
+        return [], [("", str(exc))]
+    if isinstance(query, StudyRequest) and query.accession_number and not uids:
+        log.error("%s: no CT study with the accession number asked for", config.describe())
+    log.info("%s: %d CT studies for %s", config.describe(), len(uids), query.label())
+    return uids, errors
 
 
 def _header(info_sop_class: str, modality: str, image_type: tuple[str, ...], derivation: str,
@@ -300,8 +320,6 @@ class NightlyStudy:
         except Exception as exc:  # noqa: BLE001
             return self._finish("store", exc)
         record.status = "done"
-        log.info("study %s: %d derived instances verified in the PACS (%d sent)", record.study_uid,
-                 record.verified_instances, record.instances_stored)
         return self._finish()
 
     def _finish(self, stage: str = "", error: Exception | None = None) -> None:
@@ -312,4 +330,17 @@ class NightlyStudy:
             record.reason = str(error) if known else " ".join(f"unexpected {type(error).__name__}: {error}".split())
             log.error("study %s failed (%s): %s", record.study_uid, stage, error)
         write_record(self.output_dir, record)
+        log.info("%s", study_line(record))
         clean_work(self.work, self.config, record.status != "failed")
+
+
+def _s(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f} s"
+
+
+def study_line(record: StudyRecord) -> str:
+    """One line per study for the night's log: status (and the failed stage), seconds per stage, instances."""
+    status = f"failed at {record.stage}" if record.status == "failed" else record.status
+    return (f"study {record.study_uid}: {status}; retrieve {_s(record.retrieve_seconds)}, denoise "
+            f"{_s(record.denoise_seconds)}, store {_s(record.store_seconds)}; instances retrieved "
+            f"{record.instances_retrieved}, stored {record.instances_stored}, verified {record.verified_instances}")

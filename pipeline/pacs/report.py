@@ -10,11 +10,13 @@ own output), with the reason; files the folder pipeline left out are in each stu
 """
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 from pipeline.archive_report import FAILURES_HEADER, SKIPPED_HEADER, SUMMARY_HEADER, study_summary
-from pipeline.atomic import write_csv
+from pipeline.atomic import write_csv, write_text
 from pipeline.pacs.nightly import StudyRecord
 
 PACS_COLUMNS = ["pacs_status", "stage", "retrieve_seconds", "denoise_seconds", "store_seconds",
@@ -26,12 +28,11 @@ def _seconds(x: float | None) -> str:
 
 
 def write_pacs_report(output_dir: Path, study_uids: Iterable[str], records: dict[str, StudyRecord | None],
-                      pacs: str, query_error: str = "") -> int:
+                      pacs: str, query_errors: Iterable[tuple[str, str]] = ()) -> int:
     """Write the three CSVs for the studies a run's query returned; returns the number of failures
-    (a failed query counts as one)."""
+    (each query error counts as one: a failed query, a study asked for that the PACS does not have)."""
     summary, failures, skipped = [], [], []
-    if query_error:
-        failures.append(["", "", pacs, query_error])
+    failures.extend([uid, "", pacs, reason] for uid, reason in query_errors)
     for uid in sorted(study_uids):
         rec = records.get(uid)
         if rec is None:
@@ -56,3 +57,47 @@ def write_pacs_report(output_dir: Path, study_uids: Iterable[str], records: dict
     write_csv(output_dir / "failures.csv", FAILURES_HEADER, failures)
     write_csv(output_dir / "skipped.csv", SKIPPED_HEADER, skipped)
     return len(failures)
+
+
+def run_counts(records: dict[str, StudyRecord | None], attempt: str) -> Counter:
+    """Studies of a run by outcome: done, skipped, failed (by this run), earlier (recorded done or
+    skipped by an earlier run, not fetched again), missing (no record)."""
+    counts: Counter = Counter({k: 0 for k in ("done", "skipped", "failed", "earlier", "missing")})
+    for rec in records.values():
+        if rec is None:
+            counts["missing"] += 1
+        elif rec.attempt != attempt and rec.status != "failed":
+            counts["earlier"] += 1
+        else:
+            counts[rec.status] += 1
+    return counts
+
+
+def run_summary(records: dict[str, StudyRecord | None], attempt: str, query_errors: int, label: str,
+                seconds: float) -> str:
+    """The night's last line (what a cron mail shows first when it is read bottom-up)."""
+    c = run_counts(records, attempt)
+    this_run = [r for r in records.values() if r is not None and r.attempt == attempt]
+    return (f"PACS run ({label}): {len(records)} studies: {c['done']} done, {c['skipped']} skipped, "
+            f"{c['failed'] + c['missing']} failed, {c['earlier']} done by an earlier run; {query_errors} query "
+            f"error(s); instances retrieved {sum(r.instances_retrieved for r in this_run)}, stored "
+            f"{sum(r.instances_stored for r in this_run)}; {seconds:.0f} s")
+
+
+def write_metrics(path: Path, records: dict[str, StudyRecord | None], attempt: str, failures: int,
+                  seconds: float) -> None:
+    """The run in the Prometheus text format, for node_exporter's textfile collector."""
+    c = run_counts(records, attempt)
+    this_run = [r for r in records.values() if r is not None and r.attempt == attempt]
+    lines = ["# HELP ct_denoise_pacs_studies Studies of the last PACS run by outcome.",
+             "# TYPE ct_denoise_pacs_studies gauge"]
+    lines += [f'ct_denoise_pacs_studies{{outcome="{k}"}} {v}' for k, v in sorted(c.items())]
+    for name, value, text in (
+            ("failures", failures, "Lines of failures.csv of the last PACS run."),
+            ("instances_retrieved", sum(r.instances_retrieved for r in this_run), "Instances retrieved by the run."),
+            ("instances_stored", sum(r.instances_stored for r in this_run), "Derived instances sent by the run."),
+            ("run_seconds", round(seconds, 1), "Wall seconds of the last PACS run."),
+            ("last_run_timestamp_seconds", round(time.time()), "When the last PACS run ended (Unix time).")):
+        lines += [f"# HELP ct_denoise_pacs_{name} {text}", f"# TYPE ct_denoise_pacs_{name} gauge",
+                  f"ct_denoise_pacs_{name} {value}"]
+    write_text(path, "\n".join(lines) + "\n")
