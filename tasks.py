@@ -97,6 +97,10 @@ class DenoiseStudy(luigi.Task):
     # is retried (not part of the task's identity, so hosts sharing a scheduler agree on it)
     attempt = luigi.Parameter(default=RUN_STARTED, significant=False)
 
+    # before the studies not retrieved yet: a PACS study retrieved and waiting to be denoised goes
+    # first, so a night holds a few studies' files at a time in its work folder, not all of them
+    priority = 10
+
     @property
     def resources(self) -> dict[str, int]:
         """One unit of ``[denoise] gpu_resource`` while the model runs. The scheduler enforces the

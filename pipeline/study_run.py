@@ -50,7 +50,7 @@ from pipeline.dicom.writer import (
     stack_to_stored,
     write_series,
 )
-from pipeline.errors import ConfigError, InputError
+from pipeline.errors import ConfigError, InputError, describe
 from pipeline.inference.denoiser import Denoiser
 from pipeline.inference.noise_level import SeriesNoise, estimate_series, sample_positions
 from pipeline.inference.slice_context import neighbour_links
@@ -315,7 +315,7 @@ def process_study(study: StudyScan, output_dir: Path, settings: Settings, denois
                 if isinstance(exc, InputError):
                     path, reason = exc.path, exc.reason
                 else:
-                    path, reason = ref.key, f"unexpected {type(exc).__name__}: {exc}"
+                    path, reason = ref.key, f"unexpected {describe(exc)}"
                     log.debug("series %s", ref.key, exc_info=True)
                 log.error("series %s not denoised: %s", ref.key, InputError(path, reason))
                 outcome.failures.append(Skipped(path, reason, ref.series_uid, ref.study_uid, "failed"))

@@ -3,15 +3,12 @@ WADO-RS retrieval in the stored transfer syntax, STOW-RS storage in batches, and
 run meets (wrong password, PACS down, wrong URL, HTTPS with the right and a wrong CA)."""
 from __future__ import annotations
 
-import asyncio
 import io
 import shutil
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,6 +33,7 @@ from pipeline.pacs.config import PacsConfig
 from pipeline.pacs.dicomweb import DicomWebClient
 from pipeline.pacs.errors import PacsAuthError, PacsError
 from tests.pacs_archive import DATE_RANGE, Series, common_series, make_series
+from tests.proxy import tcp_proxy
 
 pytestmark = pytest.mark.skipif(not available(), reason="Orthanc or its DICOMweb plugin is not installed "
                                                         "(bash .ci/install-dicom-tools)")
@@ -307,48 +305,11 @@ def make_certificates(folder: Path) -> Path:
     return folder
 
 
-@contextmanager
-def tls_proxy(backend_port: int, certs: Path) -> Iterator[int]:
+def tls_proxy(backend_port: int, certs: Path):
     """A TLS-terminating TCP proxy on 127.0.0.1 (``certs/server.crt``) to ``backend_port``; yields its port."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(certs / "server.crt", certs / "server.key")
-    loop = asyncio.new_event_loop()
-
-    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, ssl.SSLError):
-            pass
-        finally:
-            writer.close()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        back_reader, back_writer = await asyncio.open_connection("127.0.0.1", backend_port)
-        await asyncio.gather(pump(reader, back_writer), pump(back_reader, writer))
-
-    async def open_server() -> asyncio.Server:
-        return await asyncio.start_server(serve, "127.0.0.1", 0, ssl=ctx)
-
-    async def shutdown() -> None:
-        server.close()
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    loop.set_exception_handler(lambda loop, context: None)  # failed handshakes are expected here
-    server = loop.run_until_complete(open_server())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+    return tcp_proxy(backend_port, ctx)
 
 
 @pytest.mark.skipif(not shutil.which("openssl"), reason="the openssl command makes the test certificates")

@@ -19,6 +19,7 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from pipeline.errors import describe
 from pipeline.pacs.client import (
     InstanceInfo,
     PacsClient,
@@ -92,7 +93,7 @@ class DicomWebClient(PacsClient):
             reason = "connection refused" if "refused" in str(exc).lower() else "connection failed"
             raise PacsError(f"{where}: {reason}", transient=True) from None
         except (requests.RequestException, ValueError, OSError) as exc:
-            raise PacsError(f"{where}: {type(exc).__name__}: {exc}") from None
+            raise PacsError(f"{where}: {describe(exc)}") from None
 
     def _search(self, what: str, call: Callable[..., list[dict]], key: str) -> list[Dataset]:
         """Every result of a QIDO search, ``PAGE`` at a time (``limit``/``offset``). Paging stops at a

@@ -55,6 +55,7 @@ from pynetdicom.sop_class import (
     XRayRadiationDoseSRStorage,
 )
 
+from pipeline.errors import describe
 from pipeline.pacs.client import (
     InstanceInfo,
     PacsClient,
@@ -162,7 +163,7 @@ class _Received:
         except Exception as exc:  # an unreadable dataset, a full disk: tell the PACS, fail the retrieval
             tmp.unlink(missing_ok=True)
             with self.lock:
-                self.errors.append(f"{sop_uid}: {exc}")
+                self.errors.append(f"{sop_uid}: {describe(exc)}")
             log.error("cannot write received instance %s to %s: %s", sop_uid, self.folder, exc)
             return 0xA700  # out of resources
         with self.lock:
@@ -359,7 +360,7 @@ class DimseClient(PacsClient):
                     comment = text(status, "ErrorComment")
                     raise self._fail(what, f"failure status {status_hex(code)}" + (f" ({comment})" if comment else ""))
             except (ValueError, RuntimeError) as exc:
-                raise self._fail(what, f"{type(exc).__name__}: {exc}", transient=not assoc.is_established) from None
+                raise self._fail(what, describe(exc), transient=not assoc.is_established) from None
         log.debug("%s: %s: %d matches", self.config.describe(), what, len(found))
         return found
 
@@ -463,7 +464,7 @@ class DimseClient(PacsClient):
                 raise self._fail(what, f"{kind} {status_hex(code)}" + (f" ({comment})" if comment else "")
                                  + (f", sub-operations: {subops}" if subops else ""))
         except (ValueError, RuntimeError) as exc:
-            raise self._fail(what, f"{type(exc).__name__}: {exc}", transient=not assoc.is_established) from None
+            raise self._fail(what, describe(exc), transient=not assoc.is_established) from None
         raise self._fail(what, "no final response", transient=True)
 
     # -- storage --------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from pydicom.dataset import Dataset
 from pipeline.atomic import atomic_directory, write_json
 from pipeline.dicom.selection import SelectionRules
 from pipeline.dicom.uids import path_safe_uid, uuid_uid
-from pipeline.errors import InputError
+from pipeline.errors import InputError, describe, no_space
 from pipeline.pacs.client import PacsClient, SeriesInfo
 from pipeline.pacs.config import DateQuery, PacsConfig, StudyRequest
 from pipeline.pacs.connect import connect
@@ -306,8 +306,13 @@ class NightlyStudy:
             record.derived_series = [s["derived_series_uid"] for p in provenances for s in p.get("series", [])]
             for folder in folders:
                 record.report_folder = publish_reports(folder, self.output_dir).name
+            failed = [f for p in provenances for f in p.get("left_out", []) if f.get("status") == "failed"]
+            full = [f for f in failed if no_space(f["reason"])]
+            if full:  # the study is retried whole, not stored with a series missing
+                raise InputError(full[0]["path"], full[0]["reason"])
             if all(p.get("status", "ok") == "failed" for p in provenances):
-                raise InputError(record.study_uid, "no series of the study could be denoised (see its skipped.csv)")
+                first = f" (first {InputError(failed[0]['path'], failed[0]['reason'])})" if failed else ""
+                raise InputError(record.study_uid, f"no series of the study could be denoised{first}")
         except Exception as exc:  # noqa: BLE001
             return self._finish("denoise", exc)
         try:
@@ -324,14 +329,22 @@ class NightlyStudy:
 
     def _finish(self, stage: str = "", error: Exception | None = None) -> None:
         record = self.record
+        full = error is not None and no_space(error)
+        if full:  # keeping the study's files would starve the next studies: they go, whatever keep_work says
+            shutil.rmtree(self.work, ignore_errors=True)
         if error is not None:  # whatever broke: a known fault in its own words, anything else named
             known = isinstance(error, (PacsError, InputError))
             record.status, record.stage = "failed", stage
-            record.reason = str(error) if known else " ".join(f"unexpected {type(error).__name__}: {error}".split())
-            log.error("study %s failed (%s): %s", record.study_uid, stage, error)
+            record.reason = str(error) if known else f"unexpected {describe(error)}"
+            if full:
+                free = shutil.disk_usage(self.work.parent).free / 2**20 if self.work.parent.is_dir() else 0.0
+                record.reason = (f"no space left on the work folder's file system ({self.work.parent}: {free:.1f} MiB "
+                                 f"free once this study's files were removed) during {stage}: {record.reason}")
+            log.error("study %s failed (%s): %s", record.study_uid, stage, record.reason)
         write_record(self.output_dir, record)
         log.info("%s", study_line(record))
-        clean_work(self.work, self.config, record.status != "failed")
+        if not full:
+            clean_work(self.work, self.config, record.status != "failed")
 
 
 def _s(seconds: float | None) -> str:

@@ -27,6 +27,12 @@ def _seconds(x: float | None) -> str:
     return "" if x is None else f"{x:.2f}"
 
 
+def _empty_row(uid: str, status: str) -> list:
+    """The archive columns of a study with no report folder: no series, no scores."""
+    row = [uid, status, 0, 0, 0, 0, 0] + [""] * (len(SUMMARY_HEADER) - 7)
+    return row
+
+
 def write_pacs_report(output_dir: Path, study_uids: Iterable[str], records: dict[str, StudyRecord | None],
                       pacs: str, query_errors: Iterable[tuple[str, str]] = ()) -> int:
     """Write the three CSVs for the studies a run's query returned; returns the number of failures
@@ -36,7 +42,7 @@ def write_pacs_report(output_dir: Path, study_uids: Iterable[str], records: dict
     for uid in sorted(study_uids):
         rec = records.get(uid)
         if rec is None:
-            summary.append([uid, "missing", 0, 0, 0, 0, 0, "", "", "", "", "", "", "", "", "", 0, 0, 0, ""])
+            summary.append(_empty_row(uid, "missing") + ["missing", "", "", "", "", 0, 0, 0, ""])
             failures.append([uid, "", pacs, "no record: the study task did not complete"])
             continue
         if rec.report_folder:
@@ -44,7 +50,7 @@ def write_pacs_report(output_dir: Path, study_uids: Iterable[str], records: dict
             row[0] = uid
             failures.extend([uid, *f[1:]] for f in failed)
         else:
-            row = [uid, "failed" if rec.status == "failed" else "skipped", 0, 0, 0, 0, 0, "", "", "", ""]
+            row = _empty_row(uid, "failed" if rec.status == "failed" else "skipped")
         if rec.status == "failed":
             row[1] = "failed"
             failures.append([uid, "", rec.stage, rec.reason])
