@@ -13,6 +13,13 @@ Generates one 512x512 CT series of ``--slices`` slices, then measures, each as a
   decode and write the files with pydicom alone, 2 threads).
 
 Prints a table; the target: (PACS wall - folder wall) / folder wall <= 20 %.
+
+    python -m bench.pacs --workers 1 2 4 [--studies 4] [--slices 24] [--protocols dicomweb]
+
+Several studies at once instead: ``--studies`` studies of ``--slices`` slices in one Orthanc (a fresh
+one per run), then ``DenoisePacs --workers N`` for each N: wall seconds, and from ``summary.csv`` the
+retrieve, denoise and store seconds summed over the studies. One DenoiseStudy denoises at a time
+(``[resources] gpu = 1``); the other workers retrieve and store meanwhile.
 """
 from __future__ import annotations
 
@@ -80,15 +87,54 @@ def pacs_run(files: list[Path], study_date: str, protocol: str, work: Path) -> d
     return {"wall": wall, "load": load_s, **{k: float(row[f"{k}_seconds"]) for k in ("retrieve", "denoise", "store")}}
 
 
+def workers_run(files: list[Path], study_date: str, protocol: str, workers: int, work: Path) -> dict[str, float]:
+    """``DenoisePacs --workers N`` over every study in ``files`` (a fresh Orthanc): wall seconds and the
+    per-stage seconds summed over the studies."""
+    with Orthanc(work / f"orthanc-{protocol}-{workers}") as pacs:
+        pacs.upload(files)
+        out = work / f"out-{protocol}-{workers}"
+        wall = luigi("DenoisePacs", "--study-date", study_date, "--output-dir", str(out), "--workers", str(workers),
+                     *pacs.luigi_args(protocol, "BENCH_PACS_PASSWORD"), env={"BENCH_PACS_PASSWORD": pacs.password})
+        with open(out / "summary.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert all(r["pacs_status"] == "done" for r in rows) and \
+            sum(int(r["verified_instances"]) for r in rows) == len(files), rows
+    return {"wall": wall, **{k: sum(float(r[f"{k}_seconds"]) for r in rows) for k in ("retrieve", "denoise", "store")}}
+
+
+def workers_table(args: argparse.Namespace, work: Path) -> dict[str, dict[str, float]]:
+    files = generate(work / "in", tuple(long_study(args.slices, key=f"study{i}", seed=30101 + i)
+                                        for i in range(args.studies)))
+    study_date = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyDate)
+    runs = {f"{p} {n}": workers_run(files, study_date, p, n, work) for p in args.protocols for n in args.workers}
+    print(f"# {args.studies} studies of {args.slices} slices 512x512, one series each; CPU ({os.cpu_count()} cores, "
+          f"torch {torch.__version__}, {platform.machine()}); one study denoised at a time ([resources] gpu = 1)")
+    print("| protocol | workers | wall s | retrieve s (sum) | denoise s (sum) | store + verify s (sum) | "
+          "wall vs 1 worker |\n|---|---|---|---|---|---|---|")
+    for key, r in runs.items():
+        protocol, n = key.split()
+        one = runs.get(f"{protocol} 1", r)
+        print(f"| {protocol} | {n} | {r['wall']:.1f} | {r['retrieve']:.1f} | {r['denoise']:.1f} | {r['store']:.1f} | "
+              f"{(r['wall'] - one['wall']) / one['wall']:+.1%} |")
+    return runs
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--slices", type=int, default=300)
     ap.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS))
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--workers", type=int, nargs="+", default=None, help="several studies at once, these worker counts")
+    ap.add_argument("--studies", type=int, default=4, help="with --workers: how many studies")
     args = ap.parse_args(argv)
     if not available():
         sys.exit("Orthanc with the DICOMweb plugin is not installed: bash .ci/install-dicom-tools")
     work = Path(tempfile.mkdtemp(prefix="ct-denoise-pacs-bench-", dir=args.workdir))
+    if args.workers:
+        try:
+            return workers_table(args, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     try:
         files = generate(work / "in", (long_study(args.slices),))
         study_date = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyDate)

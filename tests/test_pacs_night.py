@@ -117,3 +117,13 @@ def test_two_workers_process_each_study_once_with_one_denoising_at_a_time(pacs, 
     pids = set(re.findall(r"\[pid (\d+)\] Worker Worker\(.*\) running\s+PacsStudy", proc.stderr))
     assert len(pids) >= 2  # the studies ran in worker processes of their own
     assert f"{len(uids)} studies: {len(uids)} done" in proc.stderr
+
+
+def test_the_workers_benchmark_runs_every_worker_count_on_the_same_studies(capsys):
+    from bench.pacs import main
+
+    runs = main(["--workers", "1", "2", "--studies", "2", "--slices", "2", "--protocols", "dicomweb"])
+    table = capsys.readouterr().out
+    assert set(runs) == {"dicomweb 1", "dicomweb 2"}
+    assert all(r["wall"] > r["denoise"] > 0 and r["retrieve"] > 0 and r["store"] > 0 for r in runs.values())
+    assert "| dicomweb | 1 |" in table and "| dicomweb | 2 |" in table and "+0.0% |" in table
