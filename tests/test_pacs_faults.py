@@ -63,7 +63,8 @@ def small_filesystem(path: Path, size_kb: int) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=True)
 
 
-def test_a_full_work_disk_during_retrieve_and_during_write(pacs, tmp_path):
+@pytest.mark.parametrize("protocol", ["dicomweb", "dimse-get"])
+def test_a_full_work_disk_during_retrieve_and_during_write(pacs, tmp_path, protocol):
     """Work folders on a 4 MiB file system: S (2 slices of 128x128, 66 kB in, 1.5 MB out with its QA
     panel) fits; W (24 slices, 0.8 MB) is retrieved but its derived series and QA panels do not fit
     beside it; L (160 slices, 5.2 MB) does not fit while it is retrieved."""
@@ -74,7 +75,7 @@ def test_a_full_work_disk_during_retrieve_and_during_write(pacs, tmp_path):
     _load(pacs, root)
     out = tmp_path / "out"
     with small_filesystem(tmp_path / "work", 4096) as work:
-        proc = run_pacs(pacs, "dicomweb", out, "--pacs-work-dir", str(work))
+        proc = run_pacs(pacs, protocol, out, "--pacs-work-dir", str(work))
         left = sorted(p.relative_to(work) for p in work.rglob("*"))
     assert proc.returncode == 30, proc.stderr[-3000:]
     assert _status(out) == {small: ("done", ""), write: ("failed", "denoise"), large: ("failed", "retrieve")}
@@ -84,7 +85,7 @@ def test_a_full_work_disk_during_retrieve_and_during_write(pacs, tmp_path):
     assert left == []  # a study that filled the disk leaves nothing behind, whatever keep_work says
     assert sorted(map(len, derived_in_pacs(pacs).values())) == [2]
 
-    again = run_pacs(pacs, "dicomweb", out, "--pacs-work-dir", str(tmp_path / "roomy"))
+    again = run_pacs(pacs, protocol, out, "--pacs-work-dir", str(tmp_path / "roomy"))
     assert again.returncode == 0, again.stderr[-3000:]
     assert {s for s, _ in _status(out).values()} == {"done"}
     assert f"study {small}: retrieved" not in again.stderr  # done the first night
