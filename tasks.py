@@ -48,7 +48,7 @@ from pipeline.pacs.config import (
     study_query,
 )
 from pipeline.pacs.nightly import DONE_STATES, NightlyStudy, query_studies, read_record, record_path
-from pipeline.pacs.report import run_summary, write_metrics, write_pacs_report
+from pipeline.pacs.report import run_summary, run_totals, write_metrics, write_pacs_report
 from pipeline.qa.dashboard import write_dashboard
 from pipeline.qa.filters import FilterParams, parse_nlm_h
 from pipeline.qa.noise import NOISE_KINDS
@@ -270,11 +270,12 @@ class DenoisePacs(luigi.Task):
         failures = write_pacs_report(out, uids, records, config.describe(), errors)
         write_dashboard(out, title="ct-denoise nightly PACS run")
         seconds = (datetime.datetime.now() - datetime.datetime.fromisoformat(RUN_STARTED)).total_seconds()
-        write_metrics(out / "metrics.prom", records, RUN_STARTED, failures, seconds)
+        totals = run_totals(records, RUN_STARTED)
+        write_metrics(out / "metrics.prom", totals, failures, seconds)
         write_json(out / "pacs_run.json", {"attempt": RUN_STARTED, "pacs": config.describe(), "query": query.label(),
                                            "redo": self.redo, "studies": len(uids), "failures": failures})
         logging.getLogger("pipeline.pacs").info(
-            "%s", run_summary(records, RUN_STARTED, len(errors), query.label(), seconds))
+            "%s", run_summary(totals, len(uids), len(errors), query.label(), seconds))
         if failures:
             raise ArchiveFailures(f"{failures} failure(s) in the PACS run: see {out / 'failures.csv'}")
 

@@ -138,15 +138,15 @@ class PatchStream:
         rng = np.random.default_rng([self.cfg.seed, step])
         return self._slice_patches(step, rng, self.cfg.batch_size)
 
-    def _slice_patches(self, step: int, rng: np.random.Generator, n: int) -> tuple[torch.Tensor, ...]:
-        """``n`` patches of lone reference slices (``source``'s pool), white, low-dose or kernel-shaped noise."""
+    def _slice_patches(self, step: int, rng: np.random.Generator, count: int) -> tuple[torch.Tensor, ...]:
+        """``count`` patches of lone reference slices (``source``'s pool), white, low-dose or kernel-shaped noise."""
         cfg = self.cfg
-        clean = np.empty((n, 1, cfg.patch, cfg.patch), np.float32)
+        clean = np.empty((count, 1, cfg.patch, cfg.patch), np.float32)
         raw = np.empty_like(clean)
         shaped = np.zeros_like(clean)  # low-dose or kernel-shaped noise, else none
-        is_shaped = np.zeros(n, bool)
-        levels = np.zeros(n, np.float32)
-        for b in range(n):
+        is_shaped = np.zeros(count, bool)
+        levels = np.zeros(count, np.float32)
+        for b in range(count):
             pool = self._pool(step, rng)
             for _ in range(10):  # mostly skip patches of empty air
                 ref = pool[int(rng.integers(len(pool)))]
@@ -173,7 +173,7 @@ class PatchStream:
                 fc = rng.uniform(cfg.kernel_fc_min, cfg.kernel_fc_max)
                 shaped[b, 0] = levels[b] * _kernel_patch(cfg.patch, fc, int(rng.integers(2**31)))
                 is_shaped[b] = True
-        sigma = rng.uniform(cfg.sigma_min, cfg.sigma_max, size=(n, 1, 1, 1)).astype(np.float32)
+        sigma = rng.uniform(cfg.sigma_min, cfg.sigma_max, size=(count, 1, 1, 1)).astype(np.float32)
         sigma[is_shaped] = 0.0  # those patches get low-dose or kernel-shaped noise instead
         levels[~is_shaped] = sigma[~is_shaped, 0, 0, 0]
         noisy = np.clip(raw + shaped + sigma * rng.standard_normal(raw.shape, dtype=np.float32), 0, 1)
@@ -198,15 +198,15 @@ class PatchStream:
         lone = lone.repeat(1, 1 + 2 * cfg.context, 1, 1)
         return torch.cat([noisy, lone]), torch.cat([clean, lone_clean]), torch.cat([levels, lone_levels])
 
-    def _volume_patches(self, rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _volume_patches(self, rng: np.random.Generator, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cfg = self.cfg
-        if n and not self._volumes:
+        if count and not self._volumes:
             self._volumes = volumes.load_part("train", cfg.volumes_dir)
         depth, p = 1 + 2 * cfg.context, cfg.patch
-        noisy = np.empty((n, depth, p, p), np.float32)
-        clean = np.empty((n, 1, p, p), np.float32)
-        levels = rng.uniform(cfg.sigma_min, cfg.sigma_max, size=n).astype(np.float32)
-        for b in range(n):
+        noisy = np.empty((count, depth, p, p), np.float32)
+        clean = np.empty((count, 1, p, p), np.float32)
+        levels = rng.uniform(cfg.sigma_min, cfg.sigma_max, size=count).astype(np.float32)
+        for b in range(count):
             for _ in range(10):  # mostly skip patches of empty air
                 vol = self._volumes[int(rng.integers(len(self._volumes)))]
                 n, h, w = vol.hu.shape

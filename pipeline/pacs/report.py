@@ -11,8 +11,8 @@ own output), with the reason; files the folder pipeline left out are in each stu
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.archive_report import FAILURES_HEADER, SKIPPED_HEADER, SUMMARY_HEADER, study_summary
@@ -29,8 +29,7 @@ def _seconds(x: float | None) -> str:
 
 def _empty_row(uid: str, status: str) -> list:
     """The archive columns of a study with no report folder: no series, no scores."""
-    row = [uid, status, 0, 0, 0, 0, 0] + [""] * (len(SUMMARY_HEADER) - 7)
-    return row
+    return [uid, status, 0, 0, 0, 0, 0] + [""] * (len(SUMMARY_HEADER) - 7)
 
 
 def write_pacs_report(output_dir: Path, study_uids: Iterable[str], records: dict[str, StudyRecord | None],
@@ -65,43 +64,46 @@ def write_pacs_report(output_dir: Path, study_uids: Iterable[str], records: dict
     return len(failures)
 
 
-def run_counts(records: dict[str, StudyRecord | None], attempt: str) -> Counter:
-    """Studies of a run by outcome: done, skipped, failed (by this run), earlier (recorded done or
-    skipped by an earlier run, not fetched again), missing (no record)."""
-    counts: Counter = Counter({k: 0 for k in ("done", "skipped", "failed", "earlier", "missing")})
+@dataclass(frozen=True)
+class RunTotals:
+    """A run's studies by outcome (done, skipped, failed by this run; earlier: recorded done or skipped
+    by an earlier run, not fetched again; missing: no record) and the instances this run moved."""
+
+    outcomes: dict[str, int]
+    retrieved: int
+    stored: int
+
+
+def run_totals(records: dict[str, StudyRecord | None], attempt: str) -> RunTotals:
+    outcomes = {k: 0 for k in ("done", "skipped", "failed", "earlier", "missing")}
     for rec in records.values():
         if rec is None:
-            counts["missing"] += 1
+            outcomes["missing"] += 1
         elif rec.attempt != attempt and rec.status != "failed":
-            counts["earlier"] += 1
+            outcomes["earlier"] += 1
         else:
-            counts[rec.status] += 1
-    return counts
+            outcomes[rec.status] += 1
+    this_run = [r for r in records.values() if r is not None and r.attempt == attempt]
+    return RunTotals(outcomes, sum(r.instances_retrieved for r in this_run), sum(r.instances_stored for r in this_run))
 
 
-def run_summary(records: dict[str, StudyRecord | None], attempt: str, query_errors: int, label: str,
-                seconds: float) -> str:
+def run_summary(totals: RunTotals, studies: int, query_errors: int, label: str, seconds: float) -> str:
     """The night's last line (what a cron mail shows first when it is read bottom-up)."""
-    c = run_counts(records, attempt)
-    this_run = [r for r in records.values() if r is not None and r.attempt == attempt]
-    return (f"PACS run ({label}): {len(records)} studies: {c['done']} done, {c['skipped']} skipped, "
+    c = totals.outcomes
+    return (f"PACS run ({label}): {studies} studies: {c['done']} done, {c['skipped']} skipped, "
             f"{c['failed'] + c['missing']} failed, {c['earlier']} done by an earlier run; {query_errors} query "
-            f"error(s); instances retrieved {sum(r.instances_retrieved for r in this_run)}, stored "
-            f"{sum(r.instances_stored for r in this_run)}; {seconds:.0f} s")
+            f"error(s); instances retrieved {totals.retrieved}, stored {totals.stored}; {seconds:.0f} s")
 
 
-def write_metrics(path: Path, records: dict[str, StudyRecord | None], attempt: str, failures: int,
-                  seconds: float) -> None:
+def write_metrics(path: Path, totals: RunTotals, failures: int, seconds: float) -> None:
     """The run in the Prometheus text format, for node_exporter's textfile collector."""
-    c = run_counts(records, attempt)
-    this_run = [r for r in records.values() if r is not None and r.attempt == attempt]
     lines = ["# HELP ct_denoise_pacs_studies Studies of the last PACS run by outcome.",
              "# TYPE ct_denoise_pacs_studies gauge"]
-    lines += [f'ct_denoise_pacs_studies{{outcome="{k}"}} {v}' for k, v in sorted(c.items())]
+    lines += [f'ct_denoise_pacs_studies{{outcome="{k}"}} {v}' for k, v in sorted(totals.outcomes.items())]
     for name, value, text in (
             ("failures", failures, "Lines of failures.csv of the last PACS run."),
-            ("instances_retrieved", sum(r.instances_retrieved for r in this_run), "Instances retrieved by the run."),
-            ("instances_stored", sum(r.instances_stored for r in this_run), "Derived instances sent by the run."),
+            ("instances_retrieved", totals.retrieved, "Instances retrieved by the run."),
+            ("instances_stored", totals.stored, "Derived instances sent by the run."),
             ("run_seconds", round(seconds, 1), "Wall seconds of the last PACS run."),
             ("last_run_timestamp_seconds", round(time.time()), "When the last PACS run ended (Unix time).")):
         lines += [f"# HELP ct_denoise_pacs_{name} {text}", f"# TYPE ct_denoise_pacs_{name} gauge",
