@@ -134,3 +134,12 @@ def project_luigi_config():
 
     luigi.configuration.add_config_path(str(REPO / "luigi.cfg"))
     yield
+
+
+@pytest.fixture
+def pacs(tmp_path):
+    """A real Orthanc (``bench/orthanc.py``) with its own storage, stopped after the test."""
+    from bench.orthanc import Orthanc
+
+    with Orthanc(tmp_path / "orthanc") as server:
+        yield server

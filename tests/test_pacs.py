@@ -29,6 +29,19 @@ def _vol(n: int, size: int = 32) -> np.ndarray:
     return RNG.integers(900, 1200, (n, size, size)).astype(np.uint16)
 
 
+def one_series_study(root: Path, name: str, slices: int, size: int = 32, **tags: str) -> tuple[str, list[Path]]:
+    """A CT study ``name`` of one series of ``slices`` random slices, ``tags`` set on every file; its
+    StudyInstanceUID and files."""
+    paths = write_series(root / name, _vol(slices, size), study=name, series="1")
+    if tags:
+        for p in paths:
+            ds = pydicom.dcmread(p)
+            for k, v in tags.items():
+                setattr(ds, k, v)
+            ds.save_as(p, enforce_file_format=True)
+    return str(pydicom.dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID), paths
+
+
 def _compress(paths: list[Path], syntax: str) -> None:
     for p in paths:
         ds = pydicom.dcmread(p)
@@ -39,12 +52,6 @@ def _compress(paths: list[Path], syntax: str) -> None:
 def _csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
-
-
-@pytest.fixture
-def pacs(tmp_path):
-    with Orthanc(tmp_path / "orthanc") as server:
-        yield server
 
 
 @pytest.fixture

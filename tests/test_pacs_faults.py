@@ -19,24 +19,13 @@ import pydicom
 import pytest
 from pydicom.uid import JPEG2000Lossless
 
-from bench.orthanc import Orthanc, available
-from tests.conftest import REPO, write_series
+from bench.orthanc import available
+from tests.conftest import REPO
 from tests.proxy import tcp_proxy
-from tests.test_pacs import DATE, _compress, _csv, _load, _vol, derived_in_pacs, pacs_args, run_pacs
+from tests.test_pacs import DATE, _compress, _csv, _load, derived_in_pacs, one_series_study, pacs_args, run_pacs
 
 pytestmark = pytest.mark.skipif(not available(), reason="Orthanc with the DICOMweb plugin is not installed "
                                                         "(bash .ci/install-dicom-tools)")
-
-
-@pytest.fixture
-def pacs(tmp_path):
-    with Orthanc(tmp_path / "orthanc") as server:
-        yield server
-
-
-def _study(root: Path, name: str, slices: int, size: int = 32) -> tuple[str, list[Path]]:
-    paths = write_series(root / name, _vol(slices, size), study=name, series="1")
-    return str(pydicom.dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID), paths
 
 
 def _status(out: Path) -> dict[str, tuple[str, str]]:
@@ -69,9 +58,9 @@ def test_a_full_work_disk_during_retrieve_and_during_write(pacs, tmp_path, proto
     panel) fits; W (24 slices, 0.8 MB) is retrieved but its derived series and QA panels do not fit
     beside it; L (160 slices, 5.2 MB) does not fit while it is retrieved."""
     root = tmp_path / "sources"
-    small, _ = _study(root, "S", 2, 128)
-    write, _ = _study(root, "W", 24, 128)
-    large, _ = _study(root, "L", 160, 128)
+    small, _ = one_series_study(root, "S", 2, 128)
+    write, _ = one_series_study(root, "W", 24, 128)
+    large, _ = one_series_study(root, "L", 160, 128)
     _load(pacs, root)
     out = tmp_path / "out"
     with small_filesystem(tmp_path / "work", 4096) as work:
@@ -94,8 +83,8 @@ def test_a_full_work_disk_during_retrieve_and_during_write(pacs, tmp_path, proto
 
 def test_a_corrupt_instance_fails_its_study_with_the_file_named_and_the_others_go_on(pacs, tmp_path):
     root = tmp_path / "sources"
-    good, _ = _study(root, "A", 3)
-    bad, paths = _study(root, "K", 4)
+    good, _ = one_series_study(root, "A", 3)
+    bad, paths = one_series_study(root, "K", 4)
     _compress(paths, JPEG2000Lossless)
     ds = pydicom.dcmread(paths[2])  # one instance whose JPEG 2000 codestream is not one
     frame = next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1))
@@ -120,8 +109,8 @@ def _held_wado(series_uid: str):
 
 def test_a_pacs_that_stops_answering_is_a_read_timeout_and_the_next_run_fetches_the_study(pacs, tmp_path):
     root = tmp_path / "sources"
-    good, _ = _study(root, "A", 3)
-    slow, paths = _study(root, "T", 2)
+    good, _ = one_series_study(root, "A", 3)
+    slow, paths = one_series_study(root, "T", 2)
     slow_series = str(pydicom.dcmread(paths[0], stop_before_pixels=True).SeriesInstanceUID)
     _load(pacs, root)
     out = tmp_path / "out"
@@ -142,7 +131,7 @@ def test_a_pacs_that_stops_answering_is_a_read_timeout_and_the_next_run_fetches_
 
 def test_a_run_killed_during_store_is_completed_by_the_next_run_without_duplicates(pacs, tmp_path):
     root = tmp_path / "sources"
-    uid, _ = _study(root, "B", 6)
+    uid, _ = one_series_study(root, "B", 6)
     _load(pacs, root)
     out = tmp_path / "out"
     posts, held = [], threading.Event()

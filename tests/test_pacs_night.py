@@ -5,41 +5,21 @@ C-MOVE, and what the night's log and metrics say."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-import pydicom
 import pytest
 
-from bench.orthanc import Orthanc, available
-from tests.conftest import write_series
-from tests.test_pacs import _csv, _load, _vol, derived_in_pacs, run_pacs
+from bench.orthanc import available
+from tests.test_pacs import _csv, _load, derived_in_pacs, one_series_study, run_pacs
 
 pytestmark = pytest.mark.skipif(not available(), reason="Orthanc with the DICOMweb plugin is not installed "
                                                         "(bash .ci/install-dicom-tools)")
 
 
-def _study(root: Path, name: str, slices: int, **tags: str) -> str:
-    """A one-series CT study ``name`` with ``tags`` set on every file; returns its StudyInstanceUID."""
-    paths = write_series(root / name, _vol(slices), study=name, series="1")
-    for p in paths:
-        ds = pydicom.dcmread(p)
-        for k, v in tags.items():
-            setattr(ds, k, v)
-        ds.save_as(p, enforce_file_format=True)
-    return str(pydicom.dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID)
-
-
-@pytest.fixture
-def pacs(tmp_path):
-    with Orthanc(tmp_path / "orthanc") as server:
-        yield server
-
-
 def test_studies_on_demand_by_uid_and_accession_number_skipped_when_done_and_redone_on_request(pacs, tmp_path):
     root = tmp_path / "sources"
-    undated = _study(root, "G", 2, StudyDate="", StudyTime="")  # no StudyDate: no date query finds it
-    dated = _study(root, "A", 3)
-    ordered = _study(root, "C", 2, AccessionNumber="ACC0042", StudyDate="20250505")
+    undated = one_series_study(root, "G", 2, StudyDate="", StudyTime="")[0]  # no StudyDate: no date query finds it
+    dated = one_series_study(root, "A", 3)[0]
+    ordered = one_series_study(root, "C", 2, AccessionNumber="ACC0042", StudyDate="20250505")[0]
     _load(pacs, root)
     out = tmp_path / "out"
 
@@ -95,7 +75,7 @@ def test_studies_on_demand_by_uid_and_accession_number_skipped_when_done_and_red
 @pytest.mark.parametrize("protocol", ["dicomweb", "dimse-move"])
 def test_two_workers_process_each_study_once_with_one_denoising_at_a_time(pacs, tmp_path, protocol):
     root = tmp_path / "sources"
-    uids = [_study(root, name, 3) for name in "PQRS"]
+    uids = [one_series_study(root, name, 3)[0] for name in "PQRS"]
     _load(pacs, root)
     out = tmp_path / "out"
     proc = run_pacs(pacs, protocol, out, "--workers", "2")
