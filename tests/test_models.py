@@ -195,3 +195,39 @@ def test_a_noise_conditioned_network_round_trips_with_its_architecture(tmp_path)
     assert loaded.model.config == {"width": 4, "levels": 1, "convs_per_level": 1, "noise_map": True, "blocks": 1}
     x = torch.rand(1, 1, 8, 8)
     torch.testing.assert_close(loaded.model(x, 0.05), m.eval()(x, 0.05))
+
+
+def test_batches_made_by_workers_are_the_batches_of_one_process():
+    from models.training.batches import Batches
+    from models.training.data import PatchStream
+
+    cfg = TrainConfig(lowdose_fraction=0.3, kernel_fraction=0.3, **TINY)
+    with Batches(PatchStream(cfg), 3, 11, workers=2, ahead=2) as batches:
+        made = list(batches)
+    alone = PatchStream(cfg)
+    assert len(made) == 8
+    for step, batch in zip(range(3, 11), made):
+        for a, b in zip(batch, alone.batch(step)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(made[0][0], made[1][0])  # each step its own batch
+    with pytest.raises(ValueError, match="workers must be 0 or more"):
+        Batches(alone, 0, 1, workers=-1)
+
+
+def test_a_run_made_with_workers_is_the_run_made_without(tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = TrainConfig(steps=8, checkpoint_every=4, val_every=4, **TINY)
+    train(cfg, tmp_path / "a", progress=False)
+    train(cfg, tmp_path / "b", progress=False, workers=2, until_step=4, validate=False)
+    train(cfg, tmp_path / "b", progress=False, workers=2, validate=False)  # resumed, by workers again
+    a = load_file(str(tmp_path / "a" / "checkpoint.safetensors"))
+    b = load_file(str(tmp_path / "b" / "checkpoint.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    rows_a = (tmp_path / "a" / "train_log.csv").read_text().splitlines()[1:]
+    rows_b = (tmp_path / "b" / "train_log.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[2] != "" for r in rows_a] == [True, True]  # validated at 4 and 8
+    assert [r.split(",")[2] for r in rows_b] == ["", ""]  # not asked to validate
+    assert [float(r.split(",")[1]) for r in rows_a] == pytest.approx([float(r.split(",")[1]) for r in rows_b],
+                                                                      rel=1e-5)

@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes making the batches (the same batches as with none; 0: this process)")
+    p.add_argument("--no-validation", action="store_true",
+                   help="log no validation PSNR (a machine without the validation data; --export measures it)")
     for f in dataclasses.fields(TrainConfig):
         p.add_argument("--" + f.name.replace("_", "-"), type=_flag if isinstance(f.default, bool) else type(f.default),
                        default=None, help=f"default {f.default!r}")
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         export(cfg, args.run_dir, args.export, command=_command_without_export(sys.argv[1:] if argv is None else argv))
         return
     last = train(cfg, args.run_dir, max_seconds=args.max_minutes * 60 if args.max_minutes else None,
-                 device=args.device)
+                 device=args.device, workers=args.workers, validate=not args.no_validation)
     log.info("finished: %s (%d parameters)", last, count_parameters(build_model(cfg)))
 
 

@@ -27,6 +27,7 @@ from pipeline.atomic import atomic_file
 from pipeline.inference.malloc import keep_freed_memory
 from pipeline.qa.yardstick import mean_score, score_methods
 
+from .batches import Batches
 from .config import TrainConfig
 from .data import PatchStream, Reference, noisy_input, validation_set
 
@@ -85,12 +86,15 @@ def build_model(cfg: TrainConfig) -> DenoisingAutoencoder:
 
 
 def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: int | None = None,
-          max_seconds: float | None = None, device: str = "cpu") -> dict[str, Any]:
+          max_seconds: float | None = None, device: str = "cpu", workers: int = 0,
+          validate: bool = True) -> dict[str, Any]:
     """Train (or resume) into ``run_dir``: ``checkpoint.safetensors``, ``train_log.csv``,
     ``config.json``. Stops at ``cfg.steps``, or earlier at ``until_step`` or after ``max_seconds``
     of this call (with a checkpoint, so a later call resumes exactly). Returns the last logged row.
     ``device``: ``cpu`` or ``cuda[:N]`` (the batches are made on the CPU either way; checkpoints
-    hold CPU tensors, so a run may move between machines)."""
+    hold CPU tensors, so a run may move between machines). ``workers``: processes making the
+    batches (:mod:`.batches`; the same batches as without). ``validate`` False: no validation PSNR
+    in the log (a machine without the validation data; the export measures it later)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "config.json"
     ckpt = run_dir / "checkpoint.safetensors"
@@ -119,7 +123,7 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: in
         step, elapsed = int(meta["step"]), float(meta["elapsed_s"])
         log.info("resumed %s at step %d", ckpt, step)
     stream = PatchStream(cfg)
-    val = validation_set(cfg)
+    val = validation_set(cfg) if validate else []
     log_path = run_dir / "train_log.csv"
     new_log = not log_path.exists()
     last: dict[str, Any] = {"step": step}
@@ -133,34 +137,37 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: in
         bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="batch", disable=not progress)
         started = time.perf_counter()
         stop_at = min(cfg.steps, until_step or cfg.steps)
-        while step < stop_at:
-            noisy, clean, level = (t.to(device, non_blocking=True) for t in stream.batch(step))
-            lr = learning_rate(cfg, step)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            per_patch = ((model(noisy, level) - clean) ** 2).mean(dim=(1, 2, 3))
-            objective(cfg, per_patch).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            loss_acc += per_patch.mean().item()  # logged as plain MSE whatever the objective
-            n_acc += 1
-            step += 1
-            bar.update(1)
-            out_of_time = max_seconds is not None and time.perf_counter() - started > max_seconds
-            if step % cfg.checkpoint_every == 0 or step in (cfg.steps, stop_at) or out_of_time:
-                val_psnr = evaluate(model, val, cfg.val_sigma) if (step % cfg.val_every == 0 or step == cfg.steps) else ""
-                last = {"step": step, "loss": loss_acc / n_acc, "val_psnr": val_psnr, "lr": lr,
-                        "elapsed_s": time.perf_counter() - t0}
-                writer.writerow([last[k] for k in ("step", "loss", "val_psnr", "lr", "elapsed_s")])
-                fh.flush()
-                save_checkpoint(ckpt, model, opt, {"step": step, "elapsed_s": last["elapsed_s"]})
-                bar.set_postfix(loss=f"{last['loss']:.2e}", val=val_psnr if val_psnr == "" else f"{val_psnr:.2f}")
-                if val_psnr != "":
-                    plot_curves(log_path, run_dir / "loss_curve.png")
-                loss_acc, n_acc = 0.0, 0
-            if out_of_time:
-                log.info("time budget of %.0f s used: stopped at step %d (rerun to resume)", max_seconds, step)
-                break
+        with Batches(stream, step, stop_at, workers) as batches:
+            for batch in batches:
+                noisy, clean, level = (t.to(device, non_blocking=True) for t in batch)
+                lr = learning_rate(cfg, step)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                per_patch = ((model(noisy, level) - clean) ** 2).mean(dim=(1, 2, 3))
+                objective(cfg, per_patch).backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                loss_acc += per_patch.detach().mean()  # logged as plain MSE whatever the objective
+                n_acc += 1
+                step += 1
+                bar.update(1)
+                out_of_time = max_seconds is not None and time.perf_counter() - started > max_seconds
+                if step % cfg.checkpoint_every == 0 or step in (cfg.steps, stop_at) or out_of_time:
+                    due = validate and (step % cfg.val_every == 0 or step == cfg.steps)
+                    val_psnr = evaluate(model, val, cfg.val_sigma) if due else ""
+                    last = {"step": step, "loss": float(loss_acc) / n_acc, "val_psnr": val_psnr, "lr": lr,
+                            "elapsed_s": time.perf_counter() - t0}
+                    writer.writerow([last[k] for k in ("step", "loss", "val_psnr", "lr", "elapsed_s")])
+                    fh.flush()
+                    save_checkpoint(ckpt, model, opt, {"step": step, "elapsed_s": last["elapsed_s"]})
+                    bar.set_postfix(loss=f"{last['loss']:.2e}",
+                                    val=val_psnr if val_psnr == "" else f"{val_psnr:.2f}")
+                    if val_psnr != "":
+                        plot_curves(log_path, run_dir / "loss_curve.png")
+                    loss_acc, n_acc = 0.0, 0
+                if out_of_time:
+                    log.info("time budget of %.0f s used: stopped at step %d (rerun to resume)", max_seconds, step)
+                    break
         bar.close()
     return last
 
