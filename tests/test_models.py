@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from models.autoencoder import DenoisingAutoencoder, count_parameters
-from models.store import SHIPPED_WEIGHTS, ModelLoadError, card_path, load_model, save_model
+from models.store import SHIPPED_WEIGHTS, ModelLoadError, card_path, load_checkpoint, load_model, save_model
 from models.training.config import TrainConfig
-from models.training.train import LOG_MSE_EPS, objective, train
+from models.training.train import LOG_MSE_EPS, build_model, objective, train
 
 
 def test_autoencoder_is_fully_convolutional_and_residual():
@@ -219,8 +219,9 @@ def test_a_run_made_with_workers_is_the_run_made_without(tmp_path):
 
     cfg = TrainConfig(steps=8, checkpoint_every=4, val_every=4, **TINY)
     train(cfg, tmp_path / "a", progress=False)
-    train(cfg, tmp_path / "b", progress=False, workers=2, until_step=4, validate=False)
-    train(cfg, tmp_path / "b", progress=False, workers=2, validate=False)  # resumed, by workers again
+    train(cfg, tmp_path / "b", progress=False, until_step=2, validate=False)
+    train(cfg, tmp_path / "b", progress=False, workers=2, until_step=4, validate=False)  # resumed by workers
+    train(cfg, tmp_path / "b", progress=False, workers=2, validate=False)
     a = load_file(str(tmp_path / "a" / "checkpoint.safetensors"))
     b = load_file(str(tmp_path / "b" / "checkpoint.safetensors"))
     for k in a:
@@ -228,6 +229,10 @@ def test_a_run_made_with_workers_is_the_run_made_without(tmp_path):
     rows_a = (tmp_path / "a" / "train_log.csv").read_text().splitlines()[1:]
     rows_b = (tmp_path / "b" / "train_log.csv").read_text().splitlines()[1:]
     assert [r.split(",")[2] != "" for r in rows_a] == [True, True]  # validated at 4 and 8
-    assert [r.split(",")[2] for r in rows_b] == ["", ""]  # not asked to validate
-    assert [float(r.split(",")[1]) for r in rows_a] == pytest.approx([float(r.split(",")[1]) for r in rows_b],
-                                                                      rel=1e-5)
+    assert [r.split(",")[2] for r in rows_b] == ["", "", ""]  # not asked to validate
+    assert [float(r.split(",")[1]) for r in rows_a][-1] == pytest.approx(float(rows_b[-1].split(",")[1]), rel=1e-5)
+    # the run's record of where its steps ran, in order, for the model card
+    opt = torch.optim.Adam(build_model(cfg).parameters())
+    assert load_checkpoint(tmp_path / "a" / "checkpoint.safetensors", build_model(cfg), opt)["trained_on"] == ["cpu"]
+    meta = load_checkpoint(tmp_path / "b" / "checkpoint.safetensors", build_model(cfg), opt)
+    assert meta["trained_on"] == ["cpu", "cpu, 2 batch workers"]

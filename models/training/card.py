@@ -120,8 +120,9 @@ def export(cfg: TrainConfig, run_dir: Path, weights: Path, version: str = MODEL_
         "steps": int(meta["step"]), "batch_size": cfg.batch_size, "patch": cfg.patch,
         "loss": {"mse": "MSE", "log_mse": "mean over patches of log(MSE + 1e-6) (the mean patch PSNR)"}[cfg.loss],
         "optimizer": f"Adam, lr {cfg.lr} cosine to {cfg.lr_min}, {min(200, cfg.steps // 10)} warm-up steps",
-        "seed": cfg.seed, "cpu_seconds": round(float(meta["elapsed_s"]), 1),
-        "cpu_hours": round(float(meta["elapsed_s"]) / 3600, 2),
+        "seed": cfg.seed, "seconds": round(float(meta["elapsed_s"]), 1),
+        "hours": round(float(meta["elapsed_s"]) / 3600, 2),
+        "trained_on": meta.get("trained_on", ["cpu"]),  # in order, when a run moved between machines
         "final_logged_loss": float(log_rows[-1]["loss"]) if log_rows else None,
         "config": dataclasses.asdict(cfg),
         "command": command or f"python -m models.training --run-dir {run_dir.name} --steps {cfg.steps} --threads 2",

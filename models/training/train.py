@@ -59,6 +59,13 @@ def evaluate(model: DenoisingAutoencoder, refs: list[Reference], sigma: float) -
     return mean_score(scores).psnr
 
 
+def machine(device: str, workers: int) -> str:
+    """Where training steps run, for the run's record: the device (the GPU's name) and batch workers."""
+    dev = torch.device(device)
+    name = f"cuda ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else dev.type
+    return f"{name}, {workers} batch workers" if workers else name
+
+
 def learning_rate(cfg: TrainConfig, step: int) -> float:
     warm = min(200, cfg.steps // 10)  # 200 steps for real runs, shorter for tiny ones
     if step < warm:
@@ -109,7 +116,7 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: in
         keep_freed_memory()
     model = build_model(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    step, elapsed = 0, 0.0
+    step, elapsed, trained_on = 0, 0.0, []
     if cfg.init_weights and not ckpt.exists():
         start = load_model(cfg.init_weights)
         try:
@@ -121,6 +128,10 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: in
     if ckpt.exists():
         meta = load_checkpoint(ckpt, model, opt)
         step, elapsed = int(meta["step"]), float(meta["elapsed_s"])
+        trained_on = list(meta.get("trained_on", ["cpu"]))  # checkpoints before this record: CPU runs
+    here = machine(device, workers)
+    if not trained_on or trained_on[-1] != here:
+        trained_on.append(here)
         log.info("resumed %s at step %d", ckpt, step)
     stream = PatchStream(cfg)
     val = validation_set(cfg) if validate else []
@@ -159,7 +170,8 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: in
                             "elapsed_s": time.perf_counter() - t0}
                     writer.writerow([last[k] for k in ("step", "loss", "val_psnr", "lr", "elapsed_s")])
                     fh.flush()
-                    save_checkpoint(ckpt, model, opt, {"step": step, "elapsed_s": last["elapsed_s"]})
+                    save_checkpoint(ckpt, model, opt, {"step": step, "elapsed_s": last["elapsed_s"],
+                                                        "trained_on": trained_on})
                     bar.set_postfix(loss=f"{last['loss']:.2e}",
                                     val=val_psnr if val_psnr == "" else f"{val_psnr:.2f}")
                     if val_psnr != "":
