@@ -34,6 +34,7 @@ import numpy as np
 
 from models.training import realct
 from pipeline.inference.noise_level import block_noise, candidates, slice_noise
+from pipeline.inference.strength import LevelRule
 from pipeline.inference.window import Window, hu_to_unit
 from pipeline.qa.metrics import psnr
 from pipeline.qa.noise import add_gaussian_noise, seed_from_uid
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--per-slice", action="store_true", help="print every slice's figures")
     ap.add_argument("--calibrate", action="store_true", help="best model level against the noise's whiteness")
     ap.add_argument("--gains", nargs="*", type=float, default=[0.5, 0.75, 1, 1.25, 1.5, 2, 3, 4, 6, 8])
+    ap.add_argument("--weights", default=None, help="with --calibrate: the model (default: the shipped one)")
     args = ap.parse_args(argv)
     if args.calibrate:
         calibrate(args)
@@ -140,7 +142,9 @@ def calibrate(args) -> None:
     from pipeline.inference.strength import model_level_hu
 
     w = Window()
-    denoiser = Denoiser(load_model(None), "cpu", cpu_batch_size=1)
+    denoiser = Denoiser(load_model(args.weights), "cpu", cpu_batch_size=1)
+    rule_now = denoiser.level_rule
+    pairs: list[tuple[float, np.ndarray]] = []
     gains = np.array(args.gains)
     print("| slice | noise | estimate HU | whiteness | " + " | ".join(f"k {k:g}" for k in gains)
           + " | best k | rule's k | rule's loss dB |\n|---|---|---|---|" + "---|" * len(gains) + "---|---|---|")
@@ -157,14 +161,37 @@ def calibrate(args) -> None:
             x = np.clip(hu_to_unit(sl.hu + noise, w), 0, 1)[None]
             scores = np.array([psnr(ref, np.clip(denoiser.denoise_unit(x, k * est.sigma_hu / w.width)[0], 0, 1))
                                for k in gains])
-            rule = model_level_hu(est.sigma_hu, est.whiteness) / est.sigma_hu
+            rule = model_level_hu(est.sigma_hu, est.whiteness, rule_now) / est.sigma_hu
+            pairs.append((est.whiteness, scores))
             losses.append(float(np.interp(np.log(rule), np.log(gains), scores) - scores.max()))
             print(f"| {sl.file} | {label} | {est.sigma_hu:.1f} | {est.whiteness:.2f} | "
                   + " | ".join(f"{v - scores.max():+.2f}" for v in scores)
                   + f" | {gains[int(np.argmax(scores))]:g} | {rule:.2f} | {losses[-1]:+.2f} |", flush=True)
     if losses:
-        print(f"\nrule's mean loss against the best k: {np.mean(losses):+.3f} dB (worst {min(losses):+.2f}) "
-              f"over {len(losses)} slice-noise pairs")
+        print(f"\nthe model's rule (exponent {rule_now.exponent:g}, at most {rule_now.max_gain:g}x): mean loss "
+              f"against the best k {np.mean(losses):+.3f} dB (worst {min(losses):+.2f}) over {len(losses)} "
+              "slice-noise pairs")
+        best, loss = fit_rule(pairs, gains)
+        print(f"best rule on these pairs: exponent {best.exponent:g}, at most {best.max_gain:g}x: mean loss "
+              f"{loss:+.3f} dB (export it with --level-rule {best.exponent:g},{best.max_gain:g})")
+
+
+def fit_rule(pairs: list[tuple[float, np.ndarray]], gains: np.ndarray,
+             exponents: tuple[float, ...] = tuple(np.arange(0, 8.01, 0.2)),
+             max_gains: tuple[float, ...] = (1, 1.25, 1.5, 2, 3, 4, 6, 8)) -> tuple[LevelRule, float]:
+    """The :class:`LevelRule` of the grid with the least mean loss against the best k over
+    ``pairs`` of (whiteness, PSNR at each of ``gains``), each k's PSNR read off by linear
+    interpolation in log k; returns it with its mean loss (dB, <= 0)."""
+    best: tuple[float, LevelRule] | None = None
+    for e in exponents:
+        for g in max_gains:
+            rule = LevelRule(round(float(e), 2), float(g))
+            loss = float(np.mean([np.interp(np.log(rule.gain(wh)), np.log(gains), sc) - sc.max()
+                                  for wh, sc in pairs]))
+            if best is None or loss > best[0] + 1e-9:
+                best = (loss, rule)
+    assert best is not None
+    return best[1], best[0]
 
 
 def _all_rows(rows):

@@ -47,3 +47,40 @@ def test_bad_strengths_fail_in_one_line_naming_the_value(bad):
     message = str(err.value)
     assert message.startswith("strength must be low, medium, high, full, a percentage") and repr(bad) in message
     assert "\n" not in message
+
+
+def test_a_model_card_names_its_own_rule_for_blotchy_noise():
+    from pipeline.inference.strength import LevelRule
+
+    assert LevelRule.from_card({}) == LevelRule()  # cards before the field: the default rule
+    flat = LevelRule.from_card({"level_rule": {"exponent": 0.5, "max_gain": 1.5}})
+    assert model_level_hu(20.0, 1.0, flat) == 20.0
+    assert model_level_hu(20.0, 0.8, flat) == pytest.approx(20.0 * 0.8**-0.5)  # 1.12x, not 2.9x
+    assert model_level_hu(20.0, 0.1, flat) == 30.0  # at most 1.5x
+    assert parse_strength("full").model_hu(20.0, 0.1, flat) == 30.0
+    assert parse_strength("12").model_hu(20.0, 0.1, flat) == 12  # an absolute strength is told as it is
+    for bad in ({"exponent": -1, "max_gain": 2}, {"exponent": 1, "max_gain": 0.5}, {"exponent": "x", "max_gain": 2},
+                {"max_gain": 2}):
+        with pytest.raises(ConfigError, match="level_rule"):
+            LevelRule.from_card({"level_rule": bad})
+
+
+def test_the_calibration_fit_finds_the_rule_that_loses_least():
+    import numpy as np
+
+    from bench.noise_level import fit_rule
+    from pipeline.inference.strength import LevelRule
+
+    gains = np.array([0.5, 1, 1.5, 2, 3, 4, 6])
+    want = LevelRule(2.0, 4.0)
+
+    def scores(whiteness):  # PSNR peaks at the gain the rule asks for, 1 dB lost per doubling away
+        return -np.abs(np.log2(gains) - np.log2(want.gain(whiteness)))
+
+    pairs = [(w, scores(w)) for w in (1.0, 1.1, 0.9, 0.8, 0.7, 0.6, 0.4, 0.3)]
+    rule, loss = fit_rule(pairs, gains)
+    assert (rule.exponent, rule.max_gain) == (2.0, 4.0) and -0.05 < loss <= 0  # grid points miss the peak a little
+    default_loss = np.mean([np.interp(np.log(LevelRule().gain(w)), np.log(gains), sc) - sc.max() for w, sc in pairs])
+    assert default_loss < loss - 0.3
+    white_only = [(1.0, scores(1.0))] * 3
+    assert fit_rule(white_only, gains)[1] == pytest.approx(0.0, abs=1e-9)

@@ -166,3 +166,28 @@ def test_mixed_context_batches_hold_volume_patches_and_lone_slices_that_are_thei
     assert ev["volume_validation"]["by_sigma"]["0.07"]["noisy"] != ev["real_validation"]["by_sigma"]["0.07"]["noisy"]
     assert card["training"]["data"].startswith("for 50% of the patches (binomial per batch) the training part of the "
                                                "contiguous real volumes")
+
+
+def test_volume_patches_get_low_dose_noise_of_their_own_anatomy_when_asked(volume_set):
+    base = dict(context=1, volumes_dir=str(volume_set), patch=48, batch_size=8, sigma_min=0.03, sigma_max=0.03,
+                kernel_fraction=0.0)
+    white, clean, _ = PatchStream(TrainConfig(**base)).batch(0)
+    lowdose, clean_ld, levels = PatchStream(TrainConfig(volume_lowdose_fraction=1.0, **base)).batch(0)
+    noise = {}
+    for name, noisy, target in (("white", white, clean), ("lowdose", lowdose, clean_ld)):
+        c = target.numpy()[:, 0]
+        noise[name] = noisy.numpy()[:, 1] - c  # the middle channel: the slice itself
+        inside = (c > 0.1) & (c < 0.9)
+        assert float(noise[name][inside].std()) == pytest.approx(0.03, rel=0.2)
+    assert np.allclose(levels.numpy(), 0.03)  # told the drawn std, as for white noise
+    # low-dose noise is ramp-filtered: less power at low frequencies than white noise of the same std
+    assert _low_share(noise["lowdose"]) < 0.6 * _low_share(noise["white"])
+    again, _, _ = PatchStream(TrainConfig(volume_lowdose_fraction=1.0, **base)).batch(0)
+    np.testing.assert_array_equal(lowdose.numpy(), again.numpy())  # a batch depends on (seed, step) only
+
+
+def _low_share(noise: np.ndarray) -> float:
+    """Share of the noise power below 0.1 cycles per pixel."""
+    power = np.abs(np.fft.fft2(noise - noise.mean(axis=(1, 2), keepdims=True))) ** 2
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(noise.shape[1]), np.fft.fftfreq(noise.shape[2]), indexing="ij"))
+    return float(power[:, f < 0.1].sum() / power.sum())

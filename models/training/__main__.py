@@ -11,22 +11,25 @@ from pathlib import Path
 import torch
 
 from models.autoencoder import count_parameters
+from pipeline.errors import ConfigError
+from pipeline.inference.strength import LevelRule
 
 from .card import export
 from .config import TrainConfig, load_config
 from .train import build_model, train
 
 log = logging.getLogger("models.training")
+EXPORT_ONLY = ("--export", "--level-rule")
 
 
 def _command_without_export(argv: list[str]) -> str:
-    """The training command behind an export command line: ``argv`` without its ``--export`` option."""
+    """The training command behind an export command line: ``argv`` without its export options."""
     kept, skip = [], False
     for arg in argv:
-        if skip or arg.startswith("--export="):
+        if skip or arg.split("=")[0] in EXPORT_ONLY and "=" in arg:
             skip = False
             continue
-        skip = arg == "--export"
+        skip = arg in EXPORT_ONLY
         if not skip:
             kept.append(arg)
     return " ".join(["python -m models.training", *kept])
@@ -40,12 +43,22 @@ def _flag(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _rule(text: str) -> LevelRule:
+    try:
+        exponent, max_gain = (float(v) for v in text.split(","))
+        return LevelRule.from_card({"level_rule": {"exponent": exponent, "max_gain": max_gain}})
+    except (ValueError, ConfigError) as exc:
+        raise argparse.ArgumentTypeError(f"expected EXPONENT,MAX_GAIN (e.g. 0.5,1.5), got {text!r}: {exc}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__ or "", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run-dir", type=Path, required=True)
     p.add_argument("--config", type=Path, default=None,
                    help="JSON file of training settings (e.g. models/configs/ct_denoiser.json); flags override it")
     p.add_argument("--export", type=Path, help="write weights + model card from the run's checkpoint")
+    p.add_argument("--level-rule", type=_rule, default=None, metavar="EXPONENT,MAX_GAIN",
+                   help="with --export: the card's rule for blotchy noise (bench.noise_level --calibrate prints it)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
@@ -62,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config, **{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     if args.export:
-        export(cfg, args.run_dir, args.export, command=_command_without_export(sys.argv[1:] if argv is None else argv))
+        export(cfg, args.run_dir, args.export, command=_command_without_export(sys.argv[1:] if argv is None else argv),
+               level_rule=args.level_rule)
         return
     last = train(cfg, args.run_dir, max_seconds=args.max_minutes * 60 if args.max_minutes else None,
                  device=args.device, workers=args.workers, validate=not args.no_validation)

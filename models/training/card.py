@@ -11,6 +11,7 @@ import torch
 
 from models.autoencoder import count_parameters
 from models.store import load_checkpoint, load_model, save_model
+from pipeline.inference.strength import LevelRule
 from pipeline.qa.filters import FilterParams, classical_filters
 from pipeline.qa.yardstick import Score, mean_score, score_methods
 
@@ -110,7 +111,10 @@ def describe_training(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def export(cfg: TrainConfig, run_dir: Path, weights: Path, version: str = MODEL_VERSION,
-           command: str | None = None) -> dict[str, Any]:
+           command: str | None = None, level_rule: LevelRule | None = None) -> dict[str, Any]:
+    """Weights + card from the run's checkpoint. ``level_rule``: what the model is told for blotchy
+    noise, as ``python -m bench.noise_level --calibrate --weights W`` fitted it (None: the default
+    rule, which no card then names)."""
     model = build_model(cfg)
     opt = torch.optim.Adam(model.parameters())
     meta = load_checkpoint(run_dir / "checkpoint.safetensors", model, opt)
@@ -167,6 +171,9 @@ def export(cfg: TrainConfig, run_dir: Path, weights: Path, version: str = MODEL_
         "training": training,
         "evaluation": evaluation,
     }
+    if level_rule is not None:
+        card["level_rule"] = {**dataclasses.asdict(level_rule),
+                              "fitted_by": "python -m bench.noise_level --calibrate --weights (validation part)"}
     save_model(model, weights, card)
     log.info("wrote %s", weights)
     return card

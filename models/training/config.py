@@ -37,6 +37,9 @@ class TrainConfig:
     # volumes; the rest are lone slices of that source, each its own neighbours (as the pipeline runs
     # a one-slice series), so the model keeps what it knows of scanners the volumes do not have
     volume_fraction: float = 1.0
+    # share of the volume patches whose noise is low-dose CT noise (each slice its own simulation,
+    # of the patch's own anatomy, at the patch's drawn std) instead of white or kernel-shaped noise
+    volume_lowdose_fraction: float = 0.0
     window_low: float = -1000.0
     window_high: float = 1000.0
     val_every: int = 500

@@ -184,7 +184,8 @@ class PatchStream:
     def _context_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Patches of a slice of a training volume with its ``context`` neighbours on each side
         (:func:`pipeline.inference.slice_context.context_indices`: replicated past the volume's ends, as the
-        pipeline does), white or kernel-shaped noise of one std, drawn independently per slice; a
+        pipeline does), white, kernel-shaped or (``volume_lowdose_fraction``) low-dose noise of one
+        std, drawn independently per slice; a
         replicated neighbour is the same noisy slice, as in a derived series. With a ``source`` other
         than ``volumes``, a share ``1 - volume_fraction`` of the patches (binomial per batch) are lone
         slices of that source instead, each its own neighbours, as the pipeline runs a one-slice series."""
@@ -217,11 +218,15 @@ class PatchStream:
                     break
             k, flip = int(rng.integers(4)), rng.random() < 0.5
             used = np.unique(rows)
-            shaped = cfg.kernel_fraction > 0 and rng.random() < cfg.kernel_fraction
+            lowdose = cfg.volume_lowdose_fraction > 0 and rng.random() < cfg.volume_lowdose_fraction
+            shaped = not lowdose and cfg.kernel_fraction > 0 and rng.random() < cfg.kernel_fraction
             fc = rng.uniform(cfg.kernel_fc_min, cfg.kernel_fc_max)
             slices = {}
             for i in used:  # each slice its own noise; replicated neighbours share it
-                if shaped:
+                if lowdose:
+                    ref = Reference(hu_to_unit(vol.hu[i], cfg.window), vol.pixel_mm)
+                    noise = _lowdose_patch(ref, r, c, cfg, int(rng.integers(2**31)))
+                elif shaped:
                     noise = _kernel_patch(p, fc, int(rng.integers(2**31)))
                 else:
                     noise = rng.standard_normal((p, p), dtype=np.float32)

@@ -14,7 +14,7 @@ from pipeline.errors import ConfigError
 from pipeline.inference.malloc import keep_freed_memory
 from pipeline.inference.noise_level import SeriesNoise
 from pipeline.inference.slice_context import context_indices
-from pipeline.inference.strength import DEFAULT_STRENGTH, Strength, parse_strength
+from pipeline.inference.strength import DEFAULT_STRENGTH, LevelRule, Strength, parse_strength
 from pipeline.inference.window import Window, hu_to_unit, unit_to_hu
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ class Denoiser:
         if self.device.type == "cpu":
             keep_freed_memory()  # activations of a 512x512 slice are 32 MiB+: reuse them, no page faults
         self.model = loaded.model.to(self.device).eval()
+        self.level_rule = LevelRule.from_card(loaded.card)  # how this model is told blotchy noise
         log.info("model %s on %s (batch %d%s); strength %s%s", loaded.name, self.device, self.batch_size,
                  f", autocast {str(self.amp_dtype).removeprefix('torch.')}" if self.amp else "", self.strength,
                  "" if self.noise_map else f" (blind model: {self.strength.blend(False):.0%} of its correction)")
@@ -83,7 +84,7 @@ class Denoiser:
         if not self.noise_map:
             return None
         s = strength or self.strength
-        return s.model_hu(noise.sigma_hu if noise else None, noise.whiteness if noise else 1.0)
+        return s.model_hu(noise.sigma_hu if noise else None, noise.whiteness if noise else 1.0, self.level_rule)
 
     @property
     def noise_map(self) -> bool:

@@ -37,9 +37,41 @@ MAX_HU = 500.0
 # (bench/noise_level.py --calibrate; white noise reads whiteness 1.0, mildly shaped noise 1.02-1.07,
 # low-dose noise 1.04-1.2 and want the std itself; whiteness 0.7-0.9 about 2-3x it; 0.36-0.6 6x it).
 # The whiteness is the finest direction's, so streaks (fine across, smooth along) are told their std.
+# That rule is the model's: a model trained on kernel-shaped noise as well wants about its std told
+# for blotchy noise too. Its card says so (``level_rule``: whiteness exponent and largest gain, fitted
+# by bench/noise_level.py --calibrate --weights W); a card without it gets the rule above.
 WHITE_ENOUGH = 1.0
 WHITENESS_EXPONENT = 4.8
 MAX_LEVEL_GAIN = 6.0
+
+
+@dataclass(frozen=True)
+class LevelRule:
+    """What a model is told for noise of a given whiteness: std x min(max_gain, whiteness^-exponent)."""
+
+    exponent: float = WHITENESS_EXPONENT
+    max_gain: float = MAX_LEVEL_GAIN
+
+    @classmethod
+    def from_card(cls, card: dict) -> LevelRule:
+        """The rule a model card names (``level_rule``), else the default one; ``ConfigError`` for a
+        rule that is not two numbers >= 0 and >= 1."""
+        rule = card.get("level_rule")
+        if rule is None:
+            return cls()
+        try:
+            out = cls(float(rule["exponent"]), float(rule["max_gain"]))
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"model card level_rule must hold exponent and max_gain, got {rule!r}") from None
+        if not (out.exponent >= 0 and out.max_gain >= 1):
+            raise ConfigError(f"model card level_rule needs exponent >= 0 and max_gain >= 1, got {rule!r}")
+        return out
+
+    def gain(self, whiteness: float) -> float:
+        return min(self.max_gain, max(1.0, (max(whiteness, 1e-3) / WHITE_ENOUGH) ** -self.exponent))
+
+
+DEFAULT_RULE = LevelRule()
 
 
 @dataclass(frozen=True)
@@ -61,14 +93,14 @@ class Strength:
         pct = f"{self.share * 100:g} % of the estimated noise"
         return pct if self.text.endswith("%") else f"{self.text} ({pct})"
 
-    def model_hu(self, noise_hu: float | None, whiteness: float = 1.0) -> float:
+    def model_hu(self, noise_hu: float | None, whiteness: float = 1.0, rule: LevelRule = DEFAULT_RULE) -> float:
         """The noise std (HU) the model is told: the calibrated level of the series' estimated noise
         for a relative strength (``noise_hu`` required), the number itself for an absolute one."""
         if self.hu is not None:
             return self.hu
         if noise_hu is None or not math.isfinite(noise_hu):
             raise ConfigError(f"strength {self.text!r} is relative to the series' noise: no noise estimate given")
-        return model_level_hu(noise_hu, whiteness)
+        return model_level_hu(noise_hu, whiteness, rule)
 
     def blend(self, noise_map: bool = True) -> float:
         """The share of the model's correction applied to the original."""
@@ -77,11 +109,10 @@ class Strength:
         return 1.0 if noise_map else min(1.0, self.hu / BLIND_FULL_HU)
 
 
-def model_level_hu(noise_hu: float, whiteness: float = 1.0) -> float:
+def model_level_hu(noise_hu: float, whiteness: float = 1.0, rule: LevelRule = DEFAULT_RULE) -> float:
     """The noise level (HU) the model must be told to remove noise of std ``noise_hu`` with the given
-    whiteness (see the module's calibration note); never below 0.5 HU."""
-    gain = min(MAX_LEVEL_GAIN, max(1.0, (max(whiteness, 1e-3) / WHITE_ENOUGH) ** -WHITENESS_EXPONENT))
-    return max(0.5, float(noise_hu) * gain)
+    whiteness (see the module's calibration note; ``rule``: the model's); never below 0.5 HU."""
+    return max(0.5, float(noise_hu) * rule.gain(whiteness))
 
 
 def parse_strength(value: str | float | Strength) -> Strength:
