@@ -66,8 +66,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# {args.part} volumes: {len(vols)} series, {slices} slices; window {W}; Gaussian noise per slice, told")
     for sigma in args.levels:
         methods = {"noisy": lambda x, v: x}
-        for den in denoisers:
-            methods[f"{den.loaded.name} (context {den.context})"] = model_method(den, sigma)
+        for den, w in zip(denoisers, args.weights):
+            label = f"{den.loaded.name} (context {den.context})"
+            if len({f"{d.loaded.name} {d.context}" for d in denoisers}) < len(denoisers):
+                label += f" {w or 'shipped'}"  # candidates that share a name and version
+            methods[label] = model_method(den, sigma)
         if not args.no_bm3d:
             bm3d = import_bm3d()
             methods["BM3D per slice"] = lambda x, v: np.stack([bm3d.bm3d(s, sigma_psd=sigma) for s in x])

@@ -92,7 +92,8 @@ def test_config_file_with_overrides_and_unknown_settings(tmp_path):
     assert load_config().steps == TrainConfig().steps
     from models.training.__main__ import _command_without_export
 
-    for export in (["--export", "w.safetensors"], ["--export=w.safetensors"]):  # the card's training command
+    for export in (["--export", "w.safetensors"], ["--export=w.safetensors"],  # the card's training command
+                   ["--export", "w.safetensors", "--level-rule", "0.5,1.5", "--model-version=3.1.0-rc1"]):
         assert _command_without_export(["--config", "c.json", *export, "--run-dir", "r"]) == \
             "python -m models.training --config c.json --run-dir r"
     path.write_text(json.dumps({"stepz": 1}))

@@ -14,12 +14,12 @@ from models.autoencoder import count_parameters
 from pipeline.errors import ConfigError
 from pipeline.inference.strength import LevelRule
 
-from .card import export
+from .card import MODEL_VERSION, export
 from .config import TrainConfig, load_config
 from .train import build_model, train
 
 log = logging.getLogger("models.training")
-EXPORT_ONLY = ("--export", "--level-rule")
+EXPORT_ONLY = ("--export", "--level-rule", "--model-version")
 
 
 def _command_without_export(argv: list[str]) -> str:
@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--config", type=Path, default=None,
                    help="JSON file of training settings (e.g. models/configs/ct_denoiser.json); flags override it")
     p.add_argument("--export", type=Path, help="write weights + model card from the run's checkpoint")
+    p.add_argument("--model-version", default=MODEL_VERSION,
+                   help=f"with --export: the card's version (default {MODEL_VERSION}; name a candidate apart)")
     p.add_argument("--level-rule", type=_rule, default=None, metavar="EXPONENT,MAX_GAIN",
                    help="with --export: the card's rule for blotchy noise (bench.noise_level --calibrate prints it)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(args.config, **{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     if args.export:
         export(cfg, args.run_dir, args.export, command=_command_without_export(sys.argv[1:] if argv is None else argv),
-               level_rule=args.level_rule)
+               level_rule=args.level_rule, version=args.model_version)
         return
     last = train(cfg, args.run_dir, max_seconds=args.max_minutes * 60 if args.max_minutes else None,
                  device=args.device, workers=args.workers, validate=not args.no_validation)
