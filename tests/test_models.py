@@ -214,13 +214,16 @@ def test_batches_made_by_workers_are_the_batches_of_one_process():
         Batches(alone, 0, 1, workers=-1)
 
 
-def test_a_run_made_with_workers_is_the_run_made_without(tmp_path):
+def test_a_run_made_with_workers_is_the_run_made_without(tmp_path, caplog):
     from safetensors.torch import load_file
 
     cfg = TrainConfig(steps=8, checkpoint_every=4, val_every=4, **TINY)
-    train(cfg, tmp_path / "a", progress=False)
-    train(cfg, tmp_path / "b", progress=False, until_step=2, validate=False)
-    train(cfg, tmp_path / "b", progress=False, workers=2, until_step=4, validate=False)  # resumed by workers
+    with caplog.at_level("INFO", logger="models.training.train"):
+        train(cfg, tmp_path / "a", progress=False)
+        assert "resumed" not in caplog.text  # a new run
+        train(cfg, tmp_path / "b", progress=False, until_step=2, validate=False)
+        train(cfg, tmp_path / "b", progress=False, workers=2, until_step=4, validate=False)  # resumed by workers
+    assert caplog.text.count("resumed") == 1 and "at step 2" in caplog.text
     train(cfg, tmp_path / "b", progress=False, workers=2, validate=False)
     a = load_file(str(tmp_path / "a" / "checkpoint.safetensors"))
     b = load_file(str(tmp_path / "b" / "checkpoint.safetensors"))

@@ -129,10 +129,10 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: in
         meta = load_checkpoint(ckpt, model, opt)
         step, elapsed = int(meta["step"]), float(meta["elapsed_s"])
         trained_on = list(meta.get("trained_on", ["cpu"]))  # checkpoints before this record: CPU runs
+        log.info("resumed %s at step %d", ckpt, step)
     here = machine(device, workers)
     if not trained_on or trained_on[-1] != here:
         trained_on.append(here)
-        log.info("resumed %s at step %d", ckpt, step)
     stream = PatchStream(cfg)
     val = validation_set(cfg) if validate else []
     log_path = run_dir / "train_log.csv"
