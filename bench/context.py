@@ -64,12 +64,12 @@ def main(argv: list[str] | None = None) -> None:
     denoisers = [Denoiser(load_model(w), "cpu", cpu_batch_size=1) for w in args.weights]
     slices = sum(len(v.hu) for v in vols)
     print(f"# {args.part} volumes: {len(vols)} series, {slices} slices; window {W}; Gaussian noise per slice, told")
+    labels = [f"{den.loaded.name} (context {den.context})" for den in denoisers]
+    if len(set(labels)) < len(labels):  # candidates that share a name and version: their paths tell them apart
+        labels = [f"{label} {w or 'shipped'}" for label, w in zip(labels, args.weights)]
     for sigma in args.levels:
         methods = {"noisy": lambda x, v: x}
-        for den, w in zip(denoisers, args.weights):
-            label = f"{den.loaded.name} (context {den.context})"
-            if len({f"{d.loaded.name} {d.context}" for d in denoisers}) < len(denoisers):
-                label += f" {w or 'shipped'}"  # candidates that share a name and version
+        for den, label in zip(denoisers, labels):
             methods[label] = model_method(den, sigma)
         if not args.no_bm3d:
             bm3d = import_bm3d()

@@ -4,10 +4,10 @@
                                [--workers 0 4 15] [--seconds 30]
 
 For each ``--workers`` count: the batches of :mod:`models.training.batches` (the run's own,
-made by that many processes) through forward, backward and an Adam step of the configuration's
-network on ``--device``, for ``--seconds`` after 5 warm-up steps; nothing is saved. The first
-batch (the reference pools decoded) is not timed. Prints a table: steps/s, patches/s, and the
-steps that fit in a minute, which is what a time-boxed run's ``--steps`` is set from.
+made by that many processes) through the run's own step (:func:`models.training.train.train_step`)
+of the configuration's network on ``--device``, for ``--seconds`` after 5 warm-up steps (the first
+decodes the reference pools); nothing is saved. Prints a table: steps/s, patches/s, and the steps
+that fit in a minute, which is what a time-boxed run's ``--steps`` is set from.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import torch
 from models.training.batches import Batches
 from models.training.config import load_config
 from models.training.data import PatchStream
-from models.training.train import build_model, objective
+from models.training.train import build_model, train_step
 
 WARM_UP = 5
 
@@ -30,16 +30,10 @@ def rate(config: Path, device: str, workers: int, seconds: float) -> float:
     cfg = load_config(config)
     model = build_model(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    stream = PatchStream(cfg)
-    stream.batch(0)  # decode the reference pools before timing
     done, started = 0, 0.0
-    with Batches(stream, 0, 10**9, workers) as batches:
-        for noisy, clean, level in batches:
-            noisy, clean, level = noisy.to(device), clean.to(device), level.to(device)
-            per_patch = ((model(noisy, level) - clean) ** 2).mean(dim=(1, 2, 3))
-            objective(cfg, per_patch).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+    with Batches(PatchStream(cfg), 0, 10**9, workers) as batches:
+        for batch in batches:
+            train_step(cfg, model, opt, batch, device)
             done += 1
             if done == WARM_UP:
                 if device.startswith("cuda"):

@@ -46,7 +46,7 @@ def _flag(text: str) -> bool:
 def _rule(text: str) -> LevelRule:
     try:
         exponent, max_gain = (float(v) for v in text.split(","))
-        return LevelRule.from_card({"level_rule": {"exponent": exponent, "max_gain": max_gain}})
+        return LevelRule(exponent, max_gain)
     except (ValueError, ConfigError) as exc:
         raise argparse.ArgumentTypeError(f"expected EXPONENT,MAX_GAIN (e.g. 0.5,1.5), got {text!r}: {exc}") from None
 

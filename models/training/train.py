@@ -63,7 +63,7 @@ def machine(device: str, workers: int) -> str:
     """Where training steps run, for the run's record: the device (the GPU's name) and batch workers."""
     dev = torch.device(device)
     name = f"cuda ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else dev.type
-    return f"{name}, {workers} batch workers" if workers else name
+    return f"{name}, {workers} batch worker{'s' if workers > 1 else ''}" if workers else name
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -85,6 +85,17 @@ def objective(cfg: TrainConfig, per_patch_mse: torch.Tensor) -> torch.Tensor:
     if cfg.loss == "log_mse":
         return torch.log(per_patch_mse + LOG_MSE_EPS).mean()
     raise ValueError(f"unknown loss {cfg.loss!r}: use 'mse' or 'log_mse'")
+
+
+def train_step(cfg: TrainConfig, model: DenoisingAutoencoder, opt: torch.optim.Optimizer,
+               batch: tuple[torch.Tensor, ...], device: str) -> torch.Tensor:
+    """One optimizer step on a (noisy, clean, level) batch; returns the per-patch MSE (detached)."""
+    noisy, clean, level = (t.to(device, non_blocking=True) for t in batch)
+    per_patch = ((model(noisy, level) - clean) ** 2).mean(dim=(1, 2, 3))
+    objective(cfg, per_patch).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return per_patch.detach()
 
 
 def build_model(cfg: TrainConfig) -> DenoisingAutoencoder:
@@ -150,15 +161,10 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: in
         stop_at = min(cfg.steps, until_step or cfg.steps)
         with Batches(stream, step, stop_at, workers) as batches:
             for batch in batches:
-                noisy, clean, level = (t.to(device, non_blocking=True) for t in batch)
                 lr = learning_rate(cfg, step)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                per_patch = ((model(noisy, level) - clean) ** 2).mean(dim=(1, 2, 3))
-                objective(cfg, per_patch).backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                loss_acc += per_patch.detach().mean()  # logged as plain MSE whatever the objective
+                loss_acc += train_step(cfg, model, opt, batch, device).mean()  # logged as plain MSE
                 n_acc += 1
                 step += 1
                 bar.update(1)

@@ -52,6 +52,11 @@ class LevelRule:
     exponent: float = WHITENESS_EXPONENT
     max_gain: float = MAX_LEVEL_GAIN
 
+    def __post_init__(self) -> None:
+        if not (self.exponent >= 0 and self.max_gain >= 1):
+            raise ConfigError(f"level_rule needs exponent >= 0 and max_gain >= 1, got exponent {self.exponent!r}, "
+                              f"max_gain {self.max_gain!r}")
+
     @classmethod
     def from_card(cls, card: dict) -> LevelRule:
         """The rule a model card names (``level_rule``), else the default one; ``ConfigError`` for a
@@ -60,12 +65,13 @@ class LevelRule:
         if rule is None:
             return cls()
         try:
-            out = cls(float(rule["exponent"]), float(rule["max_gain"]))
+            exponent, max_gain = float(rule["exponent"]), float(rule["max_gain"])
         except (KeyError, TypeError, ValueError):
             raise ConfigError(f"model card level_rule must hold exponent and max_gain, got {rule!r}") from None
-        if not (out.exponent >= 0 and out.max_gain >= 1):
-            raise ConfigError(f"model card level_rule needs exponent >= 0 and max_gain >= 1, got {rule!r}")
-        return out
+        try:
+            return cls(exponent, max_gain)
+        except ConfigError as exc:
+            raise ConfigError(f"model card {exc}") from None
 
     def gain(self, whiteness: float) -> float:
         return min(self.max_gain, max(1.0, (max(whiteness, 1e-3) / WHITE_ENOUGH) ** -self.exponent))
