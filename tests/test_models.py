@@ -210,6 +210,10 @@ def test_batches_made_by_workers_are_the_batches_of_one_process():
         for a, b in zip(batch, alone.batch(step)):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.equal(made[0][0], made[1][0])  # each step its own batch
+    with Batches(PatchStream(cfg), 5, 6, workers=2) as one:  # the parent's own first batch, no worker's
+        (only,) = list(one)
+    for a, b in zip(only, alone.batch(5)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(ValueError, match="workers must be 0 or more"):
         Batches(alone, 0, 1, workers=-1)
 

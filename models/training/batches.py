@@ -3,8 +3,9 @@
 A batch depends only on (seed, step) (:class:`.data.PatchStream`), so ``workers`` processes making
 steps ``s, s + 1, ...`` side by side give exactly the batches one process would: a run is the same
 run whether it was made with 0 or 16 workers, and resumes the same way. The workers are forked after
-the stream's reference pools are loaded (each slice decoded once, in the parent) and before the
-model touches a GPU; at most ``ahead`` batches per worker are made ahead of training.
+the stream's reference pools are loaded (each slice decoded once, in the parent, while it makes the
+first batch, which it keeps) and before the model touches a GPU; at most ``ahead`` batches per worker
+are made ahead of training.
 """
 from __future__ import annotations
 
@@ -39,9 +40,10 @@ class Batches:
             raise ValueError(f"workers must be 0 or more, got {workers}")
         self.stream, self.first, self.stop, self.workers, self.ahead = stream, first, stop, workers, ahead
         self._pool: multiprocessing.pool.Pool | None = None
+        self._first: tuple[torch.Tensor, ...] | None = None
         if workers and first < stop:
             global _STREAM
-            stream.batch(first)  # load the reference pools once, before the fork shares them
+            self._first = stream.batch(first)  # loads the reference pools once, before the fork shares them
             _STREAM = stream
             self._pool = multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker)
 
@@ -51,11 +53,13 @@ class Batches:
                 yield self.stream.batch(step)
             return
         pending: deque = deque()
-        steps = iter(range(self.first, self.stop))
+        steps = iter(range(self.first + 1, self.stop))
         for step in steps:
             pending.append(self._pool.apply_async(_make, (step,)))
             if len(pending) >= self.workers * self.ahead:
                 break
+        if self._first is not None:
+            yield self._first
         while pending:
             arrays = pending.popleft().get()
             nxt = next(steps, None)
