@@ -207,3 +207,19 @@ def test_the_denoiser_of_a_run_is_built_from_its_settings_and_the_strength_is_pa
     d = Denoiser.from_settings(tiny_model, settings)
     assert d.strength is settings.strength  # the one parsed value, not a second conversion
     assert (d.device.type, d.batch_size, d.amp) == ("cpu", 3, False)
+
+
+def test_the_cpu_denoiser_runs_channels_last_and_gives_the_plain_models_results():
+    from models.store import load_model
+
+    loaded = load_model(None)  # the shipped model
+    plain = type(loaded.model)(**loaded.model.config).eval()
+    plain.load_state_dict(loaded.model.state_dict())
+    images = np.random.default_rng(3).random((3, 48, 40), dtype=np.float32)
+    with torch.inference_mode():
+        expected = plain(torch.from_numpy(images[:, None]), torch.full((3,), 0.03))[:, 0].numpy()
+    d = Denoiser(loaded, "cpu", cpu_batch_size=2)
+    wide = [p for p in d.model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] > 1]
+    assert d.channels_last and wide and all(p.is_contiguous(memory_format=torch.channels_last) for p in wide)
+    assert not wide[0].is_contiguous()  # really another layout, not a no-op
+    np.testing.assert_allclose(d.denoise_unit(images, 0.03), expected, rtol=0, atol=2e-5)

@@ -60,7 +60,12 @@ class Denoiser:
         self.amp_dtype = torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16
         if self.device.type == "cpu":
             keep_freed_memory()  # activations of a 512x512 slice are 32 MiB+: reuse them, no page faults
+        # On the CPU the convolutions run about a third faster on channels-last (NHWC) tensors, with
+        # the same results (to float rounding): oneDNN's direct kernels want the channels innermost.
+        self.channels_last = self.device.type == "cpu"
         self.model = loaded.model.to(self.device).eval()
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.level_rule = LevelRule.from_card(loaded.card)  # how this model is told blotchy noise
         log.info("model %s on %s (batch %d%s); strength %s%s", loaded.name, self.device, self.batch_size,
                  f", autocast {str(self.amp_dtype).removeprefix('torch.')}" if self.amp else "", self.strength,
@@ -121,6 +126,8 @@ class Denoiser:
             if self.device.type == "cuda":
                 chunk = chunk.pin_memory()  # page-locked: the copy below overlaps with queued GPU work
             x = chunk.to(self.device, non_blocking=True)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             level = torch.from_numpy(np.ascontiguousarray(levels[start:start + len(chunk)])).to(self.device)
             with self._autocast():
                 y = self.model(x, level)
