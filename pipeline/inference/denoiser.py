@@ -60,7 +60,7 @@ class Denoiser:
         self.amp_dtype = torch.bfloat16 if self.amp and torch.cuda.is_bf16_supported() else torch.float16
         if self.device.type == "cpu":
             keep_freed_memory()  # activations of a 512x512 slice are 32 MiB+: reuse them, no page faults
-        # On the CPU the convolutions run about a third faster on channels-last (NHWC) tensors, with
+        # On the CPU the model takes about 28 % less time per slice on channels-last (NHWC) tensors, with
         # the same results (to float rounding): oneDNN's direct kernels want the channels innermost.
         self.channels_last = self.device.type == "cpu"
         self.model = loaded.model.to(self.device).eval()
