@@ -37,7 +37,8 @@ class DenoisingAutoencoder(nn.Module):
     slices of its stack on each side (2.5D: channels in stack order, the slice itself in the middle);
     returns that slice denoised, (batch, 1, H, W), not clipped. With ``noise_map`` the network also
     takes the noise level to remove: ``sigma`` (a float or a (batch,) tensor, std as a fraction of the
-    window) becomes a constant extra input channel; a blind network ignores ``sigma``.
+    window) becomes a constant extra input channel, or a (batch, 1, H, W) tensor is that channel pixel
+    by pixel (a noise level that varies across the slice); a blind network ignores ``sigma``.
     """
 
     def __init__(self, width: int = 32, levels: int = 2, convs_per_level: int = 2, noise_map: bool = False,
@@ -78,8 +79,14 @@ class DenoisingAutoencoder(nn.Module):
         if self.noise_map:
             if sigma is None:
                 raise ValueError("this network is conditioned on the noise level: pass sigma")
-            level = torch.as_tensor(sigma, dtype=xp.dtype, device=xp.device).reshape(-1, 1, 1, 1)
-            inp = torch.cat([xp, level.expand(xp.shape[0], 1, *xp.shape[-2:])], dim=1)
+            level = torch.as_tensor(sigma, dtype=xp.dtype, device=xp.device)
+            if level.dim() == 4:  # a map of the slice's own size
+                if level.shape != (x.shape[0], 1, h, w):
+                    raise ValueError(f"a noise-level map must be {(x.shape[0], 1, h, w)}, got {tuple(level.shape)}")
+                level = nn.functional.pad(level, (0, pw, 0, ph), mode="reflect") if (ph or pw) else level
+            else:
+                level = level.reshape(-1, 1, 1, 1).expand(xp.shape[0], 1, *xp.shape[-2:])
+            inp = torch.cat([xp, level], dim=1)
         feats = self.stem(inp)
         skips = [feats]
         for down in self.down:

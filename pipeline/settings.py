@@ -10,6 +10,8 @@ from typing import Any
 from pipeline.dicom.codecs import output_syntax
 from pipeline.dicom.selection import SelectionRules
 from pipeline.errors import ConfigError
+from pipeline.inference.noise_map import DEFAULT_MODE as NOISE_MAP_DEFAULT
+from pipeline.inference.noise_map import check_mode
 from pipeline.inference.strength import DEFAULT_STRENGTH, Strength, parse_strength
 from pipeline.inference.window import Window
 from pipeline.qa.filters import FilterParams
@@ -32,6 +34,9 @@ class Settings:
     device: str = "auto"
     # low, medium, high, full, a percentage or a noise std in HU; parsed here, once (pipeline.inference.strength)
     strength: Strength | str = DEFAULT_STRENGTH
+    # local: a relative strength tells the model the series' level shaped by each slice's own noise map;
+    # series: one level per series (pipeline.inference.noise_map)
+    noise_level_map: str = NOISE_MAP_DEFAULT
     output_transfer_syntax: str = "explicit_le"  # or rle, jpeg_ls_lossless, jpeg2000_lossless
     amp: bool = True
     model_path: Path | None = None  # None: the shipped weights
@@ -56,6 +61,10 @@ class Settings:
         except ValueError as exc:
             raise ConfigError(f"qa noise: {exc}") from None
         object.__setattr__(self, "strength", parse_strength(self.strength))  # validated and parsed once
+        try:
+            object.__setattr__(self, "noise_level_map", check_mode(self.noise_level_map))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         output_syntax(self.output_transfer_syntax)  # known, and an encoder is installed
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")

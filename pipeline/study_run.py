@@ -128,21 +128,28 @@ def study_output_folder(output_dir: Path, study_uid: str) -> Path:
 
 
 def derivation_info(settings: Settings, denoiser: Denoiser) -> DerivedSeriesInfo:
-    """The study's derivation: model, window and strength (the derived UIDs follow from it: another
-    model, window or strength is another derived series). Each series adds its noise estimate to
+    """The study's derivation: model, window, strength and whether the noise level is local (the
+    derived UIDs follow from it: another model, window, strength or noise-level map is another
+    derived series). Each series adds its noise estimate to
     the description (:func:`series_description`); the estimate does not enter the UIDs, so a rerun
     on another machine names its outputs alike."""
     m = denoiser.loaded
+    local = denoiser.local_levels()
     description = (f"{DERIVED_MARKER} {__version__}: denoised by convolutional autoencoder {m.name} "
-                   f"(weights sha256 {m.sha256[:16]}), HU window {settings.window}, strength {denoiser.strength}")
-    fingerprint = f"{m.sha256}|{settings.window.low}|{settings.window.high}|{__version__}|{denoiser.strength.text}"
+                   f"(weights sha256 {m.sha256[:16]}), HU window {settings.window}, strength {denoiser.strength}"
+                   + (", noise level map local" if local else ""))
+    fingerprint = (f"{m.sha256}|{settings.window.low}|{settings.window.high}|{__version__}|{denoiser.strength.text}"
+                   + ("|local" if local else ""))
     return DerivedSeriesInfo(description, fingerprint, settings.series_description_suffix,
                              settings.series_number_offset, str(output_syntax(settings.output_transfer_syntax)))
 
 
-def series_description(info: DerivedSeriesInfo, noise: SeriesNoise, level_hu: float | None) -> DerivedSeriesInfo:
-    """``info`` with the series' own noise estimate and model level in its DerivationDescription."""
+def series_description(info: DerivedSeriesInfo, noise: SeriesNoise, level_hu: float | None,
+                       local: bool = False) -> DerivedSeriesInfo:
+    """``info`` with the series' own noise estimate and model level (``local``: shaped across each
+    slice by its noise map) in its DerivationDescription."""
     told = f", model told {level_hu:.1f} HU" if level_hu is not None else ""
+    told += " shaped by each slice's local noise" if local and told else ""
     return dataclasses.replace(info, description=f"{info.description}; series noise estimated {noise.sigma_hu:.1f} HU "
                                                  f"({noise.confidence} confidence){told}")
 
@@ -199,9 +206,10 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
             ds.StudyInstanceUID = ref.study_uid
     noise = estimate_noise(plan)
     level = denoiser.level_hu(noise)
-    info = series_description(info, noise, level)
+    info = series_description(info, noise, level, denoiser.maps_levels(noise))
     log.info("series %s: %s; strength %s%s", ref.series_uid, noise.describe(), denoiser.strength,
-             f": model told {level:.1f} HU" if level is not None else "")
+             (f": model told {level:.1f} HU" + (" shaped by each slice's local noise" if denoiser.maps_levels(noise)
+                                                else "")) if level is not None else "")
     if noise.confidence == "low":
         log.warning("series %s: the noise estimate is unsure (%s): check the derived series", ref.series_uid,
                     noise.doubt)
@@ -279,7 +287,8 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
         qa_slices=sample, source_images=keys, warnings=plan.warnings,
         noise_estimate=noise.as_dict(), strength={"setting": denoiser.strength.text, "meaning": str(denoiser.strength),
                                                   "model_level_hu": None if level is None else round(level, 2),
-                                                  "share_of_correction": denoiser.strength.blend(denoiser.noise_map)},
+                                                  "share_of_correction": denoiser.strength.blend(denoiser.noise_map),
+                                                  "level_map": "local" if denoiser.maps_levels(noise) else "series"},
         **({"slice_context": {"neighbours_each_side": context, "linked_steps": int(links.sum()),
                               "steps": len(links), "qa": QA_CONTEXT}} if context else {})))
     log.info("series %s: %d slices -> %s", ref.series_uid, n, derived_uid)
@@ -382,6 +391,9 @@ def process_scan(scan_result: ScanResult, output_dir: Path, settings: Settings, 
     if settings.strength != denoiser.strength:
         raise ConfigError(f"strength {settings.strength.text!r} in the settings, but the denoiser runs at "
                           f"{denoiser.strength.text!r}: build it with Denoiser.from_settings")
+    if settings.noise_level_map != denoiser.noise_level_map:
+        raise ConfigError(f"noise_level_map {settings.noise_level_map!r} in the settings, but the denoiser uses "
+                          f"{denoiser.noise_level_map!r}: build it with Denoiser.from_settings")
     trained = denoiser.loaded.card.get("window_hu")
     if trained and list(map(float, trained)) != [settings.window.low, settings.window.high]:
         log.warning("window %s differs from the model's training window %s HU: results may degrade",

@@ -114,7 +114,7 @@ def test_a_relative_strength_tells_the_model_the_series_noise_and_blends_its_sha
     noisy, quiet = (SeriesNoise(s, s, s, 2, {"soft tissue": 2}, 1.0) for s in (40.0, 10.0))
     clipped = (hu + 1000) / 2000
     for text, share in (("full", 1.0), ("medium", 0.5), ("30%", 0.3)):
-        d = Denoiser(loaded, "cpu", cpu_batch_size=2, strength=text)
+        d = Denoiser(loaded, "cpu", cpu_batch_size=2, strength=text, noise_level_map="series")
         told.clear()
         out = d.denoise_hu(hu, w, noisy)
         level = model_level_hu(40.0, 1.0) / 2000

@@ -197,6 +197,22 @@ def test_a_noise_conditioned_network_round_trips_with_its_architecture(tmp_path)
     torch.testing.assert_close(loaded.model(x, 0.05), m.eval()(x, 0.05))
 
 
+def test_a_noise_level_map_is_the_level_pixel_by_pixel():
+    torch.manual_seed(0)
+    m = DenoisingAutoencoder(width=4, levels=2, convs_per_level=1, noise_map=True, blocks=1, context=1).eval()
+    x = torch.rand(2, 3, 37, 50)  # not a multiple of 4: the map is padded as the slices are
+    with torch.no_grad():
+        flat = torch.tensor([0.03, 0.08]).reshape(2, 1, 1, 1).expand(2, 1, 37, 50)
+        torch.testing.assert_close(m(x, flat), m(x, torch.tensor([0.03, 0.08])))
+        varied = flat.clone()
+        varied[:, :, :, 25:] = 0.12
+        out = m(x, varied) - m(x, flat)
+    assert out[..., :18].abs().max() < out[..., 40:].abs().max()  # the change follows the map's half
+    assert out[..., 40:].abs().max() > 1e-4
+    with pytest.raises(ValueError, match=r"noise-level map must be \(2, 1, 37, 50\)"):
+        m(x, torch.zeros(2, 1, 36, 50))
+
+
 def test_batches_made_by_workers_are_the_batches_of_one_process():
     from models.training.batches import Batches
     from models.training.data import PatchStream

@@ -306,13 +306,14 @@ def test_two_series_fourfold_apart_in_noise_get_their_own_estimates_and_levels(t
         qa_est = float(mine[0]["qa_noise_estimate_hu"])  # the QA copies carry 140 HU on top of the scan's own
         assert qa_est == pytest.approx(float(np.hypot(140.0, s.noise.sigma_hu)), rel=0.1)
         (f, *_) = sorted((folder / s.derived_series_uid).glob("*.dcm"))
-        assert f"series noise estimated {s.noise.sigma_hu:.1f} HU (high confidence), model told " \
-               f"{s.model_level_hu:.1f} HU" in pydicom.dcmread(f).DerivationDescription
+        told = (f"series noise estimated {s.noise.sigma_hu:.1f} HU (high confidence), model told "
+                f"{s.model_level_hu:.1f} HU shaped by each slice's local noise")
+        assert told in pydicom.dcmread(f).DerivationDescription
         prov = json.loads((folder / s.derived_series_uid / "provenance.json").read_text())
         assert prov["noise_estimate"]["sigma_hu"] == pytest.approx(s.noise.sigma_hu, abs=0.01)
         assert prov["strength"] == {"setting": "full", "meaning": "full (100 % of the estimated noise)",
                                     "model_level_hu": pytest.approx(s.model_level_hu, abs=0.01),
-                                    "share_of_correction": 1.0}
+                                    "share_of_correction": 1.0, "level_map": "local"}  # white noise: mapped
         assert f"series {s.source_series_uid}: noise {s.noise.sigma_hu:.1f} HU" in caplog.text
     # the same settings on another run name the derived series alike (the estimate is not in the UIDs)
     (again,) = process_scan(scan(tmp_path / "in"), tmp_path / "out2", settings, Denoiser(loaded, "cpu", strength="full"))

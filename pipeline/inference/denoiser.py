@@ -13,6 +13,7 @@ from models.store import LoadedModel
 from pipeline.errors import ConfigError
 from pipeline.inference.malloc import keep_freed_memory
 from pipeline.inference.noise_level import SeriesNoise
+from pipeline.inference.noise_map import DEFAULT_MODE, applies, check_mode, relative_noise_map
 from pipeline.inference.slice_context import context_indices
 from pipeline.inference.strength import DEFAULT_STRENGTH, LevelRule, Strength, parse_strength
 from pipeline.inference.window import Window, hu_to_unit, unit_to_hu
@@ -45,15 +46,22 @@ class Denoiser:
     """Runs a loaded model over stacks of slices in batches of ``batch_size`` (of
     ``cpu_batch_size``, when given, where the device is the CPU), at the denoising ``strength`` of
     :mod:`pipeline.inference.strength` for the derived series (a relative strength needs each series' noise
-    estimate, :mod:`pipeline.inference.noise_level`)."""
+    estimate, :mod:`pipeline.inference.noise_level`). With ``noise_level_map`` ``local`` (the default) a
+    relative strength tells a noise-conditioned model the series' level times each slice's own
+    :func:`~pipeline.inference.noise_map.relative_noise_map`; ``series`` tells it one level per series."""
 
     def __init__(self, loaded: LoadedModel, device: str = "auto", batch_size: int = 8, amp: bool = True,
-                 cpu_batch_size: int | None = None, strength: str | float | Strength = DEFAULT_STRENGTH) -> None:
+                 cpu_batch_size: int | None = None, strength: str | float | Strength = DEFAULT_STRENGTH,
+                 noise_level_map: str = DEFAULT_MODE) -> None:
         for name, value in (("batch_size", batch_size), ("cpu_batch_size", cpu_batch_size)):
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         self.loaded = loaded
         self.strength = parse_strength(strength)
+        try:
+            self.noise_level_map = check_mode(noise_level_map)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self.device = resolve_device(device)
         self.batch_size = cpu_batch_size if cpu_batch_size and self.device.type == "cpu" else batch_size
         self.amp = amp and self.device.type == "cuda"
@@ -76,7 +84,7 @@ class Denoiser:
         """The denoiser of a run: device, batch sizes, mixed precision and strength as ``settings``
         hold them (validated and parsed there)."""
         return cls(loaded, settings.device, settings.batch_size, settings.amp, settings.cpu_batch_size,
-                   settings.strength)
+                   settings.strength, settings.noise_level_map)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp:
@@ -90,6 +98,16 @@ class Denoiser:
             return None
         s = strength or self.strength
         return s.model_hu(noise.sigma_hu if noise else None, noise.whiteness if noise else 1.0, self.level_rule)
+
+    def local_levels(self, strength: Strength | None = None) -> bool:
+        """Whether the model may be told a level map shaped by each slice's noise (a noise-conditioned
+        model, a relative strength and ``noise_level_map`` ``local``), not one level per series."""
+        return self.noise_map and (strength or self.strength).relative and self.noise_level_map == "local"
+
+    def maps_levels(self, noise: SeriesNoise | None, strength: Strength | None = None) -> bool:
+        """Whether a series with the estimate ``noise`` is told a level map: :meth:`local_levels`
+        and noise fine enough for the map (:func:`pipeline.inference.noise_map.applies`)."""
+        return self.local_levels(strength) and noise is not None and applies(noise.whiteness)
 
     @property
     def noise_map(self) -> bool:
@@ -106,8 +124,9 @@ class Denoiser:
                      on_batch: Callable[[int], None] | None = None, links: np.ndarray | None = None,
                      span: tuple[int, int] | None = None) -> np.ndarray:
         """(N, H, W) float32 in [0, 1] -> model output (not clipped) for slices ``span`` (default all),
-        (len(span), H, W). ``sigma``: the noise std to remove (unit scale), one value or one per output
-        slice; required by a noise-conditioned model, ignored by a blind one. A model with slice
+        (len(span), H, W). ``sigma``: the noise std to remove (unit scale), one value, one per output
+        slice or one (H, W) map per output slice; required by a noise-conditioned model, ignored by a
+        blind one. A model with slice
         context gets each slice's neighbours from ``images`` (:mod:`pipeline.inference.slice_context`; ``links``:
         whether consecutive slices are neighbours, default all, so ``images`` outside ``span`` serve
         as neighbours only); a 2-D model ignores ``links``."""
@@ -115,7 +134,13 @@ class Denoiser:
             raise ConfigError(f"model {self.loaded.name} is conditioned on the noise level: give a strength")
         first, last = span or (0, len(images))
         count = last - first
-        levels = np.array(np.broadcast_to(np.asarray(0.0 if sigma is None else sigma, np.float32), (count,)))
+        levels = np.asarray(0.0 if sigma is None else sigma, np.float32)
+        if levels.ndim == 3:  # a map per output slice: the model's (batch, 1, H, W) level channel
+            if levels.shape != (count, *images.shape[1:]):
+                raise ValueError(f"noise-level maps must be {(count, *images.shape[1:])}, got {levels.shape}")
+            levels = levels[:, None]
+        else:
+            levels = np.array(np.broadcast_to(levels, (count,)))
         rows = (context_indices(len(images), self.context,
                                 np.ones(max(len(images) - 1, 0), bool) if links is None else links)[first:last]
                 if self.context else np.arange(first, last)[:, None])
@@ -147,7 +172,10 @@ class Denoiser:
         their HU instead of being clipped to the window's edges; where it lies inside the window, a
         value that noise pushed beyond the edge (lung at -850 HU with 150 HU of noise) is denoised,
         not given its noise back. The weight goes from 1 at that edge to 0 at :data:`EDGE_BAND` inside
-        it. The strength's blend share of that result's change is applied to the original.
+        it. The strength's blend share of that result's change is applied to the original. A relative
+        strength with ``noise_level_map`` ``local`` tells the model the series' level times each
+        slice's :func:`~pipeline.inference.noise_map.relative_noise_map` (of ``hu``, noise and all),
+        unless the series' noise is blotchy (:meth:`maps_levels`).
 
         A model with slice context needs ``links`` (:func:`pipeline.inference.slice_context.neighbour_links` of the
         slices' positions): which consecutive slices of ``hu`` are neighbours; with ``span`` only the
@@ -158,9 +186,13 @@ class Denoiser:
                               "the slices' neighbour links are required")
         s = strength or self.strength
         level = self.level_hu(noise, s)
+        sigma = None if level is None else np.float32(level / window.width)
+        if sigma is not None and self.maps_levels(noise, s):
+            first, last = span or (0, len(hu))
+            sigma = np.stack([relative_noise_map(h) for h in hu[first:last]]) * sigma
         unit = hu_to_unit(hu, window)
         clipped = np.clip(unit, 0.0, 1.0)
-        out = self.denoise_unit(clipped, None if level is None else level / window.width, on_batch, links, span)
+        out = self.denoise_unit(clipped, sigma, on_batch, links, span)
         if span:
             unit = unit[span[0]:span[1]]
         band = np.float32(EDGE_BAND)

@@ -120,7 +120,7 @@ def _plane_basis(n: int) -> np.ndarray:
 _BASIS = _plane_basis(BLOCK_PX)
 
 
-def _blocks(img: np.ndarray) -> np.ndarray:
+def image_blocks(img: np.ndarray) -> np.ndarray:
     """(rows, cols, BLOCK_PX * BLOCK_PX) view of the aligned blocks of ``img``."""
     h, w = (s // BLOCK_PX * BLOCK_PX for s in img.shape)
     b = img[:h, :w].reshape(h // BLOCK_PX, BLOCK_PX, w // BLOCK_PX, BLOCK_PX)
@@ -147,7 +147,7 @@ def _filter(hu: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return cv2.filter2D(np.asarray(hu, np.float32), cv2.CV_32F, kernel, borderType=cv2.BORDER_REFLECT)
 
 
-def _highpass(hu: np.ndarray) -> np.ndarray:
+def highpass(hu: np.ndarray) -> np.ndarray:
     return _filter(hu, _HIGHPASS)
 
 
@@ -156,13 +156,13 @@ def _whiteness(img: np.ndarray, selected: tuple[np.ndarray, np.ndarray], sigma: 
     blocks (see :class:`SliceNoise`)."""
     if sigma <= 0:
         return 1.0
-    return max(float(np.median(_blocks(_filter(img, k)).std(-1)[selected])) for k in _SECOND_DIFFERENCES) / sigma
+    return max(float(np.median(image_blocks(_filter(img, k)).std(-1)[selected])) for k in _SECOND_DIFFERENCES) / sigma
 
 
 def highpass_sigma(hu: np.ndarray, inside: np.ndarray | None = None) -> float:
     """White-noise std from the median absolute 3x3 Laplacian-like response (Immerkaer's kernel),
     over ``inside`` pixels (default: all)."""
-    resp = np.abs(_highpass(hu))
+    resp = np.abs(highpass(hu))
     vals = resp[1:-1, 1:-1][inside[1:-1, 1:-1]] if inside is not None else resp[1:-1, 1:-1].ravel()
     vals = vals[vals > 0] if np.count_nonzero(vals) > vals.size // 2 else vals  # constant padding reads 0
     return float(np.median(vals) / 0.6745) if vals.size else math.nan
@@ -170,7 +170,7 @@ def highpass_sigma(hu: np.ndarray, inside: np.ndarray | None = None) -> float:
 
 def block_noise(hu: np.ndarray) -> np.ndarray:
     """(rows, cols) noise std (HU) of each aligned block of ``hu``, a plane taken away."""
-    return _detrended_std(_blocks(np.asarray(hu, np.float32)))
+    return _detrended_std(image_blocks(np.asarray(hu, np.float32)))
 
 
 def _padding(blocks: np.ndarray) -> np.ndarray:
@@ -187,20 +187,34 @@ def candidates(hu: np.ndarray) -> tuple[str, np.ndarray, np.ndarray]:
     img = np.asarray(hu, np.float32)
     low = cv2.GaussianBlur(img, (0, 0), LOWPASS_PX)
     smooth = cv2.GaussianBlur(img, (0, 0), 2.0)
-    mean = _blocks(img).mean(-1)
-    structure = _blocks(low).std(-1)
+    mean = image_blocks(img).mean(-1)
+    structure = image_blocks(low).std(-1)
     # air within a block around a soft-tissue block: the block lies on the body outline
     near_min = cv2.erode(smooth, np.ones((3 * BLOCK_PX, 3 * BLOCK_PX), np.uint8), borderType=cv2.BORDER_REPLICATE)
-    air_near = _blocks(near_min).min(-1) < AIR_NEAR_HU
-    lowest = _blocks(smooth).min(-1)
+    air_near = image_blocks(near_min).min(-1) < AIR_NEAR_HU
+    lowest = image_blocks(smooth).min(-1)
     classes = {"soft tissue": lambda: (mean >= SOFT_TISSUE_HU[0]) & (mean <= SOFT_TISSUE_HU[1]) & ~air_near,
                "any tissue": lambda: (mean >= ANY_TISSUE_HU[0]) & (mean <= ANY_TISSUE_HU[1]) & (lowest > ANY_TISSUE_HU[0]),
-               "air": lambda: (mean < ANY_TISSUE_HU[0]) & ~_padding(_blocks(img)) & (structure < AIR_FLAT * block_noise(img))}
+               "air": lambda: (mean < ANY_TISSUE_HU[0]) & ~_padding(image_blocks(img)) & (structure < AIR_FLAT * block_noise(img))}
     for method, mask_of in classes.items():
         mask = mask_of()
         if int(mask.sum()) >= MIN_BLOCKS:
             return method, mask, structure
     return "high-pass", np.zeros_like(mean, bool), structure
+
+
+def flat_blocks(img: np.ndarray) -> tuple[str, tuple[np.ndarray, np.ndarray] | None]:
+    """The blocks a slice's noise is measured in: its candidate class (:func:`candidates`) and the
+    (rows, cols) of that class's flattest :data:`FLAT_SHARE` (at least :data:`MIN_BLOCKS`); None
+    when no class has blocks (``high-pass``)."""
+    method, mask, structure = candidates(img)
+    n = int(mask.sum())
+    if not n:
+        return method, None
+    keep = max(MIN_BLOCKS, int(round(n * FLAT_SHARE)))
+    order = np.argsort(structure[mask], kind="stable")[:keep]
+    rows, cols = np.nonzero(mask)
+    return method, (rows[order], cols[order])
 
 
 def slice_noise(hu: np.ndarray) -> SliceNoise:
@@ -209,15 +223,10 @@ def slice_noise(hu: np.ndarray) -> SliceNoise:
     if img.ndim != 2:
         raise ValueError(f"expected one (H, W) slice, got shape {img.shape}")
     if min(img.shape) >= 3 * BLOCK_PX:
-        method, mask, structure = candidates(img)
-        n = int(mask.sum())
-        if n:
-            keep = max(MIN_BLOCKS, int(round(n * FLAT_SHARE)))
-            order = np.argsort(structure[mask], kind="stable")[:keep]
-            rows, cols = np.nonzero(mask)
-            selected = (rows[order], cols[order])
+        method, selected = flat_blocks(img)
+        if selected is not None:
             sigma = float(np.median(block_noise(img)[selected]))
-            return SliceNoise(sigma, method, keep, _whiteness(img, selected, sigma))
+            return SliceNoise(sigma, method, len(selected[0]), _whiteness(img, selected, sigma))
         smooth = cv2.GaussianBlur(img, (0, 0), 2.0)
         inside = (smooth > ANY_TISSUE_HU[0]) & (smooth < ANY_TISSUE_HU[1])
         return SliceNoise(highpass_sigma(img, inside if inside.sum() > img.size // 10 else None), "high-pass", 0)
