@@ -34,8 +34,8 @@ class Settings:
     device: str = "auto"
     # low, medium, high, full, a percentage or a noise std in HU; parsed here, once (pipeline.inference.strength)
     strength: Strength | str = DEFAULT_STRENGTH
-    # local: a relative strength tells the model the series' level shaped by each slice's own noise map;
-    # series: one level per series (pipeline.inference.noise_map)
+    # series: one level per series; local: a relative strength tells the model the series' level shaped
+    # by each slice's own noise map (pipeline.inference.noise_map)
     noise_level_map: str = NOISE_MAP_DEFAULT
     output_transfer_syntax: str = "explicit_le"  # or rle, jpeg_ls_lossless, jpeg2000_lossless
     amp: bool = True

@@ -58,7 +58,7 @@ def test_a_relative_strength_tells_the_series_level_shaped_by_each_slice():
     noise = SeriesNoise(25.0, 20.0, 30.0, 2, {"soft tissue": 2}, 1.0)
     w = Window(-1000, 1000)
     level = model_level_hu(25.0, 1.0) / w.width
-    Denoiser(loaded, "cpu", cpu_batch_size=2, strength="full").denoise_hu(hu, w, noise)
+    Denoiser(loaded, "cpu", cpu_batch_size=2, strength="full", noise_level_map="local").denoise_hu(hu, w, noise)
     (sigma,) = told
     assert sigma.shape == (2, 1, 512, 512)
     np.testing.assert_allclose(sigma[:, 0], np.stack([relative_noise_map(h) for h in hu]) * level, rtol=1e-5)
@@ -68,12 +68,12 @@ def test_a_relative_strength_tells_the_series_level_shaped_by_each_slice():
     np.testing.assert_allclose(told[0], [level, level], rtol=1e-6)
     told.clear()  # blotchy noise (a smooth kernel): the high-pass would map the anatomy, one level
     blotchy = SeriesNoise(25.0, 20.0, 30.0, 2, {"soft tissue": 2}, 0.5)
-    d = Denoiser(loaded, "cpu", cpu_batch_size=2, strength="full")
+    d = Denoiser(loaded, "cpu", cpu_batch_size=2, strength="full", noise_level_map="local")
     d.denoise_hu(hu, w, blotchy)
     np.testing.assert_allclose(told[0], [model_level_hu(25.0, 0.5)] * 2 / np.float32(w.width), rtol=1e-6)
     assert d.maps_levels(noise) and not d.maps_levels(blotchy) and d.local_levels()
     told.clear()  # an absolute strength is the level the user asked for, everywhere
-    Denoiser(loaded, "cpu", cpu_batch_size=2, strength="30").denoise_hu(hu, w, noise)
+    Denoiser(loaded, "cpu", cpu_batch_size=2, strength="30", noise_level_map="local").denoise_hu(hu, w, noise)
     np.testing.assert_allclose(told[0], [0.015, 0.015], rtol=1e-6)
 
 
@@ -81,7 +81,8 @@ def test_a_span_gets_the_maps_of_its_own_slices():
     loaded, told = _recording()
     hu = np.stack([_two_halves(128, seed=s) for s in range(4)])
     noise = SeriesNoise(25.0, 20.0, 30.0, 4, {"soft tissue": 4}, 1.0)
-    Denoiser(loaded, "cpu", cpu_batch_size=4, strength="full").denoise_hu(hu, Window(-1000, 1000), noise, span=(1, 3))
+    Denoiser(loaded, "cpu", cpu_batch_size=4, strength="full", noise_level_map="local").denoise_hu(
+        hu, Window(-1000, 1000), noise, span=(1, 3))
     expected = np.stack([relative_noise_map(h) for h in hu[1:3]]) * model_level_hu(25.0, 1.0) / 2000
     np.testing.assert_allclose(told[0][:, 0], expected, rtol=1e-5)
 
@@ -92,14 +93,14 @@ def test_the_map_setting_is_validated_in_one_line(tiny_model):
     with pytest.raises(ConfigError, match="noise_level_map must be one of local, series"):
         Denoiser(tiny_model, "cpu", noise_level_map="")
     assert Settings(noise_level_map=" Series ").noise_level_map == "series"
-    assert Settings().noise_level_map == "local"
+    assert Settings().noise_level_map == "series" and Denoiser(tiny_model, "cpu").noise_level_map == "series"
 
 
 def test_the_map_setting_enters_the_derived_uids_and_must_match_the_denoiser(tiny_conditioned_model, tmp_path):
     from pipeline.dicom.discovery import scan
     from pipeline.study_run import derivation_info, process_scan
 
-    local, series = Settings(progress=False), Settings(progress=False, noise_level_map="series")
+    local, series = Settings(progress=False, noise_level_map="local"), Settings(progress=False)
     info_local = derivation_info(local, Denoiser.from_settings(tiny_conditioned_model, local))
     info_series = derivation_info(series, Denoiser.from_settings(tiny_conditioned_model, series))
     assert info_local.fingerprint != info_series.fingerprint  # another map setting: another derived series

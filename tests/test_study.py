@@ -286,10 +286,10 @@ def test_two_series_fourfold_apart_in_noise_get_their_own_estimates_and_levels(t
         rng = np.random.default_rng(int(std))
         vol = np.stack([body + rng.normal(0, std, body.shape) for _ in range(3)]).clip(0, 4000).astype(np.uint16)
         series_writer(tmp_path / "in" / name, vol, series=name)
-    settings = Settings(progress=False, qa_every=1, qa_panels=0, strength="full")
+    settings = Settings(progress=False, qa_every=1, qa_panels=0, strength="full", noise_level_map="local")
     loaded = tiny_conditioned_model
     (outcome,) = process_scan(scan(tmp_path / "in"), tmp_path / "out", settings,
-                              Denoiser(loaded, "cpu", strength="full"))
+                              Denoiser.from_settings(loaded, settings))
     by_noise = sorted(outcome.series, key=lambda s: s.noise.sigma_hu)
     quiet, noisy = by_noise
     assert quiet.noise.sigma_hu == pytest.approx(10.0, rel=0.1) and noisy.noise.sigma_hu == pytest.approx(40.0, rel=0.1)
@@ -316,5 +316,5 @@ def test_two_series_fourfold_apart_in_noise_get_their_own_estimates_and_levels(t
                                     "share_of_correction": 1.0, "level_map": "local"}  # white noise: mapped
         assert f"series {s.source_series_uid}: noise {s.noise.sigma_hu:.1f} HU" in caplog.text
     # the same settings on another run name the derived series alike (the estimate is not in the UIDs)
-    (again,) = process_scan(scan(tmp_path / "in"), tmp_path / "out2", settings, Denoiser(loaded, "cpu", strength="full"))
+    (again,) = process_scan(scan(tmp_path / "in"), tmp_path / "out2", settings, Denoiser.from_settings(loaded, settings))
     assert sorted(s.derived_series_uid for s in again.series) == sorted(s.derived_series_uid for s in outcome.series)

@@ -46,7 +46,7 @@ class Denoiser:
     """Runs a loaded model over stacks of slices in batches of ``batch_size`` (of
     ``cpu_batch_size``, when given, where the device is the CPU), at the denoising ``strength`` of
     :mod:`pipeline.inference.strength` for the derived series (a relative strength needs each series' noise
-    estimate, :mod:`pipeline.inference.noise_level`). With ``noise_level_map`` ``local`` (the default) a
+    estimate, :mod:`pipeline.inference.noise_level`). With ``noise_level_map`` ``local`` (not the default) a
     relative strength tells a noise-conditioned model the series' level times each slice's own
     :func:`~pipeline.inference.noise_map.relative_noise_map`; ``series`` tells it one level per series."""
 
