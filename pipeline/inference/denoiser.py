@@ -81,8 +81,8 @@ class Denoiser:
 
     @classmethod
     def from_settings(cls, loaded: LoadedModel, settings: Settings) -> Denoiser:
-        """The denoiser of a run: device, batch sizes, mixed precision and strength as ``settings``
-        hold them (validated and parsed there)."""
+        """The denoiser of a run: device, batch sizes, mixed precision, strength and noise-level map as
+        ``settings`` hold them (validated and parsed there)."""
         return cls(loaded, settings.device, settings.batch_size, settings.amp, settings.cpu_batch_size,
                    settings.strength, settings.noise_level_map)
 
