@@ -31,6 +31,7 @@ import torch
 from bench.quality import W, noisy_copy, realct_slices
 from models.store import load_model
 from models.training import realct
+from models.training.train import told_model
 from pipeline.inference.noise_level import estimate_series
 from pipeline.inference.noise_map import relative_noise_map
 from pipeline.inference.window import unit_to_hu
@@ -40,13 +41,14 @@ GAINS = (0.75, 1.0, 1.25, 1.5)
 TRUE_MAP_PX = 8.0
 
 
-def told_model(model: torch.nn.Module):
-    """(H, W) noisy unit-scale slice, level (a number or an (H, W) map, unit scale) -> output in [0, 1]."""
+def told(model: torch.nn.Module):
+    """(H, W) noisy unit-scale slice (a lone slice: its own neighbours), level (a number or an (H, W)
+    map, unit scale) -> output in [0, 1], through the training's yardstick method (told_model)."""
     def run(noisy: np.ndarray, level: float | np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.clip(noisy, 0, 1).astype(np.float32))[None, None].repeat(1, model.slices, 1, 1)
-        sigma = torch.from_numpy(level.astype(np.float32))[None, None] if isinstance(level, np.ndarray) else level
+        sigma = level[None, None] if isinstance(level, np.ndarray) else level
         with torch.inference_mode():
-            return np.clip(model(x, sigma)[0, 0].numpy(), 0, 1)
+            out = told_model(model, sigma)(np.repeat(np.asarray(noisy, np.float32)[None], model.slices, axis=0))
+        return np.clip(out, 0, 1)
     return run
 
 
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     loaded = load_model(args.weights)
     if not loaded.model.noise_map:
         raise SystemExit(f"model {loaded.name} is blind: it takes no noise level")
-    run = told_model(loaded.model.eval())
+    run = told(loaded.model.eval())
     slices = realct_slices(args.part, args.realct_dir)
     print(f"# model {loaded.name}; {args.part} part, {len(slices)} slices; window [{W.low:g}, {W.high:g}] HU; "
           "mean PSNR dB")

@@ -61,10 +61,7 @@ class Settings:
         except ValueError as exc:
             raise ConfigError(f"qa noise: {exc}") from None
         object.__setattr__(self, "strength", parse_strength(self.strength))  # validated and parsed once
-        try:
-            object.__setattr__(self, "noise_level_map", check_mode(self.noise_level_map))
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        object.__setattr__(self, "noise_level_map", check_mode(self.noise_level_map))
         output_syntax(self.output_transfer_syntax)  # known, and an encoder is installed
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")

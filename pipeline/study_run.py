@@ -206,10 +206,11 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
             ds.StudyInstanceUID = ref.study_uid
     noise = estimate_noise(plan)
     level = denoiser.level_hu(noise)
-    info = series_description(info, noise, level, denoiser.maps_levels(noise))
-    log.info("series %s: %s; strength %s%s", ref.series_uid, noise.describe(), denoiser.strength,
-             (f": model told {level:.1f} HU" + (" shaped by each slice's local noise" if denoiser.maps_levels(noise)
-                                                else "")) if level is not None else "")
+    mapped = denoiser.maps_levels(noise)  # told a level map shaped by each slice's noise, not one level
+    info = series_description(info, noise, level, mapped)
+    log.info("series %s: %s; strength %s%s%s", ref.series_uid, noise.describe(), denoiser.strength,
+             f": model told {level:.1f} HU" if level is not None else "",
+             " shaped by each slice's local noise" if mapped else "")
     if noise.confidence == "low":
         log.warning("series %s: the noise estimate is unsure (%s): check the derived series", ref.series_uid,
                     noise.doubt)
@@ -288,7 +289,7 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
         noise_estimate=noise.as_dict(), strength={"setting": denoiser.strength.text, "meaning": str(denoiser.strength),
                                                   "model_level_hu": None if level is None else round(level, 2),
                                                   "share_of_correction": denoiser.strength.blend(denoiser.noise_map),
-                                                  "level_map": "local" if denoiser.maps_levels(noise) else "series"},
+                                                  "level_map": "local" if mapped else "series"},
         **({"slice_context": {"neighbours_each_side": context, "linked_steps": int(links.sum()),
                               "steps": len(links), "qa": QA_CONTEXT}} if context else {})))
     log.info("series %s: %d slices -> %s", ref.series_uid, n, derived_uid)

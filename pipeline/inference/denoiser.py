@@ -58,10 +58,7 @@ class Denoiser:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         self.loaded = loaded
         self.strength = parse_strength(strength)
-        try:
-            self.noise_level_map = check_mode(noise_level_map)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        self.noise_level_map = check_mode(noise_level_map)
         self.device = resolve_device(device)
         self.batch_size = cpu_batch_size if cpu_batch_size and self.device.type == "cpu" else batch_size
         self.amp = amp and self.device.type == "cuda"

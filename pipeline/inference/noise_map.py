@@ -27,6 +27,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from pipeline.errors import ConfigError
 from pipeline.inference.noise_level import BLOCK_PX, flat_blocks, highpass, image_blocks
 
 MODES = ("local", "series")
@@ -68,8 +69,8 @@ def relative_noise_map(hu: np.ndarray, smooth_blocks: float = SMOOTH_BLOCKS) -> 
 
 
 def check_mode(mode: str) -> str:
-    """``mode`` normalized, or ValueError naming the choices."""
+    """``mode`` normalized, or ConfigError in one line naming the choices."""
     key = str(mode).strip().lower()
     if key not in MODES:
-        raise ValueError(f"noise_level_map must be one of {', '.join(MODES)}, got {mode!r}")
+        raise ConfigError(f"noise_level_map must be one of {', '.join(MODES)}, got {mode!r}")
     return key
