@@ -2,6 +2,7 @@
 slice and BM4D on the volume, on the real contiguous volumes (models/training/volumes.py).
 
     python -m bench.context [--part validation] [--levels 0.02 0.05] [--weights W ...] [--series N] [--no-bm4d]
+                            [--thick K]
 
 Each volume of the part (24 contiguous slices, 3.27 mm) gets Gaussian noise of each level added in
 HU to every slice (seeded from the series and slice, not clipped); every method gets that same
@@ -9,12 +10,18 @@ noisy volume and is told the noise std; outputs and references are clipped to th
 [-1000, 1000] HU and scored slice by slice (PSNR, data range 1; pipeline/qa/yardstick.py), the mean
 over all slices. A model is run as the derived series runs it when told the std (absolute strength,
 whole correction): a 2-D model slice by slice, a context model with each slice's neighbours
-(replicated past the volume's ends). Prints one table per level; CPU seconds per slice beside each
-method.
+(replicated past the volume's ends), and once more without neighbours (each slice its own, as the
+pipeline runs a slice whose step breaks): what the neighbours are worth to it. Prints one table per
+level; CPU seconds per slice beside each method.
+
+``--thick K`` (K > 1): thick-slice volumes: every run of K contiguous slices is averaged into one
+slice (K x 3.27 mm thick at K x 3.27 mm steps, as a thick reconstruction of the same scan; its
+own noise falls by sqrt(K)), the noise added to those, so the neighbours lie K times farther apart.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -41,11 +48,26 @@ def noisy_volume(vol: volumes.Volume, sigma: float) -> np.ndarray:
                      .standard_normal(u.shape, dtype=np.float32) for k, u in enumerate(unit)])
 
 
-def model_method(denoiser: Denoiser, sigma: float):
+def thick_volume(vol: volumes.Volume, k: int) -> volumes.Volume:
+    """Every run of ``k`` contiguous slices averaged into one (a trailing incomplete run is dropped),
+    at the mean position of its slices."""
+    n = len(vol.hu) // k * k
+    if n == 0:
+        raise ValueError(f"{vol.series}: {len(vol.hu)} slices, fewer than {k}")
+    hu = vol.hu[:n].reshape(n // k, k, *vol.hu.shape[1:]).mean(axis=1, dtype=np.float64).astype(np.float32)
+    return dataclasses.replace(vol, hu=hu, z_mm=np.asarray(vol.z_mm[:n], np.float64).reshape(n // k, k).mean(axis=1))
+
+
+def model_method(denoiser: Denoiser, sigma: float, neighbours: bool = True):
+    """The model told ``sigma``; a context model with its neighbours, or (``neighbours`` False) each
+    slice its own neighbours."""
     told = Strength(f"{sigma * W.width:g}", hu=sigma * W.width)
 
     def run(noisy: np.ndarray, vol: volumes.Volume) -> np.ndarray:
-        links = neighbour_links(vol.z_mm, len(vol.z_mm)) if denoiser.context else None
+        links = None
+        if denoiser.context:
+            n = len(vol.z_mm)
+            links = neighbour_links(vol.z_mm, n) if neighbours else np.zeros(max(n - 1, 0), bool)
         return hu_to_unit(denoiser.denoise_hu(noisy * W.width + W.low, W, strength=told, links=links), W)
     return run
 
@@ -59,11 +81,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--series", type=int, default=0, help="only the part's first N series (0: all)")
     ap.add_argument("--no-bm3d", action="store_true")
     ap.add_argument("--no-bm4d", action="store_true")
+    ap.add_argument("--thick", type=int, default=1, help="average every K contiguous slices into one")
     args = ap.parse_args(argv)
     vols = volumes.load_part(args.part, args.volumes_dir)[:args.series or None]
+    if args.thick > 1:
+        vols = [thick_volume(v, args.thick) for v in vols]
     denoisers = [Denoiser(load_model(w), "cpu", cpu_batch_size=1) for w in args.weights]
     slices = sum(len(v.hu) for v in vols)
-    print(f"# {args.part} volumes: {len(vols)} series, {slices} slices; window {W}; Gaussian noise per slice, told")
+    steps = np.median(np.concatenate([np.abs(np.diff(v.z_mm)) for v in vols]))
+    print(f"# {args.part} volumes: {len(vols)} series, {slices} slices at {steps:.2f} mm steps"
+          f"{f' (each {args.thick} slices averaged)' if args.thick > 1 else ''}; window {W}; Gaussian noise "
+          "per slice, told")
     labels = [f"{den.loaded.name} (context {den.context})" for den in denoisers]
     if len(set(labels)) < len(labels):  # candidates that share a name and version: their paths tell them apart
         labels = [f"{label} {w or 'shipped'}" for label, w in zip(labels, args.weights)]
@@ -71,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
         methods = {"noisy": lambda x, v: x}
         for den, label in zip(denoisers, labels):
             methods[label] = model_method(den, sigma)
+            if den.context:
+                methods[f"{label}, no neighbours"] = model_method(den, sigma, neighbours=False)
         if not args.no_bm3d:
             bm3d = import_bm3d()
             methods["BM3D per slice"] = lambda x, v: np.stack([bm3d.bm3d(s, sigma_psd=sigma) for s in x])

@@ -139,3 +139,24 @@ def test_a_streamed_series_gives_each_slice_its_real_neighbours_and_reads_each_c
     np.testing.assert_array_equal(out, np.stack(stack_to_stored(whole, ref.hu, ref.datasets)))
     prov = json.loads((folder / "provenance.json").read_text())
     assert prov["slice_context"] == {"neighbours_each_side": context, "linked_steps": 9, "steps": 10, "qa": QA_CONTEXT}
+
+
+def test_the_context_bench_averages_thick_slices_and_runs_a_model_without_its_neighbours(tmp_path):
+    from bench.context import model_method, thick_volume
+    from models.training.volumes import Volume
+
+    rng = np.random.default_rng(0)
+    vol = Volume("v", rng.normal(0, 100, (7, 16, 16)).astype(np.float32), np.arange(7) * 3.27, 1.0, "t")
+    thick = thick_volume(vol, 2)
+    assert thick.hu.shape == (3, 16, 16)  # the seventh slice, a run of one, is dropped
+    np.testing.assert_allclose(thick.hu[1], (vol.hu[2] + vol.hu[3]) / 2, atol=1e-4)
+    np.testing.assert_allclose(thick.z_mm, [1.635, 8.175, 14.715])
+    with pytest.raises(ValueError, match="v: 7 slices, fewer than 8"):
+        thick_volume(vol, 8)
+    den = Denoiser(_context_model(tmp_path, context=1), "cpu")
+    noisy = (vol.hu[:3] + 1000) / 2000
+    alone = model_method(den, 0.05, neighbours=False)(noisy, thick)
+    for k in range(3):  # without neighbours each slice is denoised as a one-slice series
+        one = Volume("v", thick.hu[k:k + 1], thick.z_mm[k:k + 1], 1.0, "t")
+        np.testing.assert_allclose(alone[k], model_method(den, 0.05)(noisy[k:k + 1], one)[0], atol=1e-5)
+    assert np.abs(model_method(den, 0.05)(noisy, thick)[1] - alone[1]).max() > 1e-3  # the neighbours count
