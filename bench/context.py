@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import time
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from bench.quality import import_bm3d
 from models.store import load_model
 from models.training import volumes
 from pipeline.inference.denoiser import Denoiser
-from pipeline.inference.slice_context import neighbour_links
+from pipeline.inference.slice_context import MAX_STEP_MM, neighbour_links
 from pipeline.inference.strength import Strength
 from pipeline.inference.window import Window, hu_to_unit
 from pipeline.qa.noise import seed_from_uid
@@ -59,15 +60,15 @@ def thick_volume(vol: volumes.Volume, k: int) -> volumes.Volume:
 
 
 def model_method(denoiser: Denoiser, sigma: float, neighbours: bool = True):
-    """The model told ``sigma``; a context model with its neighbours, or (``neighbours`` False) each
-    slice its own neighbours."""
+    """The model told ``sigma``; a context model with its neighbours at any step (the pipeline gives
+    none beyond :data:`MAX_STEP_MM`), or (``neighbours`` False) each slice its own neighbours."""
     told = Strength(f"{sigma * W.width:g}", hu=sigma * W.width)
 
     def run(noisy: np.ndarray, vol: volumes.Volume) -> np.ndarray:
         links = None
         if denoiser.context:
             n = len(vol.z_mm)
-            links = neighbour_links(vol.z_mm, n) if neighbours else np.zeros(max(n - 1, 0), bool)
+            links = neighbour_links(vol.z_mm, n, max_step_mm=math.inf) if neighbours else np.zeros(max(n - 1, 0), bool)
         return hu_to_unit(denoiser.denoise_hu(noisy * W.width + W.low, W, strength=told, links=links), W)
     return run
 
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     steps = np.median(np.concatenate([np.abs(np.diff(v.z_mm)) for v in vols]))
     print(f"# {args.part} volumes: {len(vols)} series, {slices} slices at {steps:.2f} mm steps"
           f"{f' (each {args.thick} slices averaged)' if args.thick > 1 else ''}; window {W}; Gaussian noise "
-          "per slice, told")
+          f"per slice, told; the pipeline gives a context model neighbours up to {MAX_STEP_MM:g} mm steps")
     labels = [f"{den.loaded.name} (context {den.context})" for den in denoisers]
     if len(set(labels)) < len(labels):  # candidates that share a name and version: their paths tell them apart
         labels = [f"{label} {w or 'shipped'}" for label, w in zip(labels, args.weights)]

@@ -53,7 +53,7 @@ from pipeline.dicom.writer import (
 from pipeline.errors import ConfigError, InputError, describe
 from pipeline.inference.denoiser import Denoiser
 from pipeline.inference.noise_level import SeriesNoise, estimate_series, sample_positions
-from pipeline.inference.slice_context import neighbour_links
+from pipeline.inference.slice_context import MAX_STEP_MM, neighbour_links, typical_step_mm
 from pipeline.inference.strength import parse_strength
 from pipeline.inference.window import Window, hu_to_unit, unit_to_hu
 from pipeline.provenance import provenance, read_provenance
@@ -226,8 +226,11 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
     context = denoiser.context
     links = neighbour_links(plan.positions_mm, len(plan)) if context else None
     if context:
-        log.info("series %s: slice context %d on each side; %d of %d steps between slices are neighbours",
-                 ref.series_uid, context, int(links.sum()), len(links))
+        step_mm = typical_step_mm(plan.positions_mm, len(plan))
+        far = step_mm is not None and step_mm > MAX_STEP_MM
+        log.info("series %s: slice context %d on each side; %d of %d steps between slices are neighbours%s",
+                 ref.series_uid, context, int(links.sum()), len(links),
+                 f" (slices {step_mm:g} mm apart, more than {MAX_STEP_MM:g} mm: each slice alone)" if far else "")
     n, step = len(plan), max(settings.chunk_slices, context)  # a chunk at least as deep as the context
     bounds = [(a, min(a + step, n)) for a in range(0, n, step)]
     sample = qa_sample(n, settings.qa_every)
@@ -291,7 +294,8 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
                                                   "share_of_correction": denoiser.strength.blend(denoiser.noise_map),
                                                   "level_map": "local" if mapped else "series"},
         **({"slice_context": {"neighbours_each_side": context, "linked_steps": int(links.sum()),
-                              "steps": len(links), "qa": QA_CONTEXT}} if context else {})))
+                              "steps": len(links), "step_mm": step_mm, "max_step_mm": MAX_STEP_MM,
+                              "qa": QA_CONTEXT}} if context else {})))
     log.info("series %s: %d slices -> %s", ref.series_uid, n, derived_uid)
     scan = summarize(list(measured.values())) if measured else None
     qa_noise = float(np.median(qa_estimates)) if qa_estimates else None

@@ -1,5 +1,7 @@
 """Slice context (pipeline/inference/slice_context.py, the 2.5-D network and the Denoiser's stacks): which neighbours
 each slice gets, the explicit fallbacks at ends and breaks, and chunks that denoise as the whole."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from models.autoencoder import DenoisingAutoencoder, grow_state
 from models.store import load_model, save_model
 from pipeline.errors import ConfigError
 from pipeline.inference.denoiser import Denoiser
-from pipeline.inference.slice_context import context_indices, neighbour_links
+from pipeline.inference.slice_context import MAX_STEP_MM, context_indices, neighbour_links
 from pipeline.inference.window import Window
 
 
@@ -20,6 +22,9 @@ def test_links_follow_the_regular_step_and_break_at_gaps_uneven_steps_and_repeat
     assert neighbour_links([0, 1, 1.5, 2.5], 4).tolist() == [True, False, True]  # an uneven step
     assert neighbour_links(None, 3).tolist() == [False, False]  # unknown geometry: no neighbours
     assert neighbour_links([7.0], 1).tolist() == []
+    assert neighbour_links([0, 4.5, 9.0], 3).tolist() == [True, True]  # up to the maximum step
+    assert neighbour_links([0, 5, 10, 15], 4).tolist() == [False, False, False]  # thick slices: none
+    assert neighbour_links([0, 5, 10], 3, max_step_mm=math.inf).tolist() == [True, True]
     with pytest.raises(ValueError, match="expected 3 slice positions"):
         neighbour_links([0, 1], 3)
 
@@ -138,7 +143,44 @@ def test_a_streamed_series_gives_each_slice_its_real_neighbours_and_reads_each_c
     whole = den.denoise_hu(ref.hu, settings.window, links=links)
     np.testing.assert_array_equal(out, np.stack(stack_to_stored(whole, ref.hu, ref.datasets)))
     prov = json.loads((folder / "provenance.json").read_text())
-    assert prov["slice_context"] == {"neighbours_each_side": context, "linked_steps": 9, "steps": 10, "qa": QA_CONTEXT}
+    assert prov["slice_context"] == {"neighbours_each_side": context, "linked_steps": 9, "steps": 10, "step_mm": 2.0,
+                                     "max_step_mm": MAX_STEP_MM, "qa": QA_CONTEXT}
+
+
+def test_slices_farther_apart_than_the_maximum_step_are_denoised_alone(tmp_path, series_writer, caplog):
+    """Thick slices (5 mm steps, more than MAX_STEP_MM): no slice gets neighbours; the derived series
+    is each slice denoised as a one-slice series, and the log and provenance say why."""
+    import json
+    import logging
+
+    import pydicom
+
+    from pipeline.dicom.discovery import scan
+    from pipeline.dicom.reader import load_series
+    from pipeline.dicom.writer import stack_to_stored
+    from pipeline.settings import Settings
+    from pipeline.study_run import process_scan
+
+    den = Denoiser(_context_model(tmp_path, context=1, noise_map=False), "cpu", batch_size=3)  # blind: no estimate
+    volume = np.random.default_rng(6).integers(900, 1200, (4, 24, 24)).astype(np.uint16)
+    series_writer(tmp_path / "in" / "a", volume, dz=5.0)
+    settings = Settings(progress=False, qa_every=4)
+    with caplog.at_level(logging.INFO, logger="pipeline.study_run"):
+        (outcome,) = process_scan(scan(tmp_path / "in"), tmp_path / "out", settings, den)
+    (series,) = outcome.series
+    folder = outcome.folder / series.derived_series_uid
+    out = np.stack([ds.pixel_array for ds in sorted((pydicom.dcmread(f) for f in folder.glob("*.dcm")),
+                                                    key=lambda d: float(d.ImagePositionPatient[2]))])
+    ref = load_series(next(iter(scan(tmp_path / "in").studies.values())).series.popitem()[1])
+    alone = np.concatenate([den.denoise_hu(ref.hu[k:k + 1], settings.window, links=np.zeros(0, bool))
+                            for k in range(4)])
+    np.testing.assert_array_equal(out, np.stack(stack_to_stored(alone, ref.hu, ref.datasets)))
+    linked = den.denoise_hu(ref.hu, settings.window, links=np.ones(3, bool))
+    assert not np.array_equal(np.stack(stack_to_stored(linked, ref.hu, ref.datasets)), out)  # neighbours would count
+    prov = json.loads((folder / "provenance.json").read_text())["slice_context"]
+    assert (prov["linked_steps"], prov["steps"], prov["step_mm"], prov["max_step_mm"]) == (0, 3, 5.0, MAX_STEP_MM)
+    assert "0 of 3 steps between slices are neighbours (slices 5 mm apart, more than 4.5 mm: each slice alone)" \
+        in caplog.text
 
 
 def test_the_context_bench_averages_thick_slices_and_runs_a_model_without_its_neighbours(tmp_path):
