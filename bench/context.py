@@ -14,6 +14,9 @@ whole correction): a 2-D model slice by slice, a context model with each slice's
 pipeline runs a slice whose step breaks): what the neighbours are worth to it. Prints one table per
 level; CPU seconds per slice beside each method.
 
+``--realct GROUP``: the contiguous slices of one source of the real CT set instead (``dcmqi``, in
+the validation part: three 1.25 mm slices at 1 mm steps from another scanner).
+
 ``--thick K`` (K > 1): thick-slice volumes: every run of K contiguous slices is averaged into one
 slice (K x 3.27 mm thick at K x 3.27 mm steps, as a thick reconstruction of the same scan; its
 own noise falls by sqrt(K)), the noise added to those, so the neighbours lie K times farther apart.
@@ -30,7 +33,9 @@ import numpy as np
 
 from bench.quality import import_bm3d
 from models.store import load_model
-from models.training import volumes
+from models.training import realct, volumes
+from pipeline.dicom.discovery import scan
+from pipeline.dicom.reader import plan_series
 from pipeline.inference.denoiser import Denoiser
 from pipeline.inference.slice_context import MAX_STEP_MM, neighbour_links
 from pipeline.inference.strength import Strength
@@ -39,6 +44,7 @@ from pipeline.qa.noise import seed_from_uid
 from pipeline.qa.yardstick import score_methods
 
 W = Window()
+BM4D_MIN_SLICES = 4  # bm4d refuses a volume shallower than its blocks
 
 
 def noisy_volume(vol: volumes.Volume, sigma: float) -> np.ndarray:
@@ -57,6 +63,22 @@ def thick_volume(vol: volumes.Volume, k: int) -> volumes.Volume:
         raise ValueError(f"{vol.series}: {len(vol.hu)} slices, fewer than {k}")
     hu = vol.hu[:n].reshape(n // k, k, *vol.hu.shape[1:]).mean(axis=1, dtype=np.float64).astype(np.float32)
     return dataclasses.replace(vol, hu=hu, z_mm=np.asarray(vol.z_mm[:n], np.float64).reshape(n // k, k).mean(axis=1))
+
+
+def realct_volumes(group: str, folder: str = realct.DEFAULT_DIR) -> list[volumes.Volume]:
+    """The series of the real CT set's ``group`` (a source folder, e.g. ``dcmqi``) that hold several
+    slices, as volumes: read and ordered by the pipeline's own reader (read-only)."""
+    out = []
+    for study in scan(realct.resolve(folder) / group).studies.values():
+        for ref in study.series.values():
+            plan = plan_series(ref)
+            if len(plan) > 1 and plan.positions_mm is not None:
+                hu = plan.read(0, len(plan))
+                out.append(volumes.Volume(f"{group}/{plan.series_uid}", hu, np.asarray(plan.positions_mm),
+                                          float(plan.datasets[0].PixelSpacing[0]), ""))
+    if not out:
+        raise ValueError(f"{group}: no series of several slices with positions")
+    return out
 
 
 def model_method(denoiser: Denoiser, sigma: float, neighbours: bool = True):
@@ -83,8 +105,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-bm3d", action="store_true")
     ap.add_argument("--no-bm4d", action="store_true")
     ap.add_argument("--thick", type=int, default=1, help="average every K contiguous slices into one")
+    ap.add_argument("--realct", metavar="GROUP", default=None,
+                    help="instead of the volumes, the contiguous slices of this source of the real CT set")
+    ap.add_argument("--realct-dir", default=realct.DEFAULT_DIR)
     args = ap.parse_args(argv)
-    vols = volumes.load_part(args.part, args.volumes_dir)[:args.series or None]
+    if args.realct:
+        vols = realct_volumes(args.realct, args.realct_dir)
+        args.part = f"real CT set's {args.realct}"
+    else:
+        vols = volumes.load_part(args.part, args.volumes_dir)[:args.series or None]
     if args.thick > 1:
         vols = [thick_volume(v, args.thick) for v in vols]
     denoisers = [Denoiser(load_model(w), "cpu", cpu_batch_size=1) for w in args.weights]
@@ -94,6 +123,9 @@ def main(argv: list[str] | None = None) -> None:
           f"{f' (each {args.thick} slices averaged)' if args.thick > 1 else ''}; window {W}; Gaussian noise "
           f"per slice, told; the pipeline gives a context model neighbours up to {MAX_STEP_MM:g} mm steps")
     labels = [f"{den.loaded.name} (context {den.context})" for den in denoisers]
+    if not args.no_bm4d and min(len(v.hu) for v in vols) < BM4D_MIN_SLICES:
+        print(f"# BM4D left out: it needs at least {BM4D_MIN_SLICES} slices (its block's depth)")
+        args.no_bm4d = True
     if len(set(labels)) < len(labels):  # candidates that share a name and version: their paths tell them apart
         labels = [f"{label} {w or 'shipped'}" for label, w in zip(labels, args.weights)]
     for sigma in args.levels:

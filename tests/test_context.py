@@ -202,3 +202,18 @@ def test_the_context_bench_averages_thick_slices_and_runs_a_model_without_its_ne
         one = Volume("v", thick.hu[k:k + 1], thick.z_mm[k:k + 1], 1.0, "t")
         np.testing.assert_allclose(alone[k], model_method(den, 0.05)(noisy[k:k + 1], one)[0], atol=1e-5)
     assert np.abs(model_method(den, 0.05)(noisy, thick)[1] - alone[1]).max() > 1e-3  # the neighbours count
+
+
+def test_the_context_bench_reads_a_real_ct_sources_contiguous_slices_as_volumes(tmp_path, series_writer):
+    from bench.context import realct_volumes
+
+    volume = np.random.default_rng(7).integers(900, 1200, (3, 16, 16)).astype(np.uint16)
+    series_writer(tmp_path / "grp" / "a", volume[::-1], z0=-3.0, dz=1.0, series="1.2.3")  # written top down
+    series_writer(tmp_path / "grp" / "b", volume[:1], series="1.2.4")  # a lone slice: not a volume
+    (vol,) = realct_volumes("grp", str(tmp_path))
+    assert vol.series.startswith("grp/") and vol.pixel_mm == pytest.approx(0.7)
+    assert np.abs(np.diff(vol.z_mm)).tolist() == [1.0, 1.0]
+    order = np.argsort(vol.z_mm)  # the reader's stack order, as the pipeline reads the series
+    np.testing.assert_array_equal(vol.hu[order], volume[::-1].astype(np.float32) - 1024)
+    with pytest.raises(ValueError, match="grp/b: no series of several slices"):
+        realct_volumes("grp/b", str(tmp_path))
