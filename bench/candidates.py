@@ -10,8 +10,8 @@ settings changed: the number of residual blocks at the coarsest level (capacity)
 starts from ``--init`` (grown into its network by ``models.autoencoder.grow_state``: the extra
 blocks start as the identity, so every candidate starts from the same function) and trains for the
 same CPU time: its steps are ``--minutes`` divided by its own measured time per step, with the lr
-decaying by a cosine from ``--lr`` to ``--lr-min`` over them. Runs go to ``runs/candidates/<name>/``
-(resumable).
+decaying by a cosine from ``--lr`` to ``--lr-min`` over them (a run stopped at 1.5 times the minutes
+reports the steps it reached). Runs go to ``runs/candidates/<name>/`` (resumable).
 
 Each candidate, and the start itself, is then scored on the real CT set's validation part (never
 on the test part) as ``bench.quality`` scores the model told the std (its ``autoencoder_told``
@@ -73,8 +73,9 @@ def seconds_per_step(cfg: TrainConfig, steps: int = 6) -> float:
 
 
 def candidate_config(base: TrainConfig, changes: dict, init: str, steps: int, lr: float, lr_min: float) -> TrainConfig:
-    return dataclasses.replace(base, **changes, init_weights=init, steps=steps, lr=lr, lr_min=lr_min,
-                               val_every=steps, checkpoint_every=min(250, steps))
+    """``base`` with the candidate's ``changes``, its start, its steps and its lr schedule; all else,
+    checkpoints included, as the configuration has it (so a rerun with other steps resumes the run)."""
+    return dataclasses.replace(base, **changes, init_weights=init, steps=steps, lr=lr, lr_min=lr_min)
 
 
 class Copies:
@@ -149,8 +150,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         cfg = candidate_config(base, changes, args.init, steps, args.lr, args.lr_min)
         train(cfg, args.runs / name, progress=False, max_seconds=1.5 * args.minutes * 60, validate=False)
         model = build_model(cfg)
-        load_checkpoint(args.runs / name / "checkpoint.safetensors", model, torch.optim.Adam(model.parameters()))
-        rows.append({"name": name, **changes, "parameters": count_parameters(model), "steps": steps,
+        meta = load_checkpoint(args.runs / name / "checkpoint.safetensors", model, torch.optim.Adam(model.parameters()))
+        rows.append({"name": name, **changes, "parameters": count_parameters(model), "steps": int(meta["step"]),
                      "s_per_step": round(per_step, 3), "cpu_s_per_512_slice": round(cpu_seconds_per_slice(model), 3),
                      **score(model, copies, levels)})
         print(json.dumps(rows[-1]), flush=True)
