@@ -2,7 +2,7 @@
 slice and BM4D on the volume, on the real contiguous volumes (models/training/volumes.py).
 
     python -m bench.context [--part validation] [--levels 0.02 0.05] [--weights W ...] [--series N] [--no-bm4d]
-                            [--thick K]
+                            [--thick K] [--untold] [--realct GROUP]
 
 Each volume of the part (24 contiguous slices, 3.27 mm) gets Gaussian noise of each level added in
 HU to every slice (seeded from the series and slice, not clipped); every method gets that same
@@ -11,8 +11,10 @@ noisy volume and is told the noise std; outputs and references are clipped to th
 over all slices. A model is run as the derived series runs it when told the std (absolute strength,
 whole correction): a 2-D model slice by slice, a context model with each slice's neighbours
 (replicated past the volume's ends), and once more without neighbours (each slice its own, as the
-pipeline runs a slice whose step breaks): what the neighbours are worth to it. Prints one table per
-level; CPU seconds per slice beside each method.
+pipeline runs a slice whose step breaks): what the neighbours are worth to it. With ``--untold``,
+each model once more as the derived series runs it told nothing (the series' noise estimated from
+the noisy volume, strength ``full``, the pipeline's neighbours). Prints one table per level; CPU
+seconds per slice beside each method.
 
 ``--realct GROUP``: the contiguous slices of one source of the real CT set instead (``dcmqi``, in
 the validation part: three 1.25 mm slices at 1 mm steps from another scanner).
@@ -37,11 +39,13 @@ from models.training import realct, volumes
 from pipeline.dicom.discovery import scan
 from pipeline.dicom.reader import plan_series
 from pipeline.inference.denoiser import Denoiser
+from pipeline.inference.noise_level import estimate_series, sample_positions
 from pipeline.inference.slice_context import MAX_STEP_MM, neighbour_links
 from pipeline.inference.strength import Strength
-from pipeline.inference.window import Window, hu_to_unit
+from pipeline.inference.window import Window, hu_to_unit, unit_to_hu
 from pipeline.qa.noise import seed_from_uid
 from pipeline.qa.yardstick import score_methods
+from pipeline.study_run import FULL
 
 W = Window()
 BM4D_MIN_SLICES = 4  # bm4d refuses a volume shallower than its blocks
@@ -95,6 +99,18 @@ def model_method(denoiser: Denoiser, sigma: float, neighbours: bool = True):
     return run
 
 
+def delivered_method(denoiser: Denoiser):
+    """The model as the derived series runs it, told nothing: the series' noise estimated from the
+    noisy volume (from the slices the pipeline samples for it), strength ``full``, a context model
+    given the pipeline's neighbours (none beyond :data:`MAX_STEP_MM`)."""
+    def run(noisy: np.ndarray, vol: volumes.Volume) -> np.ndarray:
+        hu = unit_to_hu(noisy, W)
+        noise = estimate_series([hu[k] for k in sample_positions(len(hu))])
+        links = neighbour_links(vol.z_mm, len(hu)) if denoiser.context else None
+        return hu_to_unit(denoiser.denoise_hu(hu, W, noise, strength=FULL, links=links), W)
+    return run
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", default="validation", choices=list(volumes.SPLIT_SIZES))
@@ -104,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--series", type=int, default=0, help="only the part's first N series (0: all)")
     ap.add_argument("--no-bm3d", action="store_true")
     ap.add_argument("--no-bm4d", action="store_true")
+    ap.add_argument("--untold", action="store_true",
+                    help="each model also as the derived series runs it: noise estimated, strength full")
     ap.add_argument("--thick", type=int, default=1, help="average every K contiguous slices into one")
     ap.add_argument("--realct", metavar="GROUP", default=None,
                     help="instead of the volumes, the contiguous slices of this source of the real CT set")
@@ -134,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
             methods[label] = model_method(den, sigma)
             if den.context:
                 methods[f"{label}, no neighbours"] = model_method(den, sigma, neighbours=False)
+            if args.untold:
+                methods[f"{label}, told nothing"] = delivered_method(den)
         if not args.no_bm3d:
             bm3d = import_bm3d()
             methods["BM3D per slice"] = lambda x, v: np.stack([bm3d.bm3d(s, sigma_psd=sigma) for s in x])

@@ -217,3 +217,27 @@ def test_the_context_bench_reads_a_real_ct_sources_contiguous_slices_as_volumes(
     np.testing.assert_array_equal(vol.hu[order], volume[::-1].astype(np.float32) - 1024)
     with pytest.raises(ValueError, match="grp/b: no series of several slices"):
         realct_volumes("grp/b", str(tmp_path))
+
+
+def test_the_context_bench_runs_a_model_told_nothing_as_the_derived_series_does(tmp_path, tiny_conditioned_model):
+    """``--untold``: a 2-D model gives what the QA report's delivered model gives; a context model
+    the same estimate and strength with the pipeline's neighbours (the QA gives it none)."""
+    from bench.context import delivered_method
+    from models.training.volumes import Volume
+    from pipeline.inference.noise_level import estimate_series
+    from pipeline.inference.window import unit_to_hu
+    from pipeline.study_run import FULL, delivered_model
+
+    rng = np.random.default_rng(8)
+    hu = rng.normal(40, 30, (3, 32, 32)).astype(np.float32)
+    vol = Volume("v", hu, np.array([0.0, 2.0, 4.0]), 0.7, "t")
+    noisy = (hu + rng.normal(0, 60, hu.shape).astype(np.float32) + 1000) / 2000
+    den = Denoiser(tiny_conditioned_model, "cpu")
+    np.testing.assert_allclose(delivered_method(den)(noisy, vol), delivered_model(den, Window(), [])(noisy), atol=1e-6)
+    ctx = Denoiser(_context_model(tmp_path, context=1), "cpu")
+    noisy_hu = unit_to_hu(noisy, Window())
+    linked = ctx.denoise_hu(noisy_hu, Window(), estimate_series(list(noisy_hu)), strength=FULL,
+                            links=np.ones(2, bool))
+    ours = delivered_method(ctx)(noisy, vol)
+    np.testing.assert_allclose(ours, (linked + 1000) / 2000, atol=1e-5)
+    assert np.abs(ours - delivered_model(ctx, Window(), [])(noisy)).max() > 1e-3  # the QA's: no neighbours
