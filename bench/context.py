@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     steps = np.median(np.concatenate([np.abs(np.diff(v.z_mm)) for v in vols]))
     print(f"# {args.part} volumes: {len(vols)} series, {slices} slices at {steps:.2f} mm steps"
           f"{f' (each {args.thick} slices averaged)' if args.thick > 1 else ''}; window {W}; Gaussian noise "
-          f"per slice, told; the pipeline gives a context model neighbours up to {MAX_STEP_MM:g} mm steps")
+          f"per slice, told the std{' (and told nothing where said)' if args.untold else ''}; the pipeline "
+          f"gives a context model neighbours up to {MAX_STEP_MM:g} mm steps")
     labels = [f"{den.loaded.name} (context {den.context})" for den in denoisers]
     if not args.no_bm4d and min(len(v.hu) for v in vols) < BM4D_MIN_SLICES:
         print(f"# BM4D left out: it needs at least {BM4D_MIN_SLICES} slices (its block's depth)")
