@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.quality import BenchSlice, noisy_copy, realct_slices
+from bench.quality import BenchSlice, noisy_copy, realct_slices, score_key
 from models.autoencoder import DenoisingAutoencoder, count_parameters
 from models.store import load_checkpoint, load_model
 from models.training.config import TrainConfig, load_config
@@ -111,7 +111,7 @@ def bm3d_row(cache: Path | None, copies: Copies, levels: tuple[str, ...]) -> dic
     data = json.loads(cache.read_text()) if cache and cache.is_file() else {}
     out = {}
     for level in levels:
-        hits = [data.get(f"score|{level}|{sl.name}|0|bm3d|") for sl in copies.slices]
+        hits = [data.get(score_key(level, sl.name, 0, "bm3d")) for sl in copies.slices]
         if not all(hits):
             return None
         out[level] = round(float(np.mean([h[0] for h in hits])), 2)

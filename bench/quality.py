@@ -142,6 +142,11 @@ class Cache:
             write_json(self.path, self.data)
 
 
+def score_key(level: str, slice_name: str, seed: int, method: str, setting="") -> str:
+    """The :class:`Cache` key of one method's score on one slice, noise level and seed."""
+    return f"score|{level}|{slice_name}|{seed}|{method}|{setting}"
+
+
 def nlm_told_the_estimate(noisy_unit: np.ndarray) -> np.ndarray:
     """Non-local means as the QA report runs it: ``h`` from the noise estimated on the copy itself."""
     return classical_filters(FilterParams(), estimated_noise_unit(noisy_unit[None], W))["nlm"](noisy_unit)
@@ -197,7 +202,7 @@ def score_level(level: str, slices: list[BenchSlice], seeds: int, denoiser: Deno
             if use_bm3d:
                 psd = noise_model(level).bm3d_psd(noisy.shape)  # correlated noise: BM3D told its spectrum
                 methods["bm3d"] = lambda x, s=sigma, p=psd: bm3d.bm3d(x, sigma_psd=s if p is None else p)
-            keys = {name: f"score|{level}|{sl.name}|{k}|{name}|{filters[name][0] if name in filters else ''}"
+            keys = {name: score_key(level, sl.name, k, name, filters[name][0] if name in filters else "")
                     for name in methods}
             cached = {name for name in methods
                       if not name.startswith("autoencoder") and filters.get(name, ((),))[0] != ("auto",)}
