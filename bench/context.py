@@ -45,7 +45,7 @@ from pipeline.inference.strength import Strength
 from pipeline.inference.window import Window, hu_to_unit, unit_to_hu
 from pipeline.qa.noise import seed_from_uid
 from pipeline.qa.yardstick import score_methods
-from pipeline.study_run import FULL
+from pipeline.study_run import delivered_model
 
 W = Window()
 BM4D_MIN_SLICES = 4  # bm4d refuses a volume shallower than its blocks
@@ -103,11 +103,12 @@ def delivered_method(denoiser: Denoiser):
     """The model as the derived series runs it, told nothing: the series' noise estimated from the
     noisy volume (from the slices the pipeline samples for it), strength ``full``, a context model
     given the pipeline's neighbours (none beyond :data:`MAX_STEP_MM`)."""
+    delivered = delivered_model(denoiser, W, [])
+
     def run(noisy: np.ndarray, vol: volumes.Volume) -> np.ndarray:
         hu = unit_to_hu(noisy, W)
         noise = estimate_series([hu[k] for k in sample_positions(len(hu))])
-        links = neighbour_links(vol.z_mm, len(hu)) if denoiser.context else None
-        return hu_to_unit(denoiser.denoise_hu(hu, W, noise, strength=FULL, links=links), W)
+        return delivered(noisy, noise, neighbour_links(vol.z_mm, len(hu)) if denoiser.context else None)
     return run
 
 

@@ -168,13 +168,16 @@ QA_CONTEXT = ("each scored slice alone: its neighbours are replicated (the deriv
 def delivered_model(denoiser: Denoiser, window: Window, estimates: list[float]):
     """The QA's ``autoencoder`` row: the model as the derived series runs it, at strength ``full``,
     told only the noise estimated from the noisy copies it is given (their series value; estimated
-    here unless the caller made it already); each estimate (HU) is appended to ``estimates``."""
-    def run(noisy_unit: np.ndarray, noise: SeriesNoise | None = None) -> np.ndarray:
+    here unless the caller made it already); each estimate (HU) is appended to ``estimates``. A
+    context model gets the ``links`` it is given, by default none: each copy alone (QA_CONTEXT)."""
+    def run(noisy_unit: np.ndarray, noise: SeriesNoise | None = None,
+            links: np.ndarray | None = None) -> np.ndarray:
         hu = unit_to_hu(noisy_unit, window)
         noise = noise or estimate_series(list(hu))
         estimates.append(noise.sigma_hu)
-        alone = np.zeros(max(len(hu) - 1, 0), bool) if denoiser.context else None  # see QA_CONTEXT
-        return hu_to_unit(denoiser.denoise_hu(hu, window, noise, strength=FULL, links=alone), window)
+        if denoiser.context and links is None:
+            links = np.zeros(max(len(hu) - 1, 0), bool)
+        return hu_to_unit(denoiser.denoise_hu(hu, window, noise, strength=FULL, links=links), window)
     return run
 
 
