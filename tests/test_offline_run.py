@@ -48,6 +48,9 @@ def test_packing_refuses_a_set_whose_training_series_do_not_come_first(volume_se
     # the fixture's own split: 2 train, 1 validation, 1 test, and the fifth series to train again
     with pytest.raises(ValueError, match="a training series sorts after a held-out one"):
         pack.pack(tmp_path / "packed", _fake_set(tmp_path / "realct"), volume_set)
+    only_held_out = _fake_set(tmp_path / "held_out", groups=("fo_dicom", "orthanc_tests"))
+    with pytest.raises(ValueError, match=f"^{only_held_out}: no training files in its manifest$"):
+        pack.pack(tmp_path / "packed_2", only_held_out, volume_set)
 
 
 def _run(args, **env):

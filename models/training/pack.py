@@ -19,9 +19,10 @@ from pathlib import Path
 from . import realct, volumes
 
 
-def _copy(src: Path, dest: Path, rows: list[dict[str, str]], fields: list[str]) -> int:
-    """``rows`` of ``src``'s manifest and their files into ``dest``; returns the bytes copied."""
-    dest.mkdir(parents=True, exist_ok=True)
+def _copy(src: Path, dest: Path, rows: list[dict[str, str]]) -> tuple[int, int]:
+    """``rows`` of ``src``'s manifest and their files into ``dest``; returns (files, bytes)."""
+    if not rows:
+        raise ValueError(f"{src}: no training files in its manifest")
     size = 0
     for row in rows:
         target = dest / row["file"]
@@ -29,31 +30,24 @@ def _copy(src: Path, dest: Path, rows: list[dict[str, str]], fields: list[str]) 
         shutil.copyfile(src / row["file"], target)
         size += target.stat().st_size
     with open(dest / "manifest.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    return size
-
-
-def _fields(folder: Path) -> list[str]:
-    with open(folder / "manifest.csv", newline="") as fh:
-        return next(csv.reader(fh))
+    return len(rows), size
 
 
 def pack(dest: Path, realct_dir: str | Path = realct.DEFAULT_DIR,
          volumes_dir: str | Path = volumes.DEFAULT_DIR) -> dict[str, tuple[int, int]]:
     """Copy both training parts into ``dest``; returns set name -> (files, bytes)."""
-    src = realct.resolve(realct_dir)
     rows = [r for r in realct.manifest(realct_dir) if r["group"] in realct.SPLIT["train"]]
-    out = {"realct": (len(rows), _copy(src, dest / "realct", rows, _fields(src)))}
-    vsrc = realct.resolve(volumes_dir)
+    out = {"realct": _copy(realct.resolve(realct_dir), dest / "realct", rows)}
     parts = volumes.split(volumes_dir)
     train = set(parts["train"])
     if any(name < max(train) for part in ("validation", "test") for name in parts[part]):
-        raise ValueError(f"{vsrc}: a training series sorts after a held-out one; packing the training "
-                         "series alone would change the split")
-    vrows = [r for r in volumes._manifest(volumes_dir) if r["series"] in train]
-    out["realct_volumes"] = (len(vrows), _copy(vsrc, dest / "realct_volumes", vrows, _fields(vsrc)))
+        raise ValueError(f"{realct.resolve(volumes_dir)}: a training series sorts after a held-out one; "
+                         "packing the training series alone would change the split")
+    rows = [r for r in volumes.manifest(volumes_dir) if r["series"] in train]
+    out["realct_volumes"] = _copy(realct.resolve(volumes_dir), dest / "realct_volumes", rows)
     return out
 
 

@@ -54,12 +54,17 @@ def available(folder: str | Path = DEFAULT_DIR) -> bool:
     return (resolve(folder) / "manifest.csv").is_file()
 
 
-def manifest(folder: str | Path = DEFAULT_DIR) -> list[dict[str, str]]:
+def read_manifest(folder: str | Path, missing: str) -> list[dict[str, str]]:
+    """The rows of ``folder``'s ``manifest.csv``; ``missing`` says what is not there if it is not."""
     path = resolve(folder) / "manifest.csv"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: the real CT set is not there (set realct_dir)")
+        raise FileNotFoundError(f"{path}: {missing}")
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def manifest(folder: str | Path = DEFAULT_DIR) -> list[dict[str, str]]:
+    return read_manifest(folder, "the real CT set is not there (set realct_dir)")
 
 
 def load_part(part: str, folder: str | Path = DEFAULT_DIR, min_side: int = 0) -> list[RealSlice]:

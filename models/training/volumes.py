@@ -9,7 +9,6 @@ a score on these is not a score on chest or abdomen CT. Read where they lie, nev
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pydicom
 
 from pipeline.dicom.reader import to_hu
 
-from .realct import resolve
+from .realct import read_manifest, resolve
 
 DEFAULT_DIR = "../shared/data/realct_volumes"
 SPLIT_SIZES = {"train": 35, "validation": 8, "test": 8}  # series, in name order
@@ -34,7 +33,7 @@ class Volume:
 
 
 def series_names(folder: str | Path = DEFAULT_DIR) -> list[str]:
-    return sorted({row["series"] for row in _manifest(folder)})
+    return sorted({row["series"] for row in manifest(folder)})
 
 
 def split(folder: str | Path = DEFAULT_DIR) -> dict[str, list[str]]:
@@ -55,7 +54,7 @@ def load_part(part: str, folder: str | Path = DEFAULT_DIR) -> list[Volume]:
     if part not in parts:
         raise ValueError(f"part must be one of {sorted(parts)}, got {part!r}")
     rows: dict[str, list[dict[str, str]]] = {}
-    for row in _manifest(folder):
+    for row in manifest(folder):
         if row["series"] in parts[part]:
             rows.setdefault(row["series"], []).append(row)
     root = resolve(folder)
@@ -68,9 +67,5 @@ def load_part(part: str, folder: str | Path = DEFAULT_DIR) -> list[Volume]:
     return out
 
 
-def _manifest(folder: str | Path) -> list[dict[str, str]]:
-    path = resolve(folder) / "manifest.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the real CT volumes are not there (set volumes_dir)")
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+def manifest(folder: str | Path = DEFAULT_DIR) -> list[dict[str, str]]:
+    return read_manifest(folder, "the real CT volumes are not there (set volumes_dir)")
