@@ -40,7 +40,7 @@ from pipeline.qa.metrics import psnr
 from pipeline.qa.noise import add_gaussian_noise, seed_from_uid
 from pipeline.qa.scan_measures import REGION_PX, uniform_regions
 from pipeline.synthetic.kernel_noise import kernel_noise
-from pipeline.synthetic.lowdose import low_dose_noise_hu
+from pipeline.synthetic.lowdose import low_dose_noise_whole_hu
 
 
 def lowdose_std_in_tissue(noise_hu: np.ndarray, hu: np.ndarray) -> float:
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
                 rows[key][f"+{added:g} HU"].append(ratio)
                 line.append(f"+{added:g}: {ratio:.3f}")
             for i0 in args.lowdose:
-                noise = low_dose_noise_hu(sl.hu, sl.pixel_mm, i0, seed_from_uid(sl.file, "noise-level-lowdose"))
+                noise = low_dose_noise_whole_hu(sl.hu, sl.pixel_mm, i0, seed_from_uid(sl.file, "noise-level-lowdose"))
                 added = lowdose_std_in_tissue(noise, sl.hu)
                 est = slice_noise(sl.hu + noise).sigma_hu
                 ratio = est / math.hypot(own.sigma_hu, added)
@@ -155,7 +155,7 @@ def calibrate(args) -> None:
         ref = np.clip(hu_to_unit(sl.hu, w), 0, 1)
         for key, (label, fc, level) in CALIBRATION_NOISE.items():
             seed = seed_from_uid(sl.file, "calibrate " + key)
-            noise = (low_dose_noise_hu(sl.hu, sl.pixel_mm, level, seed) if fc == "lowdose"
+            noise = (low_dose_noise_whole_hu(sl.hu, sl.pixel_mm, level, seed) if fc == "lowdose"
                      else level * shaped_noise(sl.hu.shape, fc, seed))
             est = slice_noise((sl.hu + noise).astype(np.float32))
             x = np.clip(hu_to_unit(sl.hu + noise, w), 0, 1)[None]

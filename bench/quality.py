@@ -142,9 +142,15 @@ class Cache:
             write_json(self.path, self.data)
 
 
+def _noise_key(level: str) -> str:
+    """A level as cache keys name it: low-dose noise with its simulation (over the whole slice since
+    ``low_dose_noise_whole_hu``), so that a cache of the earlier simulation is not read for it."""
+    return level + "+whole-slice" if level.startswith("lowdose") else level
+
+
 def score_key(level: str, slice_name: str, seed: int, method: str, setting="") -> str:
     """The :class:`Cache` key of one method's score on one slice, noise level and seed."""
-    return f"score|{level}|{slice_name}|{seed}|{method}|{setting}"
+    return f"score|{_noise_key(level)}|{slice_name}|{seed}|{method}|{setting}"
 
 
 def nlm_told_the_estimate(noisy_unit: np.ndarray) -> np.ndarray:
@@ -155,7 +161,7 @@ def nlm_told_the_estimate(noisy_unit: np.ndarray) -> np.ndarray:
 def tune(level: str, slices: list[BenchSlice], cache: Cache) -> dict[str, tuple[tuple, object]]:
     """Best mean-PSNR setting of each seed filter and the bilateral on ``slices`` (tuning noise, salt
     ``tune``); non-local means told the estimate (not tuned)."""
-    key = f"tuned|{level}|" + ",".join(s.name for s in slices)
+    key = f"tuned|{_noise_key(level)}|" + ",".join(s.name for s in slices)
     cands = {name: options for name, options in candidates().items() if name != "nlm"}
     told = {"nlm": (("auto",), nlm_told_the_estimate)}
     if cache.get(key):

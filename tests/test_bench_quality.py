@@ -80,3 +80,10 @@ def test_the_qa_report_and_the_bench_score_the_same_slice_alike(tmp_path, ct_sma
     assert set(qa) == set(bench[small.name]) and ("autoencoder_told" in qa) == conditioned
     for method, value in qa.items():
         assert value == pytest.approx(bench[small.name][method][0], abs=1e-3), method
+
+
+def test_cache_keys_name_the_low_dose_simulation_so_an_earlier_cache_is_not_read():
+    from bench.quality import score_key
+
+    assert score_key("lowdose@20000", "s1", 0, "bm3d") == "score|lowdose@20000+whole-slice|s1|0|bm3d|"
+    assert score_key("0.07", "s1", 0, "bm3d") == "score|0.07|s1|0|bm3d|"

@@ -32,3 +32,20 @@ def test_noise_is_seeded_zero_mean_and_correlated():
     low, mid = power[(radius > 0) & (radius <= 3)].mean(), power[(radius > 10) & (radius <= 16)].mean()
     assert low < 0.5 * mid
     assert a[0, 0] == 0.0  # outside the reconstruction circle
+
+
+def test_a_whole_slice_has_noise_in_its_tissue_corners_and_air_corners_keep_the_plain_simulation():
+    from pipeline.synthetic.lowdose import low_dose_noise_whole_hu
+
+    hu = _water()
+    same = low_dose_noise_whole_hu(hu, 2.0, 1e4, seed=3)
+    np.testing.assert_array_equal(same, low_dose_noise_hu(hu, 2.0, 1e4, seed=3))
+    wide = np.zeros((128, 128))  # water to the corners: a body wider than the reconstruction circle
+    plain = low_dose_noise_hu(wide, 2.0, 1e4, seed=3)
+    whole = low_dose_noise_whole_hu(wide, 2.0, 1e4, seed=3)
+    corner, centre = (slice(0, 12), slice(0, 12)), (slice(58, 70), slice(58, 70))
+    assert plain[corner].std() < 0.2 * plain[centre].std()  # mostly outside the circle: no noise
+    assert whole[corner].std() > 0.3 * whole[centre].std() and whole.shape == wide.shape
+    np.testing.assert_array_equal(whole, low_dose_noise_whole_hu(wide, 2.0, 1e4, seed=3))
+    rect = np.zeros((64, 128))  # not square: padded as well, cropped back
+    assert low_dose_noise_whole_hu(rect, 2.0, 1e4, seed=1)[:, :8].std() > 0

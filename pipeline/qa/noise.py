@@ -81,8 +81,8 @@ class NoiseModel:
             return add_gaussian_noise(unit, self.sigma, seed), self.sigma
         if self.kind in KERNELS:
             return (np.asarray(unit, np.float32) + kernel_noise(np.shape(unit), self.kind, self.sigma, seed)), self.sigma
-        from pipeline.synthetic.lowdose import low_dose_noise_hu
+        from pipeline.synthetic.lowdose import low_dose_noise_whole_hu
 
-        noise = low_dose_noise_hu(hu, pixel_mm, self.i0, seed) / np.float32(window_width)
+        noise = low_dose_noise_whole_hu(hu, pixel_mm, self.i0, seed) / np.float32(window_width)
         inside = noise[noise != 0]
         return (np.asarray(unit, np.float32) + noise).astype(np.float32), float(inside.std()) if inside.size else 0.0

@@ -10,6 +10,7 @@ import numpy as np
 from skimage.transform import iradon, radon
 
 MU_WATER_PER_MM = 0.0192  # linear attenuation of water at about 70 keV (1/mm)
+AIR_HU_ABOVE = -900.0  # a pixel above this is tissue, not air
 
 
 def low_dose_noise_hu(hu: np.ndarray, pixel_mm: float, i0: float, seed: int, electronic_sigma: float = 5.0,
@@ -39,3 +40,26 @@ def low_dose_noise_hu(hu: np.ndarray, pixel_mm: float, i0: float, seed: int, ele
     noisy = -np.log(np.clip(counts, 1.0, None) / i0)
     noise = iradon(noisy - proj, theta, circle=True, filter_name="ramp", output_size=n)
     return (np.where(inside, noise, 0.0) / pixel_mm / MU_WATER_PER_MM * 1000.0).astype(np.float32)
+
+
+def low_dose_noise_whole_hu(hu: np.ndarray, pixel_mm: float, i0: float, seed: int,
+                            electronic_sigma: float = 5.0) -> np.ndarray:
+    """Low-dose noise over the whole of a slice, as a scanner's image has it.
+    :func:`low_dose_noise_hu` leaves the corners outside its reconstruction circle without noise:
+    where tissue lies there (a table, arms, a body wider than the circle), the slice is padded with
+    air to the square whose reconstruction circle holds all of it (side n x sqrt(2) + 4) and the
+    noise cropped back; a slice with only air in its corners is simulated as it is (the same noise
+    as :func:`low_dose_noise_hu`)."""
+    if hu.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got {hu.shape}")
+    h, w = hu.shape
+    n = max(h, w)
+    yy, xx = np.ogrid[:h, :w]
+    inside = (yy + (n - h) // 2 - (n - 1) / 2) ** 2 + (xx + (n - w) // 2 - (n - 1) / 2) ** 2 <= (n / 2 - 2) ** 2
+    if not np.any(hu[~inside] > AIR_HU_ABOVE):
+        return low_dose_noise_hu(hu, pixel_mm, i0, seed, electronic_sigma)
+    side = int(np.ceil(np.hypot(h, w))) + 4
+    big = np.full((side, side), -1000.0, np.float32)
+    r0, c0 = (side - h) // 2, (side - w) // 2
+    big[r0:r0 + h, c0:c0 + w] = hu
+    return low_dose_noise_hu(big, pixel_mm, i0, seed, electronic_sigma)[r0:r0 + h, c0:c0 + w]
