@@ -13,6 +13,14 @@ MU_WATER_PER_MM = 0.0192  # linear attenuation of water at about 70 keV (1/mm)
 AIR_HU_ABOVE = -900.0  # a pixel above this is tissue, not air
 
 
+def reconstruction_circle(h: int, w: int) -> np.ndarray:
+    """The pixels of an (h, w) image that :func:`low_dose_noise_hu` reconstructs: inside radon's
+    circle of the square the image is centred in."""
+    n = max(h, w)
+    yy, xx = np.ogrid[:h, :w]
+    return (yy + (n - h) // 2 - (n - 1) / 2) ** 2 + (xx + (n - w) // 2 - (n - 1) / 2) ** 2 <= (n / 2 - 2) ** 2
+
+
 def low_dose_noise_hu(hu: np.ndarray, pixel_mm: float, i0: float, seed: int, electronic_sigma: float = 5.0,
                       views: int | None = None) -> np.ndarray:
     """Noise (HU) of a scan of ``hu`` ((N, N) float HU) with ``i0`` incident photons per detector
@@ -30,8 +38,7 @@ def low_dose_noise_hu(hu: np.ndarray, pixel_mm: float, i0: float, seed: int, ele
     n = hu.shape[0]
     if i0 <= 0 or pixel_mm <= 0:
         raise ValueError("i0 and pixel_mm must be positive")
-    yy, xx = np.ogrid[:n, :n]
-    inside = (yy - (n - 1) / 2) ** 2 + (xx - (n - 1) / 2) ** 2 <= (n / 2 - 2) ** 2  # inside radon's circle
+    inside = reconstruction_circle(n, n)
     mu = np.where(inside, np.clip(MU_WATER_PER_MM * (1.0 + hu.astype(np.float64) / 1000.0), 0, None), 0.0) * pixel_mm
     theta = np.linspace(0.0, 180.0, views or n, endpoint=False)
     proj = radon(mu, theta, circle=True)
@@ -53,10 +60,7 @@ def low_dose_noise_whole_hu(hu: np.ndarray, pixel_mm: float, i0: float, seed: in
     if hu.ndim != 2:
         raise ValueError(f"expected a 2-D image, got {hu.shape}")
     h, w = hu.shape
-    n = max(h, w)
-    yy, xx = np.ogrid[:h, :w]
-    inside = (yy + (n - h) // 2 - (n - 1) / 2) ** 2 + (xx + (n - w) // 2 - (n - 1) / 2) ** 2 <= (n / 2 - 2) ** 2
-    if not np.any(hu[~inside] > AIR_HU_ABOVE):
+    if not np.any(hu[~reconstruction_circle(h, w)] > AIR_HU_ABOVE):
         return low_dose_noise_hu(hu, pixel_mm, i0, seed, electronic_sigma)
     side = int(np.ceil(np.hypot(h, w))) + 4
     big = np.full((side, side), -1000.0, np.float32)
