@@ -22,7 +22,9 @@ from models.training import realct
 from pipeline.inference.noise_level import slice_noise
 from pipeline.synthetic.lowdose import low_dose_noise_whole_hu
 
-SOFT_TISSUE_HU = (-200.0, 300.0)
+# fat to enhanced soft tissue: wider than the soft tissue the estimator measures in
+# (pipeline.inference.noise_level.SOFT_TISSUE_HU, -20 to 120 HU)
+BODY_TISSUE_HU = (-200.0, 300.0)
 
 
 def patch_ratios(hu: np.ndarray, pixel_mm: float, i0: float, seed: int, patch: int) -> tuple[float, np.ndarray]:
@@ -33,7 +35,7 @@ def patch_ratios(hu: np.ndarray, pixel_mm: float, i0: float, seed: int, patch: i
     for r in range(0, hu.shape[0] - patch + 1, patch // 2):
         for c in range(0, hu.shape[1] - patch + 1, patch // 2):
             ref = hu[r:r + patch, c:c + patch]
-            if np.mean((ref > SOFT_TISSUE_HU[0]) & (ref < SOFT_TISSUE_HU[1])) >= 0.5:
+            if np.mean((ref > BODY_TISSUE_HU[0]) & (ref < BODY_TISSUE_HU[1])) >= 0.5:
                 ratios.append(float(noise[r:r + patch, c:c + patch].std()) / estimate)
     return estimate, np.array(ratios)
 

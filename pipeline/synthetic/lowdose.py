@@ -6,6 +6,8 @@ projections) is added to it, so the reference stays aligned and unblurred.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from skimage.transform import iradon, radon
 
@@ -21,6 +23,15 @@ def reconstruction_circle(h: int, w: int) -> np.ndarray:
     return (yy + (n - h) // 2 - (n - 1) / 2) ** 2 + (xx + (n - w) // 2 - (n - 1) / 2) ** 2 <= (n / 2 - 2) ** 2
 
 
+def _in_air_square(hu: np.ndarray, side: int, simulate: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``simulate`` run on ``hu`` centred in a ``side`` x ``side`` square of air, cropped back."""
+    h, w = hu.shape
+    square = np.full((side, side), -1000.0, dtype=np.float64)
+    r0, c0 = (side - h) // 2, (side - w) // 2
+    square[r0:r0 + h, c0:c0 + w] = hu
+    return simulate(square)[r0:r0 + h, c0:c0 + w]
+
+
 def low_dose_noise_hu(hu: np.ndarray, pixel_mm: float, i0: float, seed: int, electronic_sigma: float = 5.0,
                       views: int | None = None) -> np.ndarray:
     """Noise (HU) of a scan of ``hu`` ((N, N) float HU) with ``i0`` incident photons per detector
@@ -29,12 +40,8 @@ def low_dose_noise_hu(hu: np.ndarray, pixel_mm: float, i0: float, seed: int, ele
     if hu.ndim != 2:
         raise ValueError(f"expected a 2-D image, got {hu.shape}")
     if hu.shape[0] != hu.shape[1]:  # pad with air to a square field of view, crop the noise back
-        n = max(hu.shape)
-        square = np.full((n, n), -1000.0, dtype=np.float64)
-        r0, c0 = (n - hu.shape[0]) // 2, (n - hu.shape[1]) // 2
-        square[r0:r0 + hu.shape[0], c0:c0 + hu.shape[1]] = hu
-        noise = low_dose_noise_hu(square, pixel_mm, i0, seed, electronic_sigma, views)
-        return noise[r0:r0 + hu.shape[0], c0:c0 + hu.shape[1]]
+        return _in_air_square(hu, max(hu.shape), lambda sq: low_dose_noise_hu(sq, pixel_mm, i0, seed,
+                                                                              electronic_sigma, views))
     n = hu.shape[0]
     if i0 <= 0 or pixel_mm <= 0:
         raise ValueError("i0 and pixel_mm must be positive")
@@ -62,8 +69,5 @@ def low_dose_noise_whole_hu(hu: np.ndarray, pixel_mm: float, i0: float, seed: in
     h, w = hu.shape
     if not np.any(hu[~reconstruction_circle(h, w)] > AIR_HU_ABOVE):
         return low_dose_noise_hu(hu, pixel_mm, i0, seed, electronic_sigma)
-    side = int(np.ceil(np.hypot(h, w))) + 4
-    big = np.full((side, side), -1000.0, np.float32)
-    r0, c0 = (side - h) // 2, (side - w) // 2
-    big[r0:r0 + h, c0:c0 + w] = hu
-    return low_dose_noise_hu(big, pixel_mm, i0, seed, electronic_sigma)[r0:r0 + h, c0:c0 + w]
+    return _in_air_square(hu, int(np.ceil(np.hypot(h, w))) + 4,
+                          lambda sq: low_dose_noise_hu(sq, pixel_mm, i0, seed, electronic_sigma))
