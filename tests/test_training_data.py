@@ -83,6 +83,31 @@ def test_low_dose_share_follows_the_setting():
     assert 0.1 < float((corr > 0.09).mean()) < 0.45
 
 
+def test_low_dose_patches_are_told_a_jittered_level_and_keep_their_noise():
+    cfg = dict(sigma_min=0.03, sigma_max=0.1, lowdose_fraction=0.5, **dict(TINY_POOL, batch_size=64))
+    noisy, clean, levels = PatchStream(TrainConfig(**cfg)).batch(3)
+    j_noisy, j_clean, told = PatchStream(TrainConfig(lowdose_level_jitter=0.22, **cfg)).batch(3)
+    np.testing.assert_array_equal(j_noisy.numpy(), noisy.numpy())  # the same patches and noise
+    np.testing.assert_array_equal(j_clean.numpy(), clean.numpy())
+    ratio = (told / levels).numpy()
+    jittered = ratio != 1.0
+    assert 16 < int(jittered.sum()) < 48  # about half the patches got low-dose noise
+    log_ratio = np.log(ratio[jittered])
+    assert abs(float(log_ratio.mean())) < 0.12 and 0.14 < float(log_ratio.std()) < 0.32
+    noise = (noisy - clean).numpy()
+    corr = np.array([np.corrcoef(n[0, :, 1:].ravel(), n[0, :, :-1].ravel())[0, 1] for n in noise])
+    # FBP noise correlates between neighbouring pixels, white noise does not: only low-dose patches are jittered
+    assert float(np.median(corr[jittered])) > 0.09 > 0.05 > float(np.median(corr[~jittered]))
+    from models.training.card import describe_training
+
+    assert describe_training(TrainConfig(lowdose_level_jitter=0.22, **cfg))["noise"].endswith(
+        "std uniform in the same range + 0.005), told that std times exp(N(0, 0.22)) as a series estimate reads it")
+    assert "exp(N" not in describe_training(TrainConfig(**cfg))["noise"]
+    white = TrainConfig(lowdose_level_jitter=0.22, **dict(cfg, lowdose_fraction=0.0))
+    np.testing.assert_array_equal(PatchStream(white).batch(3)[2].numpy(),
+                                  PatchStream(TrainConfig(**dict(cfg, lowdose_fraction=0.0))).batch(3)[2].numpy())
+
+
 def test_config_file_with_overrides_and_unknown_settings(tmp_path):
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps({"steps": 77, "regions": "head,neck", "native_noise_max_hu": 12.0}))

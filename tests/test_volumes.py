@@ -191,6 +191,12 @@ def test_volume_patches_get_low_dose_noise_of_their_own_anatomy_when_asked(volum
     assert _low_share(noise["lowdose"]) < 0.6 * _low_share(noise["white"])
     again, _, _ = PatchStream(TrainConfig(volume_lowdose_fraction=1.0, **base)).batch(0)
     np.testing.assert_array_equal(lowdose.numpy(), again.numpy())  # a batch depends on (seed, step) only
+    jittered, clean_j, told = PatchStream(TrainConfig(volume_lowdose_fraction=1.0, lowdose_level_jitter=0.3,
+                                                      **base)).batch(0)
+    np.testing.assert_array_equal(jittered.numpy(), lowdose.numpy())  # the same patches and noise
+    np.testing.assert_array_equal(clean_j.numpy(), clean_ld.numpy())
+    ratio = told.numpy() / levels.numpy()
+    assert len(np.unique(ratio)) == len(ratio) and 0.4 < ratio.min() < 1.0 < ratio.max() < 2.5
 
 
 def _low_share(noise: np.ndarray) -> float:

@@ -102,6 +102,8 @@ def describe_training(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.lowdose_fraction > 0:
         noise += (f"; for {cfg.lowdose_fraction:.0%} of the patches instead low-dose CT noise (Poisson photon noise on "
                   "simulated projections, FBP; std uniform in the same range + 0.005)")
+        if cfg.lowdose_level_jitter > 0:
+            noise += (f", told that std times exp(N(0, {cfg.lowdose_level_jitter})) as a series estimate reads it")
     out: dict[str, Any] = {"data": data, "noise": noise,
                            "targets": f"the reference without the added noise ({kept}), clipped to the window; input = "
                                       "clip(reference + noise, 0, 1), the noise added to the reference as stored"}

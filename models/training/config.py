@@ -70,6 +70,10 @@ class TrainConfig:
     # share of patches whose added noise is low-dose CT noise (Poisson on projections + FBP, its
     # std uniform in [sigma_min, sigma_max] + 0.005) instead of white Gaussian noise
     lowdose_fraction: float = 0.0
+    # the level told for a low-dose patch (lone or of a volume): its std times exp(N(0, jitter)); 0:
+    # its std. Production tells a series' estimate, which reads the low-dose noise of a soft-tissue
+    # patch within about 0.73-1.27 of it (bench.lowdose_level), i.e. jitter about 0.22
+    lowdose_level_jitter: float = 0.0
     # share of patches whose added noise is shaped by a reconstruction kernel (correlated CT noise,
     # pipeline.synthetic.kernel_noise; NPS cutoff uniform in [kernel_fc_min, kernel_fc_max] cycles per
     # pixel, std uniform in [sigma_min, sigma_max] + 0.005, told that std), drawn among the patches

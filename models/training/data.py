@@ -132,19 +132,36 @@ class PatchStream:
         return self._fixed_pool()
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(noisy input, clean target, std of the added noise): (B, 1 + 2 context, P, P), (B, 1, P, P), (B,)."""
+        """(noisy input, clean target, level told): (B, 1 + 2 context, P, P), (B, 1, P, P), (B,). The level
+        told is the std of the added noise, but for low-dose patches with ``lowdose_level_jitter``."""
         if self.cfg.context or self.cfg.source == "volumes":
-            return self._context_batch(step)
-        rng = np.random.default_rng([self.cfg.seed, step])
-        return self._slice_patches(step, rng, self.cfg.batch_size)
+            noisy, clean, levels, lowdose = self._context_batch(step)
+        else:
+            noisy, clean, levels, lowdose = self._slice_patches(step, np.random.default_rng([self.cfg.seed, step]),
+                                                                self.cfg.batch_size)
+        return noisy, clean, self._told(levels, lowdose, step)
 
-    def _slice_patches(self, step: int, rng: np.random.Generator, count: int) -> tuple[torch.Tensor, ...]:
-        """``count`` patches of lone reference slices (``source``'s pool), white, low-dose or kernel-shaped noise."""
+    def _told(self, levels: torch.Tensor, lowdose: np.ndarray, step: int) -> torch.Tensor:
+        """The levels the model is told: a low-dose patch's std times exp(N(0, lowdose_level_jitter)), as
+        production tells a series' estimate, which reads a soft-tissue patch's low-dose noise within
+        about 0.73-1.27 of it (bench.lowdose_level). Drawn from a generator of their own: the patches
+        and their noise are those of the same batch without jitter."""
+        jitter = self.cfg.lowdose_level_jitter
+        if jitter <= 0 or not lowdose.any():
+            return levels
+        rng = np.random.default_rng([self.cfg.seed, step, 1])
+        factor = np.exp(jitter * rng.standard_normal(len(levels))).astype(np.float32)
+        return levels * torch.from_numpy(np.where(lowdose, factor, np.float32(1.0)))
+
+    def _slice_patches(self, step: int, rng: np.random.Generator, count: int) -> tuple:
+        """``count`` patches of lone reference slices (``source``'s pool), white, low-dose or kernel-shaped
+        noise: (noisy, clean, std of the added noise, which patches got low-dose noise)."""
         cfg = self.cfg
         clean = np.empty((count, 1, cfg.patch, cfg.patch), np.float32)
         raw = np.empty_like(clean)
         shaped = np.zeros_like(clean)  # low-dose or kernel-shaped noise, else none
         is_shaped = np.zeros(count, bool)
+        is_lowdose = np.zeros(count, bool)
         levels = np.zeros(count, np.float32)
         for b in range(count):
             pool = self._pool(step, rng)
@@ -167,7 +184,7 @@ class PatchStream:
                 levels[b] = rng.uniform(cfg.sigma_min, cfg.sigma_max) + 0.005
                 noise = np.rot90(_lowdose_patch(ref, r, c, cfg, int(rng.integers(2**31))), k)
                 shaped[b, 0] = levels[b] * (noise[:, ::-1] if flip else noise)
-                is_shaped[b] = True
+                is_shaped[b] = is_lowdose[b] = True
             elif cfg.kernel_fraction > 0 and rng.random() < cfg.kernel_fraction:
                 levels[b] = rng.uniform(cfg.sigma_min, cfg.sigma_max) + 0.005
                 fc = rng.uniform(cfg.kernel_fc_min, cfg.kernel_fc_max)
@@ -178,10 +195,10 @@ class PatchStream:
         levels[~is_shaped] = sigma[~is_shaped, 0, 0, 0]
         noisy = np.clip(raw + shaped + sigma * rng.standard_normal(raw.shape, dtype=np.float32), 0, 1)
         np.clip(raw, 0, 1, out=clean)
-        return torch.from_numpy(noisy), torch.from_numpy(clean), torch.from_numpy(levels)
+        return torch.from_numpy(noisy), torch.from_numpy(clean), torch.from_numpy(levels), is_lowdose
 
 
-    def _context_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _context_batch(self, step: int) -> tuple:
         """Patches of a slice of a training volume with its ``context`` neighbours on each side
         (:func:`pipeline.inference.slice_context.context_indices`: replicated past the volume's ends, as the
         pipeline does), white, kernel-shaped or (``volume_lowdose_fraction``) low-dose noise of one
@@ -192,14 +209,15 @@ class PatchStream:
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, step])
         n_vol = cfg.batch_size if cfg.source == "volumes" else int(rng.binomial(cfg.batch_size, cfg.volume_fraction))
-        noisy, clean, levels = self._volume_patches(rng, n_vol)
+        noisy, clean, levels, lowdose = self._volume_patches(rng, n_vol)
         if n_vol == cfg.batch_size:
-            return noisy, clean, levels
-        lone, lone_clean, lone_levels = self._slice_patches(step, rng, cfg.batch_size - n_vol)
+            return noisy, clean, levels, lowdose
+        lone, lone_clean, lone_levels, lone_lowdose = self._slice_patches(step, rng, cfg.batch_size - n_vol)
         lone = lone.repeat(1, 1 + 2 * cfg.context, 1, 1)
-        return torch.cat([noisy, lone]), torch.cat([clean, lone_clean]), torch.cat([levels, lone_levels])
+        return (torch.cat([noisy, lone]), torch.cat([clean, lone_clean]), torch.cat([levels, lone_levels]),
+                np.concatenate([lowdose, lone_lowdose]))
 
-    def _volume_patches(self, rng: np.random.Generator, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _volume_patches(self, rng: np.random.Generator, count: int) -> tuple:
         cfg = self.cfg
         if count and not self._volumes:
             self._volumes = volumes.load_part("train", cfg.volumes_dir)
@@ -207,6 +225,7 @@ class PatchStream:
         noisy = np.empty((count, depth, p, p), np.float32)
         clean = np.empty((count, 1, p, p), np.float32)
         levels = rng.uniform(cfg.sigma_min, cfg.sigma_max, size=count).astype(np.float32)
+        is_lowdose = np.zeros(count, bool)
         for b in range(count):
             for _ in range(10):  # mostly skip patches of empty air
                 vol = self._volumes[int(rng.integers(len(self._volumes)))]
@@ -218,7 +237,7 @@ class PatchStream:
                     break
             k, flip = int(rng.integers(4)), rng.random() < 0.5
             used = np.unique(rows)
-            lowdose = cfg.volume_lowdose_fraction > 0 and rng.random() < cfg.volume_lowdose_fraction
+            lowdose = is_lowdose[b] = cfg.volume_lowdose_fraction > 0 and rng.random() < cfg.volume_lowdose_fraction
             shaped = not lowdose and cfg.kernel_fraction > 0 and rng.random() < cfg.kernel_fraction
             fc = rng.uniform(cfg.kernel_fc_min, cfg.kernel_fc_max)
             slices = {}
@@ -238,7 +257,7 @@ class PatchStream:
                 stack, target = stack[:, :, ::-1], target[:, :, ::-1]
             noisy[b] = np.clip(stack, 0, 1)
             clean[b] = np.clip(target, 0, 1)
-        return torch.from_numpy(noisy), torch.from_numpy(clean), torch.from_numpy(levels)
+        return torch.from_numpy(noisy), torch.from_numpy(clean), torch.from_numpy(levels), is_lowdose
 
 
 def noisy_input(ref: Reference, sigma: float, i: int, context: int) -> np.ndarray:
