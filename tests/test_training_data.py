@@ -101,8 +101,14 @@ def test_low_dose_patches_are_told_a_jittered_level_and_keep_their_noise():
     from models.training.card import describe_training
 
     assert describe_training(TrainConfig(lowdose_level_jitter=0.22, **cfg))["noise"].endswith(
-        "std uniform in the same range + 0.005), told that std times exp(N(0, 0.22)) as a series estimate reads it")
+        "for 50% of the patches instead low-dose CT noise (Poisson photon noise on simulated projections, FBP; std "
+        "uniform in the same range + 0.005), told that std times exp(N(0, 0.22)) as a series estimate reads it")
     assert "exp(N" not in describe_training(TrainConfig(**cfg))["noise"]
+    mixed = describe_training(TrainConfig(context=2, lowdose_fraction=0.5, volume_lowdose_fraction=0.3,
+                                          kernel_fraction=0.3, lowdose_level_jitter=0.22))["noise"]
+    assert ("for 50% of the lone-slice patches and 30% of the volume patches (each slice its own simulation) instead "
+            "low-dose CT noise") in mixed
+    assert "reads it; for 30% of the other patches noise shaped by a reconstruction kernel" in mixed
     white = TrainConfig(lowdose_level_jitter=0.22, **dict(cfg, lowdose_fraction=0.0))
     np.testing.assert_array_equal(PatchStream(white).batch(3)[2].numpy(),
                                   PatchStream(TrainConfig(**dict(cfg, lowdose_fraction=0.0))).batch(3)[2].numpy())

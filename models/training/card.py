@@ -99,11 +99,21 @@ def describe_training(cfg: TrainConfig) -> dict[str, Any]:
         kept = "noise-free phantoms" if cfg.source == "synthetic" else "the site's slices"
     told = "told to the model as a noise-level map" if cfg.noise_map else "blind"
     noise = f"Gaussian, sigma uniform in [{cfg.sigma_min}, {cfg.sigma_max}] of the window ({told})"
-    if cfg.lowdose_fraction > 0:
-        noise += (f"; for {cfg.lowdose_fraction:.0%} of the patches instead low-dose CT noise (Poisson photon noise on "
-                  "simulated projections, FBP; std uniform in the same range + 0.005)")
-        if cfg.lowdose_level_jitter > 0:
-            noise += (f", told that std times exp(N(0, {cfg.lowdose_level_jitter})) as a series estimate reads it")
+    with_volumes = bool(cfg.context) or cfg.source == "volumes"
+    lowdose = []
+    if cfg.lowdose_fraction > 0 and cfg.source != "volumes":
+        lowdose.append(f"{cfg.lowdose_fraction:.0%} of the " + ("lone-slice patches" if with_volumes else "patches"))
+    if cfg.volume_lowdose_fraction > 0 and with_volumes:
+        lowdose.append(f"{cfg.volume_lowdose_fraction:.0%} of the volume patches (each slice its own simulation)")
+    if lowdose:
+        told_ld = (f", told that std times exp(N(0, {cfg.lowdose_level_jitter})) as a series estimate reads it"
+                   if cfg.lowdose_level_jitter > 0 else "")
+        noise += (f"; for {' and '.join(lowdose)} instead low-dose CT noise (Poisson photon noise on simulated "
+                  f"projections, FBP; std uniform in the same range + 0.005){told_ld}")
+    if cfg.kernel_fraction > 0:
+        noise += (f"; for {cfg.kernel_fraction:.0%} of the other patches noise shaped by a reconstruction kernel "
+                  f"(pipeline/synthetic/kernel_noise.py, NPS cutoff uniform in [{cfg.kernel_fc_min}, "
+                  f"{cfg.kernel_fc_max}] cycles per pixel, std in the same range, told that std)")
     out: dict[str, Any] = {"data": data, "noise": noise,
                            "targets": f"the reference without the added noise ({kept}), clipped to the window; input = "
                                       "clip(reference + noise, 0, 1), the noise added to the reference as stored"}
