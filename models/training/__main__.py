@@ -43,7 +43,7 @@ def _flag(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _rule(text: str) -> LevelRule:
+def level_rule_arg(text: str) -> LevelRule:
     try:
         exponent, max_gain = (float(v) for v in text.split(","))
         return LevelRule(exponent, max_gain)
@@ -51,7 +51,8 @@ def _rule(text: str) -> LevelRule:
         raise argparse.ArgumentTypeError(f"expected EXPONENT,MAX_GAIN (e.g. 0.5,1.5), got {text!r}: {exc}") from None
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, TrainConfig]:
+    """The command line's options and the training settings they make (config file, then flags)."""
     p = argparse.ArgumentParser(description=__doc__ or "", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run-dir", type=Path, required=True)
     p.add_argument("--config", type=Path, default=None,
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--export", type=Path, help="write weights + model card from the run's checkpoint")
     p.add_argument("--model-version", default=MODEL_VERSION,
                    help=f"with --export: the card's version (default {MODEL_VERSION}; name a candidate apart)")
-    p.add_argument("--level-rule", type=_rule, default=None, metavar="EXPONENT,MAX_GAIN",
+    p.add_argument("--level-rule", type=level_rule_arg, default=None, metavar="EXPONENT,MAX_GAIN",
                    help="with --export: the card's rule for blotchy noise (bench.noise_level --calibrate prints it)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after this long")
@@ -72,10 +73,14 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--" + f.name.replace("_", "-"), type=_flag if isinstance(f.default, bool) else type(f.default),
                        default=None, help=f"default {f.default!r}")
     args = p.parse_args(argv)
+    return args, load_config(args.config, **{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, cfg = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, **{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     if args.export:
         export(cfg, args.run_dir, args.export, command=_command_without_export(sys.argv[1:] if argv is None else argv),
                level_rule=args.level_rule, version=args.model_version)

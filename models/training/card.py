@@ -122,6 +122,37 @@ def describe_training(cfg: TrainConfig) -> dict[str, Any]:
     return out
 
 
+def evaluate(model: torch.nn.Module, cfg: TrainConfig) -> dict[str, Any]:
+    """The card's ``evaluation``: the model told the noise std on held-out phantoms and, as ``cfg``
+    trains on them, the validation volumes and the real validation part."""
+    evaluation: dict[str, Any] = {
+        "yardstick": "noise added in HU to the reference as stored, not clipped; every method gets the same noisy "
+                     "image; the model clips it through its window and is told the noise std; outputs and reference "
+                     "clipped to the window; PSNR data range 1",
+        "filters": dataclasses.asdict(FilterParams()),
+        "phantoms": {"data": f"{cfg.val_slices} held-out synthetic 512x512 slices (seeds 900 000 + i), noise seeded "
+                             "900 000 + i", "by_sigma": measure(model, phantom_check_set(cfg))},
+    }
+    if cfg.context or cfg.source == "volumes":
+        evaluation["volume_validation"] = {
+            "data": "the middle slice of each validation volume (models/training/volumes.py) with its neighbours, "
+                    "every slice its own noise (seeded 900 000 + 1000 i + j)",
+            "by_sigma": measure(model, context_validation_set(cfg))}
+    if cfg.source == "realct":
+        evaluation["real_validation"] = {
+            "data": "the real CT set's validation part (" + ", ".join(realct.SPLIT["validation"]) + "), noise seeded "
+                    "900 000 + i; every model choice was made on it"
+                    + ("; lone slices, each its own neighbours" if cfg.context else ""),
+            "by_sigma": measure(model, real_references(cfg, "validation"))}
+    return evaluation
+
+
+def rule_entry(level_rule: LevelRule) -> dict[str, Any]:
+    """The card's ``level_rule``: the rule and how it was fitted."""
+    return {**dataclasses.asdict(level_rule),
+            "fitted_by": "python -m bench.noise_level --calibrate --weights (validation part)"}
+
+
 def export(cfg: TrainConfig, run_dir: Path, weights: Path, version: str = MODEL_VERSION,
            command: str | None = None, level_rule: LevelRule | None = None) -> dict[str, Any]:
     """Weights + card from the run's checkpoint. ``level_rule``: what the model is told for blotchy
@@ -147,25 +178,7 @@ def export(cfg: TrainConfig, run_dir: Path, weights: Path, version: str = MODEL_
         start = load_model(cfg.init_weights)
         training["initialised_from"] = {"weights": cfg.init_weights, "sha256": start.sha256,
                                         "version": start.card.get("version"), "architecture": start.model.config}
-    evaluation: dict[str, Any] = {
-        "yardstick": "noise added in HU to the reference as stored, not clipped; every method gets the same noisy "
-                     "image; the model clips it through its window and is told the noise std; outputs and reference "
-                     "clipped to the window; PSNR data range 1",
-        "filters": dataclasses.asdict(FilterParams()),
-        "phantoms": {"data": f"{cfg.val_slices} held-out synthetic 512x512 slices (seeds 900 000 + i), noise seeded "
-                             "900 000 + i", "by_sigma": measure(model, phantom_check_set(cfg))},
-    }
-    if cfg.context or cfg.source == "volumes":
-        evaluation["volume_validation"] = {
-            "data": "the middle slice of each validation volume (models/training/volumes.py) with its neighbours, "
-                    "every slice its own noise (seeded 900 000 + 1000 i + j)",
-            "by_sigma": measure(model, context_validation_set(cfg))}
-    if cfg.source == "realct":
-        evaluation["real_validation"] = {
-            "data": "the real CT set's validation part (" + ", ".join(realct.SPLIT["validation"]) + "), noise seeded "
-                    "900 000 + i; every model choice was made on it"
-                    + ("; lone slices, each its own neighbours" if cfg.context else ""),
-            "by_sigma": measure(model, real_references(cfg, "validation"))}
+    evaluation = evaluate(model, cfg)
     card = {
         "name": MODEL_NAME,
         "version": version,
@@ -184,8 +197,7 @@ def export(cfg: TrainConfig, run_dir: Path, weights: Path, version: str = MODEL_
         "evaluation": evaluation,
     }
     if level_rule is not None:
-        card["level_rule"] = {**dataclasses.asdict(level_rule),
-                              "fitted_by": "python -m bench.noise_level --calibrate --weights (validation part)"}
+        card["level_rule"] = rule_entry(level_rule)
     save_model(model, weights, card)
     log.info("wrote %s", weights)
     return card

@@ -1,0 +1,77 @@
+"""A weight average of fine-tunes (models/training/average.py): exact means, a card that names its
+parents, and one-line refusals."""
+import json
+
+import pytest
+import torch
+
+from models.store import card_path, load_model
+from models.training.average import average, main
+from models.training.card import export
+from models.training.config import TrainConfig
+from models.training.train import train
+from pipeline.errors import ConfigError
+
+TINY = dict(batch_size=4, patch=32, width=4, levels=1, convs_per_level=1, pool_size=2, pool_refresh=1000,
+            val_slices=1, lr=3e-3, noise_map=True)
+
+
+@pytest.fixture(scope="module")
+def parents(tmp_path_factory):
+    """Two tiny runs of one architecture, a third of another width."""
+    root = tmp_path_factory.mktemp("parents")
+    out = []
+    for name, extra in (("a", {"seed": 1}), ("b", {"seed": 2, "lowdose_level_jitter": 0.1}), ("w", {"width": 8})):
+        cfg = TrainConfig(steps=2, checkpoint_every=2, val_every=1000, **{**TINY, **extra})
+        train(cfg, root / name, progress=False)
+        export(cfg, root / name, root / f"{name}.safetensors", version=f"0.0.{name}")
+        out.append(root / f"{name}.safetensors")
+    return out
+
+
+def test_the_average_is_the_share_weighted_mean_and_its_card_names_the_parents(parents, tmp_path):
+    a, b, _ = parents
+    out = tmp_path / "avg.safetensors"
+    card = average([a, b], out, version="9.9.9", shares=[0.25, 0.75])
+    la, lb, lavg = load_model(a), load_model(b), load_model(out)
+    sa, sb = la.model.state_dict(), lb.model.state_dict()
+    assert sa.keys() == lavg.model.state_dict().keys()
+    for key, value in lavg.model.state_dict().items():
+        torch.testing.assert_close(value, 0.25 * sa[key] + 0.75 * sb[key], rtol=0, atol=1e-6)
+    assert not torch.equal(sa["head.weight"], sb["head.weight"])  # the parents differ, so the mean is a new model
+    saved = json.loads(card_path(out).read_text())
+    assert saved["version"] == card["version"] == "9.9.9" and saved["weights_sha256"] == lavg.sha256
+    got = saved["training"]["parents"]
+    assert [p["share"] for p in got] == [0.25, 0.75] and [p["version"] for p in got] == ["0.0.a", "0.0.b"]
+    assert [p["sha256"] for p in got] == [la.sha256, lb.sha256]
+    assert got[1]["training"]["config"]["lowdose_level_jitter"] == 0.1  # each parent's card whole
+    assert "parent 2 (share 0.75)" in saved["training"]["noise"] and saved["training"]["config"]["seed"] == 1
+    assert saved["evaluation"]["phantoms"]["by_sigma"]["0.05"]["autoencoder"]["psnr_db"] > 0  # measured again
+    assert "level_rule" not in saved
+
+
+def test_equal_shares_by_default_and_a_level_rule_from_the_command_line(parents, tmp_path):
+    a, b, _ = parents
+    out = tmp_path / "avg.safetensors"
+    main([str(a), str(b), "--out", str(out), "--model-version", "1.2.3", "--level-rule", "1.8,1.5"])
+    card = load_model(out).card
+    assert [p["share"] for p in card["training"]["parents"]] == [0.5, 0.5]
+    assert card["level_rule"]["exponent"] == 1.8 and card["level_rule"]["max_gain"] == 1.5
+    assert card["training"]["command"].startswith("python -m models.training.average ")
+    assert "--level-rule 1.8,1.5" in card["training"]["command"]
+
+
+def test_models_that_do_not_average_are_refused_in_one_line(parents, tmp_path, capsys):
+    a, b, w = parents
+    out = tmp_path / "avg.safetensors"
+    with pytest.raises(ConfigError, match=r"w\.safetensors: architecture differs from a\.safetensors's"):
+        average([a, w], out)
+    with pytest.raises(ConfigError, match="shares must be positive and sum to 1"):
+        average([a, b], out, shares=[0.5, 0.6])
+    with pytest.raises(ConfigError, match="2 parent models but 3 shares"):
+        average([a, b], out, shares=[0.2, 0.3, 0.5])
+    with pytest.raises(ConfigError, match="at least two models"):
+        average([a], out)
+    with pytest.raises(SystemExit, match="nope.safetensors: model weights not found"):
+        main([str(a), str(tmp_path / "nope.safetensors"), "--out", str(out)])
+    assert not out.exists()  # nothing written for a refused average
