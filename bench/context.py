@@ -1,20 +1,21 @@
 """What neighbouring slices are worth: the model per slice and with slice context against BM3D per
 slice and BM4D on the volume, on the real contiguous volumes (models/training/volumes.py).
 
-    python -m bench.context [--part validation] [--levels 0.02 0.05] [--weights W ...] [--series N] [--no-bm4d]
-                            [--thick K] [--untold] [--realct GROUP]
+    python -m bench.context [--part validation] [--levels 0.02 0.05 lowdose@20000] [--weights W ...] [--series N]
+                            [--no-bm4d] [--thick K] [--untold] [--realct GROUP]
 
-Each volume of the part (24 contiguous slices, 3.27 mm) gets Gaussian noise of each level added in
-HU to every slice (seeded from the series and slice, not clipped); every method gets that same
-noisy volume and is told the noise std; outputs and references are clipped to the window
-[-1000, 1000] HU and scored slice by slice (PSNR, data range 1; pipeline/qa/yardstick.py), the mean
-over all slices. A model is run as the derived series runs it when told the std (absolute strength,
-whole correction): a 2-D model slice by slice, a context model with each slice's neighbours
-(replicated past the volume's ends), and once more without neighbours (each slice its own, as the
-pipeline runs a slice whose step breaks): what the neighbours are worth to it. With ``--untold``,
-each model once more as the derived series runs it told nothing (the series' noise estimated from
-the noisy volume, strength ``full``, the pipeline's neighbours). Prints one table per level; CPU
-seconds per slice beside each method.
+Each volume of the part (24 contiguous slices, 3.27 mm) gets noise of each level added in HU to
+every slice (seeded from the series and slice, not clipped): Gaussian, or (``lowdose@I0``) each
+slice its own low-dose simulation; every method gets that same noisy volume and is told the noise
+std (low dose: one std for the volume, the root mean square of its slices'); outputs and references
+are clipped to the window [-1000, 1000] HU and scored slice by slice (PSNR, data range 1;
+pipeline/qa/yardstick.py), the mean over all slices. A model is run as the derived series runs it
+when told the std (absolute strength, whole correction): a 2-D model slice by slice, a context model
+with each slice's neighbours (replicated past the volume's ends), and once more without neighbours
+(each slice its own, as the pipeline runs a slice whose step breaks): what the neighbours are worth
+to it. With ``--untold``, each model once more as the derived series runs it told nothing (the
+series' noise estimated from the noisy volume, strength ``full``, the pipeline's neighbours). Prints
+one table per level; CPU seconds per slice beside each method.
 
 ``--realct GROUP``: the contiguous slices of one source of the real CT set instead (``dcmqi``, in
 the validation part: three 1.25 mm slices at 1 mm steps from another scanner).
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.quality import import_bm3d
+from bench.quality import import_bm3d, noise_model
 from models.store import load_model
 from models.training import realct, volumes
 from pipeline.dicom.discovery import scan
@@ -51,12 +52,22 @@ W = Window()
 BM4D_MIN_SLICES = 4  # bm4d refuses a volume shallower than its blocks
 
 
-def noisy_volume(vol: volumes.Volume, sigma: float) -> np.ndarray:
-    """The volume plus Gaussian noise of ``sigma`` (window fraction) on the unit scale, not clipped,
-    every slice seeded from the series and its index."""
+def noisy_volume(vol: volumes.Volume, level: str) -> tuple[np.ndarray, float]:
+    """The volume plus noise of ``level`` (``0.05``: Gaussian sigma, window fraction; ``lowdose@20000``:
+    each slice its own low-dose simulation at that I0, :mod:`bench.quality`'s ``noise_model``) on the
+    unit scale, not clipped, every slice seeded from the series and its index; and the std the
+    methods are told (the Gaussian sigma; for low-dose noise the root mean square of the slices'
+    added std: one level for the volume, as a series estimate gives one)."""
+    model = noise_model(level)
+    if model.kind not in ("gaussian", "lowdose"):
+        raise ValueError(f"noise level {level!r}: the volume bench adds Gaussian or low-dose noise only")
     unit = hu_to_unit(vol.hu, W)
-    return np.stack([u + np.float32(sigma) * np.random.default_rng(seed_from_uid(f"{vol.series}/{k}", "context"))
-                     .standard_normal(u.shape, dtype=np.float32) for k, u in enumerate(unit)])
+    noisy, stds = [], []
+    for k, (u, hu) in enumerate(zip(unit, vol.hu)):
+        x, std = model.noisy(u, hu, W.width, vol.pixel_mm, seed_from_uid(f"{vol.series}/{k}", "context"))
+        noisy.append(x)
+        stds.append(std)
+    return np.stack(noisy), float(np.sqrt(np.mean(np.square(stds))))
 
 
 def thick_volume(vol: volumes.Volume, k: int) -> volumes.Volume:
@@ -112,10 +123,32 @@ def delivered_method(denoiser: Denoiser):
     return run
 
 
+def volume_methods(denoisers: list[Denoiser], labels: list[str], sigma: float, args: argparse.Namespace) -> dict:
+    """The methods scored on one noisy volume, each told ``sigma`` (window fraction) but the models
+    told nothing (``--untold``)."""
+    methods = {"noisy": lambda x, v: x}
+    for den, label in zip(denoisers, labels):
+        methods[label] = model_method(den, sigma)
+        if den.context:
+            methods[f"{label}, no neighbours"] = model_method(den, sigma, neighbours=False)
+        if args.untold:
+            methods[f"{label}, told nothing"] = delivered_method(den)
+    if not args.no_bm3d:
+        bm3d = import_bm3d()
+        methods["BM3D per slice"] = lambda x, v: np.stack([bm3d.bm3d(s, sigma_psd=sigma) for s in x])
+    if not args.no_bm4d:
+        import_bm3d()  # gives bm4d NumPy 2.4's missing trapz too
+        import bm4d
+
+        methods["BM4D on the volume"] = lambda x, v: np.asarray(bm4d.bm4d(x, sigma_psd=sigma), np.float32)
+    return methods
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", default="validation", choices=list(volumes.SPLIT_SIZES))
-    ap.add_argument("--levels", nargs="*", type=float, default=[0.02, 0.05])
+    ap.add_argument("--levels", nargs="*", default=["0.02", "0.05"],
+                    help="Gaussian sigmas (window fractions) and/or lowdose@I0 (each slice its own simulation)")
     ap.add_argument("--weights", nargs="*", type=Path, default=[None], help="models (default: the shipped one)")
     ap.add_argument("--volumes-dir", default=volumes.DEFAULT_DIR)
     ap.add_argument("--series", type=int, default=0, help="only the part's first N series (0: all)")
@@ -139,8 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     slices = sum(len(v.hu) for v in vols)
     steps = np.median(np.concatenate([np.abs(np.diff(v.z_mm)) for v in vols]))
     print(f"# {args.part} volumes: {len(vols)} series, {slices} slices at {steps:.2f} mm steps"
-          f"{f' (each {args.thick} slices averaged)' if args.thick > 1 else ''}; window {W}; Gaussian noise "
-          f"per slice, told the std{' (and told nothing where said)' if args.untold else ''}; the pipeline "
+          f"{f' (each {args.thick} slices averaged)' if args.thick > 1 else ''}; window {W}; noise added "
+          f"per slice, told its std{' (and told nothing where said)' if args.untold else ''}; the pipeline "
           f"gives a context model neighbours up to {MAX_STEP_MM:g} mm steps")
     labels = [f"{den.loaded.name} (context {den.context})" for den in denoisers]
     if not args.no_bm4d and min(len(v.hu) for v in vols) < BM4D_MIN_SLICES:
@@ -148,37 +181,30 @@ def main(argv: list[str] | None = None) -> None:
         args.no_bm4d = True
     if len(set(labels)) < len(labels):  # candidates that share a name and version: their paths tell them apart
         labels = [f"{label} {w or 'shipped'}" for label, w in zip(labels, args.weights)]
-    for sigma in args.levels:
-        methods = {"noisy": lambda x, v: x}
-        for den, label in zip(denoisers, labels):
-            methods[label] = model_method(den, sigma)
-            if den.context:
-                methods[f"{label}, no neighbours"] = model_method(den, sigma, neighbours=False)
-            if args.untold:
-                methods[f"{label}, told nothing"] = delivered_method(den)
-        if not args.no_bm3d:
-            bm3d = import_bm3d()
-            methods["BM3D per slice"] = lambda x, v: np.stack([bm3d.bm3d(s, sigma_psd=sigma) for s in x])
-        if not args.no_bm4d:
-            import_bm3d()  # gives bm4d NumPy 2.4's missing trapz too
-            import bm4d
-
-            methods["BM4D on the volume"] = lambda x, v: np.asarray(bm4d.bm4d(x, sigma_psd=sigma), np.float32)
-        scores = {name: [] for name in methods}
-        seconds = dict.fromkeys(methods, 0.0)
+    for level in args.levels:
+        scores: dict[str, list[float]] = {}
+        seconds: dict[str, float] = {}
+        told = []
         for vol in vols:
+            noisy, sigma = noisy_volume(vol, level)
+            told.append(sigma)
+            methods = volume_methods(denoisers, labels, sigma, args)
+            for name in methods:
+                scores.setdefault(name, [])
+                seconds.setdefault(name, 0.0)
             per_volume = {name: (lambda x, f=f, v=vol: f(x, v)) for name, f in methods.items()}
-            scored = score_methods(hu_to_unit(vol.hu, W), noisy_volume(vol, sigma), per_volume, with_ssim=False,
+            scored = score_methods(hu_to_unit(vol.hu, W), noisy, per_volume, with_ssim=False,
                                    seconds=seconds, clock=time.process_time)
             for name, vals in scored.items():
                 scores[name].extend(s.psnr for s in vals)
-        print(f"\n| sigma {sigma:g} ({sigma * W.width:g} HU) | mean PSNR dB | vs BM3D per slice | CPU s per slice |")
+        what = (f"sigma {level} ({float(level) * W.width:g} HU)" if noise_model(level).kind == "gaussian" else
+                f"{level} (told {np.mean(told) * W.width:.0f} HU, the mean of the volumes' added std)")
+        print(f"\n| {what} | mean PSNR dB | vs BM3D per slice | CPU s per slice |")
         print("|---|---|---|---|")
         base = np.mean(scores["BM3D per slice"]) if "BM3D per slice" in scores else None
         for name, vals in scores.items():
             rel = f"{np.mean(vals) - base:+.2f}" if base is not None else ""
             print(f"| {name} | {np.mean(vals):.2f} | {rel} | {seconds[name] / slices:.3f} |", flush=True)
-
 
 if __name__ == "__main__":
     main()

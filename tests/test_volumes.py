@@ -2,6 +2,7 @@
 patches of a slice with its neighbours (PatchStream), on a small set of volumes written here."""
 import copy
 import csv
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -100,8 +101,9 @@ def test_the_context_bench_scores_every_method_on_the_same_noisy_volume(volume_s
           "--no-bm3d", "--no-bm4d"])
     table = capsys.readouterr().out
     (vol,) = volumes.load_part("test", volume_set)
-    noisy = noisy_volume(vol, 0.05)
-    np.testing.assert_array_equal(noisy, noisy_volume(vol, 0.05))  # seeded per series and slice
+    noisy, told = noisy_volume(vol, "0.05")
+    np.testing.assert_array_equal(noisy, noisy_volume(vol, "0.05")[0])  # seeded per series and slice
+    assert told == 0.05
     assert not np.array_equal(noisy[0] - hu_to_unit(vol.hu[0], Window()), noisy[1] - hu_to_unit(vol.hu[1], Window()))
     ref = np.clip(hu_to_unit(vol.hu, Window()), 0, 1)
     expected = np.mean([psnr(r, np.clip(x, 0, 1)) for r, x in zip(ref, noisy)])
@@ -113,6 +115,29 @@ def test_the_context_bench_scores_every_method_on_the_same_noisy_volume(volume_s
           "--no-bm3d", "--no-bm4d"])
     table = capsys.readouterr().out
     assert f"| ctx-test 0.0.1 (context 1) {path} |" in table and f"| ctx-test 0.0.1 (context 1) {twin} |" in table
+
+
+def test_the_context_bench_gives_each_slice_its_own_low_dose_simulation_and_tells_one_std(volume_set, capsys):
+    from bench.context import main, noisy_volume
+    from pipeline.inference.window import Window, hu_to_unit
+    from pipeline.qa.noise import seed_from_uid
+    from pipeline.synthetic.lowdose import low_dose_noise_whole_hu
+
+    (vol,) = volumes.load_part("test", volume_set)
+    noisy, told = noisy_volume(vol, "lowdose@20000")
+    added = noisy - hu_to_unit(vol.hu, Window())
+    for k in (0, 3):  # the pipeline's simulation of that slice, with the slice's own seed
+        expected = low_dose_noise_whole_hu(vol.hu[k], vol.pixel_mm, 2e4, seed_from_uid(f"{vol.series}/{k}", "context"))
+        np.testing.assert_allclose(added[k], expected / 2000, atol=1e-5)
+    stds = [float(a[a != 0].std()) for a in added]
+    assert told == pytest.approx(float(np.sqrt(np.mean(np.square(stds)))), rel=1e-3) and min(stds) > 0.002
+    assert not np.allclose(added[0], added[1], atol=1e-3)  # its own noise per slice
+    with pytest.raises(ValueError, match="'soft@0.03': the volume bench adds Gaussian or low-dose noise only"):
+        noisy_volume(vol, "soft@0.03")
+    main(["--part", "test", "--levels", "lowdose@20000", "--volumes-dir", str(volume_set), "--no-bm3d", "--no-bm4d",
+          "--weights", str(Path(__file__).resolve().parents[1] / "models" / "weights" / "ct_denoiser.safetensors")])
+    table = capsys.readouterr().out
+    assert f"| lowdose@20000 (told {told * 2000:.0f} HU, the mean of the volumes' added std) |" in table
 
 
 def test_a_context_model_exports_with_a_card_measured_on_its_volumes_and_on_lone_slices(volume_set, tmp_path):
