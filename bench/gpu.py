@@ -32,7 +32,7 @@ def measure(model: torch.nn.Module, device: torch.device, dtype: str, batch: int
     """(slices/s, peak memory in MiB or None on the CPU) for one batch size and autocast dtype."""
     cast = (torch.autocast(device_type=device.type, dtype=DTYPES[dtype]) if dtype != "fp32"
             else contextlib.nullcontext())
-    host = torch.rand(batch, 1, size, size)
+    host = torch.rand(batch, getattr(model, "slices", 1), size, size)  # a context model: slice and neighbours
     if device.type == "cuda":
         host = host.pin_memory()
         torch.cuda.empty_cache()
