@@ -216,8 +216,10 @@ def test_the_cpu_denoiser_runs_channels_last_and_gives_the_plain_models_results(
     plain = type(loaded.model)(**loaded.model.config).eval()
     plain.load_state_dict(loaded.model.state_dict())
     images = np.random.default_rng(3).random((3, 48, 40), dtype=np.float32)
+    c = loaded.model.context  # a context model: each slice with its neighbours, replicated past the ends
+    stacks = images[np.clip(np.arange(3)[:, None] + np.arange(-c, c + 1), 0, 2)]
     with torch.inference_mode():
-        expected = plain(torch.from_numpy(images[:, None]), torch.full((3,), 0.03))[:, 0].numpy()
+        expected = plain(torch.from_numpy(stacks), torch.full((3,), 0.03))[:, 0].numpy()
     d = Denoiser(loaded, "cpu", cpu_batch_size=2)
     wide = [p for p in d.model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] > 1]
     assert d.channels_last and wide and all(p.is_contiguous(memory_format=torch.channels_last) for p in wide)

@@ -96,7 +96,7 @@ def test_checkpoint_resumes_to_the_same_state(tmp_path):
 def test_shipped_weights_load_and_reproduce_their_card():
     from models.training import realct
     from models.training.card import measure, phantom_check_set
-    from models.training.data import validation_set
+    from models.training.data import real_references
 
     loaded = load_model(SHIPPED_WEIGHTS)
     card = loaded.card
@@ -116,7 +116,7 @@ def test_shipped_weights_load_and_reproduce_their_card():
     assert table["autoencoder"]["psnr_db"] > max(table[m]["psnr_db"] for m in ("gaussian", "average", "median",
                                                                                "bilateral", "nlm"))
     if realct.available(cfg.realct_dir):  # where the real CT set lies (as in CI), its figures too
-        real = measure(loaded.model, validation_set(cfg), sigmas=(0.07,))["0.07"]
+        real = measure(loaded.model, real_references(cfg, "validation"), sigmas=(0.07,))["0.07"]
         assert real["autoencoder"]["psnr_db"] == pytest.approx(
             card["evaluation"]["real_validation"]["by_sigma"]["0.07"]["autoencoder"]["psnr_db"], abs=0.05)
 

@@ -23,7 +23,7 @@ from .train import build_model, told_model
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "ct-denoise-unet"
-MODEL_VERSION = "3.0.0"
+MODEL_VERSION = "3.1.0"
 CARD_NLM_H = 0.08
 
 
