@@ -29,6 +29,12 @@ from pipeline.inference.window import Window
 from pipeline.qa.scan_measures import measure_slice
 
 
+def derived_slice(denoiser: Denoiser, hu: np.ndarray, noise) -> np.ndarray:
+    """The derived slice of ``hu`` (H, W) as DenoiseStudy makes it for a one-slice series: a context
+    model gets no neighbours (the slice is its own)."""
+    return denoiser.denoise_hu(hu[None], Window(), noise, links=np.zeros(0, bool))[0]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--strengths", nargs="*", default=["low", "medium", "high", "full"])
@@ -46,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
             rows[key]["noise"].append(noise.sigma_hu)
             rows[key]["whiteness"].append(noise.whiteness)
             for s, d in denoisers.items():
-                m = measure_slice(sl.hu, d.denoise_hu(sl.hu[None], Window(), noise)[0], sl.pixel_mm)
+                m = measure_slice(sl.hu, derived_slice(d, sl.hu, noise), sl.pixel_mm)
                 if math.isfinite(m.noise_reduction):
                     rows[key][s].append(m.noise_reduction)
                 rows[key][s + " edges"].append(m.edge_kept)

@@ -81,3 +81,26 @@ def test_every_source_of_the_real_set_is_in_exactly_one_part():
     test_scanners = {s.scanner for s in realct.load_part("test")}
     train_scanners = {s.scanner for s in realct.load_part("train")}
     assert len(test_scanners) >= 5 and not test_scanners & train_scanners
+
+
+def test_the_strength_bench_runs_the_shipped_context_model_on_one_slice_series(tmp_path, capsys):
+    from bench.strength import derived_slice, main
+    from models.store import load_model
+    from pipeline.inference.denoiser import Denoiser
+    from pipeline.inference.noise_level import estimate_series
+    from pipeline.inference.window import Window
+
+    root = _fake_set(tmp_path)
+    (sl,) = realct.load_part("test", str(root))
+    hu = sl.hu + np.random.default_rng(0).normal(0, 30, sl.hu.shape).astype(np.float32)
+    loaded = load_model()
+    assert loaded.model.context == 2  # the shipped model takes neighbours, which a lone slice lacks
+    den = Denoiser(loaded, "cpu", strength="medium")
+    noise = estimate_series([hu])
+    out = derived_slice(den, hu, noise)
+    alone = den.denoise_hu(np.repeat(hu[None], 3, 0), Window(), noise, links=np.zeros(2, bool))[1]
+    np.testing.assert_allclose(out, alone, atol=1e-4)  # its own neighbours: as any slice cut off from its stack
+    assert np.abs(out - hu).max() > 1  # it did denoise
+    main(["--parts", "test", "--realct-dir", str(root), "--strengths", "medium"])
+    table = capsys.readouterr().out
+    assert f"# model {loaded.name};" in table and "| test | orthanc_tests (1) |" in table
