@@ -1,17 +1,18 @@
 """Training choices compared by training: each candidate continues the same start for the same CPU time.
 
     python -m bench.candidates [--minutes 15] [--only b4-mse b8-log_mse] [--threads 2]
-                               [--config models/configs/ct_denoiser.json]
+                               [--config models/configs/ct_denoiser_context_gpu_3.json]
                                [--init models/weights/ct_denoiser.safetensors]
 
-A candidate is the training configuration (``--config``, by default the shipped model's) with a few
-settings changed: the number of residual blocks at the coarsest level (capacity) and the loss
-(``mse``, or ``log_mse``, which weighs every patch's PSNR alike, so low-noise patches count). Each
-starts from ``--init`` (grown into its network by ``models.autoencoder.grow_state``: the extra
-blocks start as the identity, so every candidate starts from the same function) and trains for the
-same CPU time: its steps are ``--minutes`` divided by its own measured time per step, with the lr
-decaying by a cosine from ``--lr`` to ``--lr-min`` over them (a run stopped at 1.5 times the minutes
-reports the steps it reached). Runs go to ``runs/candidates/<name>/`` (resumable).
+A candidate is the training configuration (``--config``, by default the recipe of the shipped
+model's runs, whose architecture it has) with a few settings changed: the number of residual blocks
+at the coarsest level (capacity) and the loss (``mse``, or ``log_mse``, which weighs every patch's
+PSNR alike, so low-noise patches count). Each starts from ``--init`` (grown into its network by
+``models.autoencoder.grow_state``: the extra blocks start as the identity, so every candidate starts
+from the same function) and trains for the same CPU time: its steps are ``--minutes`` divided by its
+own measured time per step, with the lr decaying by a cosine from ``--lr`` to ``--lr-min`` over them
+(a run stopped at 1.5 times the minutes reports the steps it reached). Runs go to
+``runs/candidates/<name>/`` (resumable).
 
 Each candidate, and the start itself, is then scored on the real CT set's validation part (never
 on the test part) as ``bench.quality`` scores the model told the std (its ``autoencoder_told``
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=15.0, help="training time of each candidate")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--config", type=Path, default=ROOT / "models" / "configs" / "ct_denoiser.json")
+    ap.add_argument("--config", type=Path, default=ROOT / "models" / "configs" / "ct_denoiser_context_gpu_3.json")
     ap.add_argument("--init", default=str(ROOT / "models" / "weights" / "ct_denoiser.safetensors"))
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--lr-min", type=float, default=1e-5)
