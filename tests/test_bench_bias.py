@@ -31,6 +31,11 @@ def test_a_shift_is_bias_and_a_constant_result_leaves_no_noise():
     # the three parts add up: error MSE = bias MSE + noise-left MSE
     s = bias.split(ref, copies, lambda x, s: 0.5 * (x + ref) + 0.01)
     assert 10 ** (-s.error / 10) == pytest.approx(10 ** (-s.bias / 10) + 10 ** (-s.left / 10), rel=1e-6)
+    assert s.inside == 1.0  # the slice lies inside the window
+    half = ref.copy()
+    half[:, :24] = -0.1  # air below the window: clipped to 0 in the reference
+    air = bias.split(half, copies, lambda x, s, h=half: np.where(h < 0, 0.01, np.clip(h, 0, 1)))
+    assert air.inside == 0.0 and air.bias == pytest.approx(43.01, abs=0.01)  # half the pixels 0.01 off
     with pytest.raises(ValueError, match="at least two"):
         bias.split(ref, copies[:1], lambda x, s: x)
 
