@@ -1,6 +1,7 @@
 """Where a denoiser's error comes from: what it does to the slice (bias), and the noise it leaves.
 
-    python -m bench.bias [--parts validation pydicom] [--levels 0.02 0.07] [--seeds 4] [--weights W] [--no-bm3d]
+    python -m bench.bias [--parts validation pydicom] [--levels 0.02 0.07] [--seeds 4] [--max-slices N]
+                         [--weights W] [--no-bm3d]
 
 Each method is told the std of the added noise (the model as in ``bench.quality``'s
 ``autoencoder_told`` column, BM3D as there) and run on ``--seeds`` noisy copies of each slice (seed 0
@@ -16,7 +17,8 @@ the scan's own grain removed, edges moved), ``noise left`` how much of the added
 (over a few seeds it is underestimated by the factor (K - 1) / K: +1.25 dB at 4 seeds, the same for
 every method). The PSNRs are of the slice's MSE; the table gives their means over slices. A method
 behind another by about its bias loses by what it does to the slice, not by the noise it leaves.
-``bias inside the window``: the share of the bias's squared error where the clean slice is more
+Part ``train`` (the slices the model was trained on) tells whether a bias is learnt or a failure to
+generalise. ``bias inside the window``: the share of the bias's squared error where the clean slice is more
 than 40 HU inside the window (not air or dense bone at its edges, where the window clips).
 """
 from __future__ import annotations
@@ -34,7 +36,7 @@ from models.store import load_model
 from models.training import realct
 from pipeline.inference.denoiser import Denoiser
 
-PARTS = ("validation", "test", "pydicom")
+PARTS = ("train", "validation", "test", "pydicom")
 
 
 def mse_psnr(mse: float) -> float:
@@ -91,6 +93,14 @@ def measure(slices, levels: list[str], seeds: int, denoiser: Denoiser, use_bm3d:
     return out
 
 
+def spread(items: list, count: int | None) -> list:
+    """``count`` of ``items`` evenly spread over the list (all of them when ``count`` is None or not
+    smaller), in their order."""
+    if count is None or count >= len(items):
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
+
+
 def _mean(values: list[float]) -> float:
     finite = [v for v in values if np.isfinite(v)]
     return float(np.mean(finite)) if finite else float("inf")
@@ -121,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--parts", nargs="*", default=["validation"], choices=PARTS)
     ap.add_argument("--levels", nargs="*", default=["0.02", "0.07"])
     ap.add_argument("--seeds", type=int, default=4, help="noisy copies per slice (at least 2)")
+    ap.add_argument("--max-slices", type=int, default=None, help="per part, evenly spread over it")
     ap.add_argument("--weights", type=Path, default=None)
     ap.add_argument("--no-bm3d", action="store_true")
     ap.add_argument("--realct-dir", default=realct.DEFAULT_DIR)
@@ -131,8 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     if not denoiser.noise_map:
         raise SystemExit(f"{loaded.name}: a blind model cannot be told the noise level")
     have_real = realct.available(args.realct_dir)
-    slices = {p: pydicom_slices() if p == "pydicom" else realct_slices(p, args.realct_dir) for p in args.parts
-              if p == "pydicom" or have_real}
+    slices = {p: spread(pydicom_slices() if p == "pydicom" else realct_slices(p, args.realct_dir), args.max_slices)
+              for p in args.parts if p == "pydicom" or have_real}
     if not slices:
         raise SystemExit(f"{realct.resolve(args.realct_dir)}: no real CT set; try --parts pydicom")
     if args.seeds < 2:

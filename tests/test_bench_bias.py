@@ -57,3 +57,8 @@ def test_the_shipped_model_on_pydicoms_slices_prints_one_row_per_slice_source_an
     assert bias_db > error and left > error  # each part of the error is smaller than the whole
     with pytest.raises(SystemExit, match="at least 2"):
         bias.main(["--parts", "pydicom", "--seeds", "1"])
+
+
+def test_max_slices_spreads_them_over_the_part_in_order():
+    assert bias.spread(list(range(10)), 4) == [0, 3, 6, 9]
+    assert bias.spread(list(range(3)), 5) == [0, 1, 2] and bias.spread([7, 8], None) == [7, 8]
