@@ -24,6 +24,7 @@ than 40 HU inside the window (not air or dense bone at its edges, where the wind
 from __future__ import annotations
 
 import argparse
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,16 +32,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.quality import import_bm3d, noise_model, noisy_copy, pydicom_slices, realct_slices
+from bench.quality import noisy_copy, pydicom_slices, realct_slices, told_methods
 from models.store import load_model
 from models.training import realct
 from pipeline.inference.denoiser import Denoiser
+from pipeline.qa.metrics import psnr
+from pipeline.qa.yardstick import Score, mean_score
 
 PARTS = ("train", "validation", "test", "pydicom")
-
-
-def mse_psnr(mse: float) -> float:
-    return float("inf") if mse <= 0 else float(-10 * np.log10(mse))
 
 
 @dataclass(frozen=True)
@@ -65,20 +64,9 @@ def split(reference: np.ndarray, copies: list[tuple[np.ndarray, float]], method)
     mean = results.mean(axis=0)
     bias2 = (mean - clean) ** 2
     inside = (clean > EDGE) & (clean < 1.0 - EDGE)
-    return Split(mse_psnr(float(((results - clean) ** 2).mean())), mse_psnr(float(bias2.mean())),
-                 mse_psnr(float(((results - mean) ** 2).mean())),
+    return Split(psnr(np.broadcast_to(clean, results.shape), results), psnr(clean, mean),
+                 psnr(np.broadcast_to(mean, results.shape), results),
                  float(bias2[inside].sum() / bias2.sum()) if bias2.sum() > 0 else float("nan"))
-
-
-def methods_told(denoiser: Denoiser, level: str, shape: tuple[int, int], use_bm3d: bool) -> dict:
-    """The model and BM3D, each ``(noisy, sigma) -> result`` told the added noise's std (BM3D the
-    spectrum for kernel-shaped noise)."""
-    out = {"autoencoder_told": lambda x, s: denoiser.denoise_unit(np.clip(x, 0.0, 1.0)[None], s)[0]}
-    if use_bm3d:
-        bm3d = import_bm3d()
-        psd = noise_model(level).bm3d_psd(shape)
-        out["bm3d"] = lambda x, s: bm3d.bm3d(x, sigma_psd=s if psd is None else psd)
-    return out
 
 
 def measure(slices, levels: list[str], seeds: int, denoiser: Denoiser, use_bm3d: bool):
@@ -88,7 +76,7 @@ def measure(slices, levels: list[str], seeds: int, denoiser: Denoiser, use_bm3d:
         for part, part_slices in slices.items():
             for sl in part_slices:
                 copies = [noisy_copy(sl, level, k) for k in range(seeds)]
-                for name, method in methods_told(denoiser, level, sl.hu.shape, use_bm3d).items():
+                for name, method in told_methods(denoiser, level, sl.hu.shape, use_bm3d).items():
                     out[level][part][sl.group][name].append(split(sl.unit, copies, method))
     return out
 
@@ -99,11 +87,6 @@ def spread(items: list, count: int | None) -> list:
     if count is None or count >= len(items):
         return list(items)
     return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
-
-
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("inf")
 
 
 def print_table(results) -> None:
@@ -120,7 +103,8 @@ def print_table(results) -> None:
                 groups["all"] = merged
             for source, by_method in groups.items():
                 for name, splits in by_method.items():
-                    cells = [_mean([getattr(s, f) for s in splits]) for f in ("error", "bias", "left")]
+                    cells = [mean_score(Score(getattr(s, f), math.nan) for s in splits).psnr
+                             for f in ("error", "bias", "left")]
                     inside = np.nanmean([s.inside for s in splits])
                     print(f"| {level} | {part} | {source} ({len(splits)}) | {name} | "
                           + " | ".join(f"{c:.2f}" for c in cells) + f" | {inside:.0%} |")

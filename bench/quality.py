@@ -31,6 +31,7 @@ import json
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +107,22 @@ def import_bm3d():
     import bm3d
 
     return bm3d
+
+
+def told_methods(denoiser: Denoiser, level: str, shape: tuple[int, ...], use_bm3d: bool
+                 ) -> dict[str, Callable[[np.ndarray, float], np.ndarray]]:
+    """The methods told the added noise, each ``(noisy copy, its std) -> result``: ``autoencoder_told``
+    (the model given the copy clipped to the window, as the QA report's told row; noise-conditioned
+    models only: a blind one cannot be told anything) and ``bm3d`` (told the std, or for
+    kernel-shaped noise its spectrum for a slice of ``shape``) when ``use_bm3d``."""
+    out: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {}
+    if denoiser.noise_map:
+        out["autoencoder_told"] = lambda x, s: denoiser.denoise_unit(np.clip(x, 0, 1)[None], s)[0]
+    if use_bm3d:
+        bm3d = import_bm3d()
+        psd = noise_model(level).bm3d_psd(shape)  # correlated noise: BM3D told its spectrum
+        out["bm3d"] = lambda x, s: bm3d.bm3d(x, sigma_psd=s if psd is None else psd)
+    return out
 
 
 def noise_model(level: str) -> NoiseModel:
@@ -193,21 +210,18 @@ def score_level(level: str, slices: list[BenchSlice], seeds: int, denoiser: Deno
                 use_bm3d: bool, seconds: dict[str, list[float]], cache: Cache
                 ) -> dict[str, dict[str, tuple[float, float]]]:
     """slice name -> method -> (mean PSNR, mean SSIM) over the seeds."""
-    if use_bm3d:
-        bm3d = import_bm3d()
     delivered = delivered_model(denoiser, W, [])
     out = {}
     for sl in slices:
         acc: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        told = told_methods(denoiser, level, sl.hu.shape, use_bm3d)
         for k in range(seeds):
             noisy, sigma = noisy_copy(sl, level, k)
+            bound = {name: (lambda x, f=f, s=sigma: f(x, s)) for name, f in told.items()}
             methods = {"noisy": lambda x: x, "autoencoder": lambda x: delivered(x[None])[0]}
-            if denoiser.noise_map:  # a blind model cannot be told anything: no told row (as in the QA report)
-                methods["autoencoder_told"] = lambda x, s=sigma: denoiser.denoise_unit(np.clip(x, 0, 1)[None], s)[0]
+            methods.update({name: f for name, f in bound.items() if name == "autoencoder_told"})
             methods.update({name: f for name, (_, f) in filters.items()})
-            if use_bm3d:
-                psd = noise_model(level).bm3d_psd(noisy.shape)  # correlated noise: BM3D told its spectrum
-                methods["bm3d"] = lambda x, s=sigma, p=psd: bm3d.bm3d(x, sigma_psd=s if p is None else p)
+            methods.update({name: f for name, f in bound.items() if name == "bm3d"})
             keys = {name: score_key(level, sl.name, k, name, filters[name][0] if name in filters else "")
                     for name in methods}
             cached = {name for name in methods
