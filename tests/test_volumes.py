@@ -229,3 +229,43 @@ def _low_share(noise: np.ndarray) -> float:
     power = np.abs(np.fft.fft2(noise - noise.mean(axis=(1, 2), keepdims=True))) ** 2
     f = np.hypot(*np.meshgrid(np.fft.fftfreq(noise.shape[1]), np.fft.fftfreq(noise.shape[2]), indexing="ij"))
     return float(power[:, f < 0.1].sum() / power.sum())
+
+
+def _grain_pair(share=1.0, **settings):
+    """The same batch without grain and with ``share`` of the patches given grain: (input, target, told) of each."""
+    plain = PatchStream(TrainConfig(**settings)).batch(0)
+    grainy = PatchStream(TrainConfig(grain_fraction=share, grain_max=0.02, **settings)).batch(0)
+    return [t.numpy() for t in plain], [t.numpy() for t in grainy]
+
+
+def test_grain_goes_into_target_and_input_untold_and_only_in_its_share():
+    lone = dict(pool_size=4, pool_refresh=1000, patch=48, val_slices=1, sigma_min=0.03, sigma_max=0.03)
+    (n0, c0, l0), (n1, c1, l1) = _grain_pair(batch_size=16, **lone)
+    np.testing.assert_array_equal(l0, l1)  # the grain is not told
+    inside = (c0 > 0.05) & (c0 < 0.95) & (c1 > 0) & (c1 < 1) & (n0 > 0) & (n0 < 1) & (n1 > 0) & (n1 < 1)
+    added = c1 - c0  # grain in the target ...
+    np.testing.assert_allclose((n1 - n0)[inside], added[inside], atol=1e-5)  # ... and the same in the input
+    stds = np.array([a[m].std() for a, m in zip(added, inside) if m.sum() > 200])
+    assert len(stds) > 8 and stds.max() <= 0.021 and stds.min() > 0 and len(np.unique(stds.round(4))) > 4
+    (m0, d0, _), (m1, d1, _) = _grain_pair(0.5, batch_size=64, **lone)
+    same = np.array([np.array_equal(a, b) for a, b in zip(d0, d1)])
+    assert 0.3 < same.mean() < 0.7  # about half the patches get grain ...
+    np.testing.assert_array_equal(m0[same], m1[same])  # ... the others are those of the run without it
+    from models.training.card import describe_training
+
+    assert describe_training(TrainConfig(grain_fraction=0.5, grain_max=0.02))["noise"].endswith(
+        "; 50% of the references given grain of their own first (white or, half of them, kernel-shaped; std "
+        "uniform in [0, 0.02]), in the target too and not told")
+    assert "grain" not in describe_training(TrainConfig())["noise"]
+
+
+def test_each_slice_of_a_volume_patch_gets_its_own_grain(volume_set):
+    settings = dict(context=1, volumes_dir=str(volume_set), patch=48, batch_size=4, sigma_min=0.0, sigma_max=0.0,
+                    kernel_fraction=0.0)
+    (n0, c0, _), (n1, c1, _) = _grain_pair(**settings)
+    grain = n1 - n0  # no noise added: the input's difference is the grain of each slice
+    np.testing.assert_allclose(grain[:, 1:2][(c1 > 0) & (c1 < 1)], (c1 - c0)[(c1 > 0) & (c1 < 1)], atol=1e-5)
+    for b in range(4):
+        if grain[b].std() > 0:
+            assert not np.allclose(grain[b, 0], grain[b, 1]) and not np.allclose(grain[b, 2], grain[b, 1])
+    assert (grain.std(axis=(1, 2, 3)) > 0).any()

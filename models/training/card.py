@@ -114,6 +114,9 @@ def describe_training(cfg: TrainConfig) -> dict[str, Any]:
         noise += (f"; for {cfg.kernel_fraction:.0%} of the other patches noise shaped by a reconstruction kernel "
                   f"(pipeline/synthetic/kernel_noise.py, NPS cutoff uniform in [{cfg.kernel_fc_min}, "
                   f"{cfg.kernel_fc_max}] cycles per pixel, std in the same range, told that std)")
+    if cfg.grain_fraction > 0:
+        noise += (f"; {cfg.grain_fraction:.0%} of the references given grain of their own first (white or, half of "
+                  f"them, kernel-shaped; std uniform in [0, {cfg.grain_max}]), in the target too and not told")
     out: dict[str, Any] = {"data": data, "noise": noise,
                            "targets": f"the reference without the added noise ({kept}), clipped to the window; input = "
                                       "clip(reference + noise, 0, 1), the noise added to the reference as stored"}

@@ -81,6 +81,12 @@ class TrainConfig:
     kernel_fraction: float = 0.0
     kernel_fc_min: float = 0.08
     kernel_fc_max: float = 0.4
+    # share of patches whose reference gets grain of its own before the noise is added: white or (half of
+    # them) kernel-shaped noise, std uniform in [0, grain_max], in the target as well as the input and
+    # not told. It teaches the network to remove the level it is told and keep grain beyond it, as a
+    # scan's own grain is kept by the yardstick's reference; each slice of a volume patch its own field
+    grain_fraction: float = 0.0
+    grain_max: float = 0.02
     # "mse": mean squared error over the batch (high-noise patches dominate it); "log_mse": mean
     # over patches of log(MSE + 1e-6), i.e. the mean patch PSNR, which weighs every noise level alike
     loss: str = "mse"

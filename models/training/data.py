@@ -180,6 +180,9 @@ class PatchStream:
             if flip:
                 crop = crop[:, ::-1]
             raw[b, 0] = crop
+            grain = _grain(cfg, np.random.default_rng([cfg.seed, step, 2, b]))
+            if grain is not None:
+                raw[b, 0] += grain(cfg.patch)
             if cfg.lowdose_fraction > 0 and rng.random() < cfg.lowdose_fraction:
                 levels[b] = rng.uniform(cfg.sigma_min, cfg.sigma_max) + 0.005
                 noise = np.rot90(_lowdose_patch(ref, r, c, cfg, int(rng.integers(2**31))), k)
@@ -209,7 +212,7 @@ class PatchStream:
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, step])
         n_vol = cfg.batch_size if cfg.source == "volumes" else int(rng.binomial(cfg.batch_size, cfg.volume_fraction))
-        noisy, clean, levels, lowdose = self._volume_patches(rng, n_vol)
+        noisy, clean, levels, lowdose = self._volume_patches(step, rng, n_vol)
         if n_vol == cfg.batch_size:
             return noisy, clean, levels, lowdose
         lone, lone_clean, lone_levels, lone_lowdose = self._slice_patches(step, rng, cfg.batch_size - n_vol)
@@ -217,7 +220,7 @@ class PatchStream:
         return (torch.cat([noisy, lone]), torch.cat([clean, lone_clean]), torch.cat([levels, lone_levels]),
                 np.concatenate([lowdose, lone_lowdose]))
 
-    def _volume_patches(self, rng: np.random.Generator, count: int) -> tuple:
+    def _volume_patches(self, step: int, rng: np.random.Generator, count: int) -> tuple:
         cfg = self.cfg
         if count and not self._volumes:
             self._volumes = volumes.load_part("train", cfg.volumes_dir)
@@ -237,6 +240,10 @@ class PatchStream:
                     break
             k, flip = int(rng.integers(4)), rng.random() < 0.5
             used = np.unique(rows)
+            grain = _grain(cfg, np.random.default_rng([cfg.seed, step, 3, b]))
+            if grain is not None:
+                for i in used:
+                    crop[i] += grain(p)
             lowdose = is_lowdose[b] = cfg.volume_lowdose_fraction > 0 and rng.random() < cfg.volume_lowdose_fraction
             shaped = not lowdose and cfg.kernel_fraction > 0 and rng.random() < cfg.kernel_fraction
             fc = rng.uniform(cfg.kernel_fc_min, cfg.kernel_fc_max)
@@ -284,6 +291,23 @@ def context_validation_set(cfg: TrainConfig) -> list[Reference]:
         stack = hu_to_unit(vol.hu[rows], cfg.window)
         out.append(Reference(stack[cfg.context], vol.pixel_mm, vol.series, stack))
     return out
+
+
+def _grain(cfg: TrainConfig, rng: np.random.Generator):
+    """For a share ``grain_fraction`` of the patches, a function that draws a (side, side) field of grain:
+    one std uniform in [0, ``grain_max``] and one shape per patch (white, or with probability 1/2 shaped by
+    a kernel of cutoff uniform in [``kernel_fc_min``, ``kernel_fc_max``]), a new field per call; else
+    None. ``rng`` is the patch's own, so patches without grain are those of the same run without it."""
+    if cfg.grain_fraction <= 0 or rng.random() >= cfg.grain_fraction:
+        return None
+    std = rng.uniform(0.0, cfg.grain_max)
+    fc = rng.uniform(cfg.kernel_fc_min, cfg.kernel_fc_max) if rng.random() < 0.5 else None
+
+    def field(side: int) -> np.ndarray:
+        if fc is None:
+            return std * rng.standard_normal((side, side), dtype=np.float32)
+        return std * _kernel_patch(side, fc, int(rng.integers(2**31)))
+    return field
 
 
 def _kernel_patch(patch: int, fc: float, seed: int) -> np.ndarray:
