@@ -227,3 +227,31 @@ def test_model_card_words_name_the_streak_settings():
                                           streak_max_hu=50.0))["data"]
     assert "partly streaky (streaks 2-6 px long) in 60% of the slices" in plain
     assert "partly streaky (streaks 2-20 px long, plus streaks of std up to 50 HU) in 60% of the slices" in extra
+
+
+def test_zoomed_copies_resample_each_slice_and_divide_its_pixel_size(tmp_path):
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    from models.training.card import describe_training
+    from models.training.data import Reference, zoomed
+
+    ramp = Reference(np.tile(np.arange(100, dtype=np.float32) / 100, (80, 1)), 0.7, "ramp")
+    big, small = zoomed([ramp], TrainConfig(zoom_factors="2, 0.5", patch=40))
+    assert big.unit.shape == (160, 200) and big.pixel_mm == pytest.approx(0.35) and big.name == "ramp x2"
+    x = np.arange(10, 190)
+    np.testing.assert_allclose(big.unit[80, x], ((x + 0.5) / 2 - 0.5) / 100, atol=6e-4)  # centres kept (< 1/8 px)
+    assert small.unit.shape == (40, 50) and small.pixel_mm == pytest.approx(1.4)
+    assert zoomed([ramp], TrainConfig(zoom_factors="0.4", patch=40)) == []  # 32x40: smaller than a patch
+    assert zoomed([ramp], TrainConfig(zoom_factors="", patch=40)) == []
+    with pytest.raises(ValueError, match="zoom_factors: 7.0 is outside"):
+        zoomed([ramp], TrainConfig(zoom_factors="1.5,7", patch=40))
+
+    shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / "ct.dcm")
+    site = dict(source=str(tmp_path), patch=48, batch_size=4)
+    pool = PatchStream(TrainConfig(zoom_factors="1.5", **site))._fixed_pool()
+    assert [r.unit.shape for r in pool] == [(128, 128), (192, 192)]
+    assert pool[1].pixel_mm == pytest.approx(pool[0].pixel_mm / 1.5)
+    assert describe_training(TrainConfig(zoom_factors="1.5,2.5", **site))["data"].endswith(
+        "; beside each lone slice its copies resampled 1.5, 2.5 times (pixels that much smaller; cubic interpolation)")

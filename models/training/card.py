@@ -90,6 +90,9 @@ def describe_training(cfg: TrainConfig) -> dict[str, Any]:
         data = (f"for {cfg.volume_fraction:.0%} of the patches (binomial per batch) the training part of the "
                 "contiguous real volumes (models/training/volumes.py) with their neighbouring slices; for the rest, "
                 "lone slices, each its own neighbours: " + data)
+    if cfg.zoom_factors:
+        data += (f"; beside each lone slice its copies resampled {cfg.zoom_factors.replace(',', ', ')} times "
+                 "(pixels that much smaller; cubic interpolation)")
     if cfg.source == "realct":
         kept = "real slices with their own noise, which the model learns to keep"
     elif cfg.native_noise_max_hu > 0:

@@ -87,6 +87,10 @@ class TrainConfig:
     # scan's own grain is kept by the yardstick's reference; each slice of a volume patch its own field
     grain_fraction: float = 0.0
     grain_max: float = 0.02
+    # resampled copies of every lone training slice beside it in the pool ("1.5,2.5": copies enlarged 1.5 and
+    # 2.5 times, their pixels that much smaller; cubic interpolation, area averaging below 1), for textures
+    # of pixel sizes the training sources lack; "": the slices as stored
+    zoom_factors: str = ""
     # "mse": mean squared error over the batch (high-noise patches dominate it); "log_mse": mean
     # over patches of log(MSE + 1e-6), i.e. the mean patch PSNR, which weighs every noise level alike
     loss: str = "mse"

@@ -97,6 +97,25 @@ def archive_references(folder: Path, cfg: TrainConfig) -> list[Reference]:
     return [refs[i] for i in sorted(rng.permutation(len(refs))[: cfg.pool_size])]
 
 
+def zoomed(refs: list[Reference], cfg: TrainConfig) -> list[Reference]:
+    """Copies of ``refs`` resampled by each of ``cfg.zoom_factors`` (enlarged above 1, their pixel size
+    divided by the factor), those still at least ``cfg.patch`` on each side."""
+    import cv2
+
+    out = []
+    for factor in (float(f) for f in cfg.zoom_factors.split(",") if f.strip()):
+        if not 0.2 <= factor <= 5:
+            raise ValueError(f"zoom_factors: {factor} is outside [0.2, 5]")
+        for ref in refs:
+            h, w = ref.unit.shape
+            size = (round(w * factor), round(h * factor))
+            if min(size) < cfg.patch:
+                continue
+            unit = cv2.resize(ref.unit, size, interpolation=cv2.INTER_CUBIC if factor > 1 else cv2.INTER_AREA)
+            out.append(Reference(unit, ref.pixel_mm / factor, f"{ref.name} x{factor:g}"))
+    return out
+
+
 class PatchStream:
     """Deterministic batches: batch ``step`` depends only on (seed, step), so a resumed run sees
     exactly the batches an uninterrupted run would have seen."""
@@ -123,6 +142,7 @@ class PatchStream:
                 self._fixed = real_references(self.cfg, "train")
             else:
                 self._fixed = archive_references(Path(self.cfg.source), self.cfg)
+            self._fixed = self._fixed + zoomed(self._fixed, self.cfg)
         return self._fixed
 
     def _pool(self, step: int, rng: np.random.Generator) -> list[Reference]:
