@@ -200,7 +200,7 @@ class PatchStream:
             if flip:
                 crop = crop[:, ::-1]
             raw[b, 0] = crop
-            grain = _grain(cfg, np.random.default_rng([cfg.seed, step, 2, b]))
+            grain = _grain(cfg, (cfg.seed, step, 2, b))
             if grain is not None:
                 raw[b, 0] += grain(cfg.patch)
             if cfg.lowdose_fraction > 0 and rng.random() < cfg.lowdose_fraction:
@@ -260,7 +260,7 @@ class PatchStream:
                     break
             k, flip = int(rng.integers(4)), rng.random() < 0.5
             used = np.unique(rows)
-            grain = _grain(cfg, np.random.default_rng([cfg.seed, step, 3, b]))
+            grain = _grain(cfg, (cfg.seed, step, 3, b))
             if grain is not None:
                 for i in used:
                     crop[i] += grain(p)
@@ -313,12 +313,16 @@ def context_validation_set(cfg: TrainConfig) -> list[Reference]:
     return out
 
 
-def _grain(cfg: TrainConfig, rng: np.random.Generator):
+def _grain(cfg: TrainConfig, key: tuple[int, ...]):
     """For a share ``grain_fraction`` of the patches, a function that draws a (side, side) field of grain:
     one std uniform in [0, ``grain_max``] and one shape per patch (white, or with probability 1/2 shaped by
     a kernel of cutoff uniform in [``kernel_fc_min``, ``kernel_fc_max``]), a new field per call; else
-    None. ``rng`` is the patch's own, so patches without grain are those of the same run without it."""
-    if cfg.grain_fraction <= 0 or rng.random() >= cfg.grain_fraction:
+    None. Drawn from the patch's own generator (seeded with ``key``, made only when grain is asked for), so
+    patches without grain are those of the same run without it."""
+    if cfg.grain_fraction <= 0:
+        return None
+    rng = np.random.default_rng(list(key))
+    if rng.random() >= cfg.grain_fraction:
         return None
     std = rng.uniform(0.0, cfg.grain_max)
     fc = rng.uniform(cfg.kernel_fc_min, cfg.kernel_fc_max) if rng.random() < 0.5 else None
