@@ -229,7 +229,7 @@ def test_model_card_words_name_the_streak_settings():
     assert "partly streaky (streaks 2-20 px long, plus streaks of std up to 50 HU) in 60% of the slices" in extra
 
 
-def test_zoomed_copies_resample_each_slice_and_divide_its_pixel_size(tmp_path):
+def test_zoomed_copies_resample_each_slice_and_divide_its_pixel_size(tmp_path, capsys):
     import shutil
 
     from pydicom.data import get_testdata_file
@@ -245,8 +245,18 @@ def test_zoomed_copies_resample_each_slice_and_divide_its_pixel_size(tmp_path):
     assert small.unit.shape == (40, 50) and small.pixel_mm == pytest.approx(1.4)
     assert zoomed([ramp], TrainConfig(zoom_factors="0.4", patch=40)) == []  # 32x40: smaller than a patch
     assert zoomed([ramp], TrainConfig(zoom_factors="", patch=40)) == []
-    with pytest.raises(ValueError, match="zoom_factors: 7.0 is outside"):
-        zoomed([ramp], TrainConfig(zoom_factors="1.5,7", patch=40))
+    # a bad value stops a run when its settings are read (flags or JSON), before any data loads
+    with pytest.raises(ValueError, match=r"^zoom_factors: 7 is outside \[0.2, 5\]$"):
+        load_config(None, zoom_factors="1.5,7")
+    with pytest.raises(ValueError, match=r"^zoom_factors: 'x2' is not a number$"):
+        TrainConfig(zoom_factors="1.5, x2")
+
+    from models.training.__main__ import parse
+    with pytest.raises(SystemExit) as stop:  # the command line: one line naming it, no usage, exit 2
+        parse(["--run-dir", str(tmp_path / "run"), "--zoom-factors", "1.5,9"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == "python -m models.training: error: zoom_factors: 9 is outside [0.2, 5]\n"
+    assert not (tmp_path / "run").exists()
 
     shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / "ct.dcm")
     site = dict(source=str(tmp_path), patch=48, batch_size=4)

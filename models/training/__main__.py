@@ -73,7 +73,11 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, TrainConfi
         p.add_argument("--" + f.name.replace("_", "-"), type=_flag if isinstance(f.default, bool) else type(f.default),
                        default=None, help=f"default {f.default!r}")
     args = p.parse_args(argv)
-    return args, load_config(args.config, **{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    try:
+        cfg = load_config(args.config, **{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    except (OSError, ValueError) as exc:  # a missing or bad settings file, a bad value: one line (no usage)
+        p.exit(2, f"python -m models.training: error: {exc}\n")
+    return args, cfg
 
 
 def main(argv: list[str] | None = None) -> None:

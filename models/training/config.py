@@ -95,6 +95,23 @@ class TrainConfig:
     # over patches of log(MSE + 1e-6), i.e. the mean patch PSNR, which weighs every noise level alike
     loss: str = "mse"
 
+    def __post_init__(self) -> None:
+        self.zooms  # a bad zoom_factors stops a run when its settings are read, not after its data loads
+
+    @property
+    def zooms(self) -> list[float]:
+        """``zoom_factors`` as numbers, each checked to lie in [0.2, 5]."""
+        out = []
+        for text in (t.strip() for t in self.zoom_factors.split(",") if t.strip()):
+            try:
+                factor = float(text)
+            except ValueError:
+                raise ValueError(f"zoom_factors: {text!r} is not a number") from None
+            if not 0.2 <= factor <= 5:
+                raise ValueError(f"zoom_factors: {factor:g} is outside [0.2, 5]")
+            out.append(factor)
+        return out
+
     @property
     def window(self) -> Window:
         return Window(self.window_low, self.window_high)
