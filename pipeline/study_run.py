@@ -59,7 +59,7 @@ from pipeline.inference.window import Window, hu_to_unit, unit_to_hu
 from pipeline.provenance import provenance, read_provenance
 from pipeline.qa.panels import PanelSlice, panel_slices, write_series_panels
 from pipeline.qa.scan_measures import ScanMeasures, measure_slice, summarize
-from pipeline.qa.series import MethodSummary, SliceScore, qa_series
+from pipeline.qa.series import QA_BLOCK, ContextStack, MethodSummary, QaSlice, SeriesQA, SliceScore
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -160,27 +160,48 @@ def estimate_noise(plan: SeriesPlan, count: int = 9) -> SeriesNoise:
     return estimate_series(list(plan.read_at(sample_positions(len(plan), count))))
 
 
-# What differs in the QA of a model with slice context: the copies are of the sampled slices only.
-QA_CONTEXT = ("each scored slice alone: its neighbours are replicated (the derived series gives the model its "
-              "real neighbouring slices), so the QA rows understate such a model")
+# How the QA runs a model with slice context: as the derived series does, with the real neighbours.
+QA_CONTEXT = ("each scored slice with its linked neighbouring slices (as the derived series gives them to the "
+              "model), each neighbour given its own seeded noisy copy")
 
 
 def delivered_model(denoiser: Denoiser, window: Window, estimates: list[float]):
     """The QA's ``autoencoder`` row: the model as the derived series runs it, at strength ``full``,
     told only the noise estimated from the noisy copies it is given (their series value; estimated
     here unless the caller made it already); each estimate (HU) is appended to ``estimates``. A
-    context model gets the ``links`` it is given, by default none: each copy alone (QA_CONTEXT)."""
-    def run(noisy_unit: np.ndarray, noise: SeriesNoise | None = None,
-            links: np.ndarray | None = None) -> np.ndarray:
+    context model gets the ``links`` it is given, or each copy's noisy ``stacks``
+    (:data:`pipeline.qa.series.ContextStack`), or neither: each copy alone."""
+    def run(noisy_unit: np.ndarray, noise: SeriesNoise | None = None, links: np.ndarray | None = None,
+            stacks: list[ContextStack] | None = None) -> np.ndarray:
         hu = unit_to_hu(noisy_unit, window)
         noise = noise or estimate_series(list(hu))
         estimates.append(noise.sigma_hu)
+        if denoiser.context and stacks is not None:
+            return np.concatenate([hu_to_unit(denoiser.denoise_hu(unit_to_hu(stack, window), window, noise,
+                                                                  strength=FULL, links=_linked(len(stack)),
+                                                                  span=(c, c + 1)), window)
+                                   for stack, c in stacks])
         if denoiser.context and links is None:
             links = np.zeros(max(len(hu) - 1, 0), bool)
         return hu_to_unit(denoiser.denoise_hu(hu, window, noise, strength=FULL, links=links), window)
     return run
 
 
+def told_model(denoiser: Denoiser):
+    """The QA's ``autoencoder_told`` row: the model told each copy's noise std (unit scale); a context
+    model gets each copy's noisy ``stacks``, or none: each copy alone (the copies are not a stack)."""
+    def run(images: np.ndarray, sigma: np.ndarray, stacks: list[ContextStack] | None = None) -> np.ndarray:
+        if denoiser.context and stacks is not None:
+            return np.concatenate([denoiser.denoise_unit(np.clip(stack, 0.0, 1.0), sigma[k:k + 1],
+                                                         links=_linked(len(stack)), span=(c, c + 1))
+                                   for k, (stack, c) in enumerate(stacks)])
+        return denoiser.denoise_unit(images, sigma, links=np.zeros(max(len(images) - 1, 0), bool))
+    return run
+
+
+def _linked(count: int) -> np.ndarray:
+    """Links of ``count`` consecutive neighbouring slices."""
+    return np.ones(max(count - 1, 0), bool)
 def _fmt(x: float, nd: int = 4) -> str:
     return "inf" if math.isinf(x) else f"{x:.{nd}f}"
 
@@ -196,6 +217,19 @@ def qa_sample(n: int, every: int) -> list[int]:
 def _cancel(futures: Iterable[Future]) -> None:
     for f in futures:
         f.cancel()
+
+
+def _qa_neighbours(i: int, context: int, links: np.ndarray, keys: list[str], stack: np.ndarray, lo: int
+                   ) -> tuple[tuple[tuple[str, np.ndarray], ...], tuple[tuple[str, np.ndarray], ...]]:
+    """Slice ``i``'s linked neighbours as the model gets them (up to ``context`` on each side, up to a
+    broken link), as (id, HU) copies from ``stack`` (the slices from position ``lo`` on)."""
+    first, last = i, i + 1
+    while first > 0 and i - first < context and links[first - 1]:
+        first -= 1
+    while last < len(keys) and last - 1 - i < context and links[last - 1]:
+        last += 1
+    return (tuple((keys[p], stack[p - lo].copy()) for p in range(first, i)),
+            tuple((keys[p], stack[p - lo].copy()) for p in range(i + 1, last)))
 
 
 def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Denoiser,
@@ -240,6 +274,13 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
     qa_hu: dict[int, np.ndarray] = {}
     picks = [sample[i] for i in panel_slices(len(sample), settings.qa_panels)] if sample and settings.qa_panels else []
     qa_out: dict[int, np.ndarray] = {}  # the derived series' sampled slices (HU)
+    pixel_mm = float((plan.datasets[0].get("PixelSpacing") or [0.75])[0])
+    kept: dict[int, dict[str, np.ndarray]] = {i: {} for i in picks}
+    qa_estimates: list[float] = []
+    qa = SeriesQA(ref.series_uid, settings.window, settings.noise_model,
+                  delivered_model(denoiser, settings.window, qa_estimates), settings.filters, pixel_mm, kept=kept,
+                  told_fn=told_model(denoiser) if denoiser.noise_map else None)
+    pending: list[QaSlice] = []  # sampled slices (with their neighbours) not scored yet: a block at a time
     now = dt.datetime.now()  # one content date/time for the whole series
     with ThreadPoolExecutor(settings.io_workers, thread_name_prefix="dicom-io") as pool, \
             tqdm(total=n, desc=f"denoise {ref.series_uid[-16:]}", unit="slice", disable=not settings.progress,
@@ -266,8 +307,13 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
                 stored = stack_to_stored(out_hu, hu, plan.datasets[a:b])
                 writes.append(pool.submit(write_series, plan.datasets[a:b], stored, folder, info, names[a:b],
                                           derived_uid, now, plan.frames[a:b]))
-                qa_hu.update({i: hu[i - a].copy() for i in sample if a <= i < b})  # not views of the chunk
-                qa_out.update({i: out_hu[i - a].copy() for i in sample if a <= i < b})
+                for i in (i for i in sample if a <= i < b):
+                    qa_hu[i], qa_out[i] = hu[i - a].copy(), out_hu[i - a].copy()  # not views of the chunk
+                    side = _qa_neighbours(i, context, links, keys, stack, lo) if context else ((), ())
+                    pending.append(QaSlice(keys[i], i, qa_hu[i], *side))
+                if len(pending) >= QA_BLOCK:
+                    qa.score(pending[:QA_BLOCK])
+                    del pending[:QA_BLOCK]
                 while len(writes) > settings.prefetch_chunks:  # bound the chunks waiting to be written
                     writes.popleft().result()
             for w in writes:
@@ -275,13 +321,8 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
         except BaseException:
             _cancel([*reads, *writes])
             raise
-    pixel_mm = float((plan.datasets[0].get("PixelSpacing") or [0.75])[0])
-    kept: dict[int, dict[str, np.ndarray]] = {i: {} for i in picks}
-    qa_estimates: list[float] = []
-    summaries, scores = ([], []) if not sample else qa_series(
-        ref.series_uid, [keys[i] for i in sample], [qa_hu[i] for i in sample], settings.window,
-        settings.noise_model, delivered_model(denoiser, settings.window, qa_estimates), settings.filters, pixel_mm,
-        indices=sample, kept=kept, told_fn=denoiser.denoise_unit if denoiser.noise_map else None)
+    qa.score(pending)
+    summaries, scores = qa.result() if sample else ([], [])
     measured = {i: measure_slice(qa_hu[i], qa_out[i], pixel_mm) for i in sample}
     if picks:
         by_slice = {(r.index, r.method): (r.psnr, r.ssim) for r in scores}

@@ -147,6 +147,50 @@ def test_a_streamed_series_gives_each_slice_its_real_neighbours_and_reads_each_c
                                      "max_step_mm": MAX_STEP_MM, "qa": QA_CONTEXT}
 
 
+def test_the_qa_runs_a_context_model_on_each_scored_slice_with_its_real_noisy_neighbours(tmp_path, series_writer):
+    """What the QA rows measure is what the derived series does: each scored slice is denoised with its
+    linked neighbours (none across a gap, repeated at the ends), each neighbour a noisy copy of its own
+    seeded from its own UID: the scores are those of the whole series' noisy copies denoised as a
+    derived series is (both rows), not of the scored slices alone."""
+    import csv
+
+    from pipeline.dicom.discovery import scan
+    from pipeline.dicom.reader import load_series
+    from pipeline.inference.noise_level import estimate_series
+    from pipeline.inference.window import hu_to_unit, unit_to_hu
+    from pipeline.qa.metrics import psnr
+    from pipeline.qa.noise import seed_from_uid
+    from pipeline.settings import Settings
+    from pipeline.study_run import FULL, delivered_model, process_scan
+
+    den = Denoiser(_context_model(tmp_path, context=2), "cpu", batch_size=3)
+    volume = np.random.default_rng(6).integers(900, 1200, (11, 40, 40)).astype(np.uint16)
+    series_writer(tmp_path / "in" / "a", volume[:6], dz=2.0)
+    series_writer(tmp_path / "in" / "a", volume[6:], z0=17.0, dz=2.0, index_offset=6,
+                  names=[f"late{k}.dcm" for k in range(5)])  # a 5 mm gap after slice 5
+    settings = Settings(progress=False, chunk_slices=3, prefetch_chunks=1, qa_every=4)
+    (outcome,) = process_scan(scan(tmp_path / "in"), tmp_path / "out", settings, den)
+    ref = load_series(next(iter(scan(tmp_path / "in").studies.values())).series.popitem()[1])
+    links = neighbour_links([float(d.ImagePositionPatient[2]) for d in ref.datasets], 11)
+    keys, window, sample = [str(d.SOPInstanceUID) for d in ref.datasets], settings.window, [2, 6, 10]
+    pixel_mm = float(ref.datasets[0].PixelSpacing[0])
+    copies = [settings.noise_model.noisy(hu_to_unit(h, window), h, window.width, pixel_mm, seed_from_uid(k))
+              for h, k in zip(ref.hu, keys)]
+    noisy, sigma = np.stack([c[0] for c in copies]), np.array([c[1] for c in copies], np.float32)
+    estimate = estimate_series(list(unit_to_hu(noisy[sample], window)))  # the scored copies' estimate
+    rows = {(r["sop_instance_uid"], r["method"]): float(r["psnr_db"])
+            for r in csv.DictReader((outcome.folder / "qa_slices.csv").open())}
+    expected = {"autoencoder": hu_to_unit(den.denoise_hu(unit_to_hu(noisy, window), window, estimate, strength=FULL,
+                                                         links=links), window),
+                "autoencoder_told": den.denoise_unit(np.clip(noisy, 0, 1), sigma, links=links)}
+    alone = delivered_model(den, window, [])(noisy[sample], estimate)  # each scored slice without neighbours
+    for k, i in enumerate(sample):
+        reference = np.clip(hu_to_unit(ref.hu[i], window), 0, 1)
+        for method, out in expected.items():
+            assert rows[keys[i], method] == pytest.approx(psnr(reference, np.clip(out[i], 0, 1)), abs=2e-4)
+        assert abs(rows[keys[i], "autoencoder"] - psnr(reference, np.clip(alone[k], 0, 1))) > 0.01
+
+
 def test_slices_farther_apart_than_the_maximum_step_are_denoised_alone(tmp_path, series_writer, caplog):
     """Thick slices (5 mm steps, more than MAX_STEP_MM): no slice gets neighbours; the derived series
     is each slice denoised as a one-slice series, and the log and provenance say why."""
@@ -221,7 +265,8 @@ def test_the_context_bench_reads_a_real_ct_sources_contiguous_slices_as_volumes(
 
 def test_the_context_bench_runs_a_model_told_nothing_as_the_derived_series_does(tmp_path, tiny_conditioned_model):
     """``--untold``: a 2-D model gives what the QA report's delivered model gives; a context model
-    the same estimate and strength with the pipeline's neighbours (the QA gives it none)."""
+    the same estimate and strength with the pipeline's neighbours (given no links or stacks, the QA's
+    function denoises each copy alone)."""
     from bench.context import delivered_method
     from models.training.volumes import Volume
     from pipeline.inference.noise_level import estimate_series
@@ -240,4 +285,4 @@ def test_the_context_bench_runs_a_model_told_nothing_as_the_derived_series_does(
                             links=np.ones(2, bool))
     ours = delivered_method(ctx)(noisy, vol)
     np.testing.assert_allclose(ours, (linked + 1000) / 2000, atol=1e-5)
-    assert np.abs(ours - delivered_model(ctx, Window(), [])(noisy)).max() > 1e-3  # the QA's: no neighbours
+    assert np.abs(ours - delivered_model(ctx, Window(), [])(noisy)).max() > 1e-3  # given no links: each alone
