@@ -202,6 +202,8 @@ def told_model(denoiser: Denoiser):
 def _linked(count: int) -> np.ndarray:
     """Links of ``count`` consecutive neighbouring slices."""
     return np.ones(max(count - 1, 0), bool)
+
+
 def _fmt(x: float, nd: int = 4) -> str:
     return "inf" if math.isinf(x) else f"{x:.{nd}f}"
 
