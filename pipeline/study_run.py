@@ -53,7 +53,7 @@ from pipeline.dicom.writer import (
 from pipeline.errors import ConfigError, InputError, describe
 from pipeline.inference.denoiser import Denoiser
 from pipeline.inference.noise_level import SeriesNoise, estimate_series, sample_positions
-from pipeline.inference.slice_context import MAX_STEP_MM, neighbour_links, typical_step_mm
+from pipeline.inference.slice_context import MAX_STEP_MM, context_indices, neighbour_links, typical_step_mm
 from pipeline.inference.strength import parse_strength
 from pipeline.inference.window import Window, hu_to_unit, unit_to_hu
 from pipeline.provenance import provenance, read_provenance
@@ -221,17 +221,14 @@ def _cancel(futures: Iterable[Future]) -> None:
         f.cancel()
 
 
-def _qa_neighbours(i: int, context: int, links: np.ndarray, keys: list[str], stack: np.ndarray, lo: int
+def _qa_neighbours(i: int, row: np.ndarray, keys: list[str], stack: np.ndarray, lo: int
                    ) -> tuple[tuple[tuple[str, np.ndarray], ...], tuple[tuple[str, np.ndarray], ...]]:
-    """Slice ``i``'s linked neighbours as the model gets them (up to ``context`` on each side, up to a
-    broken link), as (id, HU) copies from ``stack`` (the slices from position ``lo`` on)."""
-    first, last = i, i + 1
-    while first > 0 and i - first < context and links[first - 1]:
-        first -= 1
-    while last < len(keys) and last - 1 - i < context and links[last - 1]:
-        last += 1
-    return (tuple((keys[p], stack[p - lo].copy()) for p in range(first, i)),
-            tuple((keys[p], stack[p - lo].copy()) for p in range(i + 1, last)))
+    """Slice ``i``'s linked neighbours as the model gets them (``row``: its row of
+    :func:`~pipeline.inference.slice_context.context_indices`), as (id, HU) copies from ``stack`` (the
+    slices from position ``lo`` on)."""
+    near = np.unique(row)
+    return (tuple((keys[p], stack[p - lo].copy()) for p in near[near < i]),
+            tuple((keys[p], stack[p - lo].copy()) for p in near[near > i]))
 
 
 def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Denoiser,
@@ -264,6 +261,7 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
              for i, key in enumerate(keys)]
     context = denoiser.context
     links = neighbour_links(plan.positions_mm, len(plan)) if context else None
+    rows = context_indices(len(plan), context, links) if context else None  # each slice's neighbours
     if context:
         step_mm = typical_step_mm(plan.positions_mm, len(plan))
         far = step_mm is not None and step_mm > MAX_STEP_MM
@@ -311,7 +309,7 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
                                           derived_uid, now, plan.frames[a:b]))
                 for i in (i for i in sample if a <= i < b):
                     qa_hu[i], qa_out[i] = hu[i - a].copy(), out_hu[i - a].copy()  # not views of the chunk
-                    side = _qa_neighbours(i, context, links, keys, stack, lo) if context else ((), ())
+                    side = _qa_neighbours(i, rows[i], keys, stack, lo) if context else ((), ())
                     pending.append(QaSlice(keys[i], i, qa_hu[i], *side))
                 if len(pending) >= QA_BLOCK:
                     qa.score(pending[:QA_BLOCK])
