@@ -155,9 +155,9 @@ def test_streaky_native_noise_is_elongated_and_the_default_is_not():
 
 def test_the_shipped_cards_commands_make_the_configs_they_record():
     """Each training run behind the shipped weights (a weight average: each parent's) is rebuilt by its
-    card's command from the committed configs; a run that started from model 3.0.0 names a start with
-    3.0.0's sha256 (its weights lie in the git history, its card in models/weights/base/); and 3.0.0's
-    own card is ct_denoiser.json's recipe."""
+    card's command from the committed configs; a run that started from an earlier shipped model names
+    a start with that model's sha256 (its weights lie in the git history, its card in
+    models/weights/base/); and 3.0.0's own card is ct_denoiser.json's recipe."""
     import dataclasses
     import shlex
 
@@ -166,22 +166,24 @@ def test_the_shipped_cards_commands_make_the_configs_they_record():
     from tests.conftest import REPO
 
     card = load_model().card
-    base = json.loads((REPO / "models" / "weights" / "base" / "ct_denoiser_v3.json").read_text())
+    bases = {c["version"]: c for c in (json.loads(p.read_text())
+                                        for p in (REPO / "models" / "weights" / "base").glob("ct_denoiser_v*.json"))}
     defaults = dataclasses.asdict(TrainConfig())  # settings added after a card was written: defaults
     runs = [p["training"] for p in card["training"].get("parents", [])] or [card["training"]]
-    assert len(runs) == 2
-    for run in [*runs, base["training"]]:
+    for run in [*runs, bases["3.0.0"]["training"]]:
         argv = shlex.split(run["command"])
         assert argv[:3] == ["python", "-m", "models.training"]
         _, cfg = parse(argv[3:])
         made, recorded = dataclasses.asdict(cfg), {**defaults, **run["config"]}
         start = run.get("initialised_from", {})
+        if start.get("version") in bases:  # an earlier shipped model: its card is kept, its sha256 named
+            assert start["sha256"] == bases[start["version"]]["weights_sha256"]
         if start.get("version") == "3.0.0":  # 3.0.0 was the shipped file then; the configs name its copy now
-            assert start["sha256"] == base["weights_sha256"]
             assert made["init_weights"] == "runs/base/ct_denoiser_v3.safetensors"
             made["init_weights"] = recorded["init_weights"]
         assert made == recorded
-    assert "models/configs/ct_denoiser.json" in base["training"]["command"] and base["version"] == "3.0.0"
+    assert all(r.get("initialised_from", {}).get("version") in bases for r in runs)
+    assert "models/configs/ct_denoiser.json" in bases["3.0.0"]["training"]["command"]
 
 
 def test_streak_length_setting_makes_longer_streaks():
