@@ -154,8 +154,9 @@ def test_streaky_native_noise_is_elongated_and_the_default_is_not():
 
 
 def test_the_shipped_cards_commands_make_the_configs_they_record():
-    """Each training run behind the shipped weights (a weight average: each parent's) is rebuilt by its
-    card's command from the committed configs; a run that started from an earlier shipped model names
+    """Each training run behind the shipped weights (a weight average: each parent's, down to the runs)
+    is rebuilt by its card's command from the committed configs; a run that started from an earlier
+    shipped model names
     a start with that model's sha256 (its weights lie in the git history, its card in
     models/weights/base/); and 3.0.0's own card is ct_denoiser.json's recipe."""
     import dataclasses
@@ -169,7 +170,12 @@ def test_the_shipped_cards_commands_make_the_configs_they_record():
     bases = {c["version"]: c for c in (json.loads(p.read_text())
                                         for p in (REPO / "models" / "weights" / "base").glob("ct_denoiser_v*.json"))}
     defaults = dataclasses.asdict(TrainConfig())  # settings added after a card was written: defaults
-    runs = [p["training"] for p in card["training"].get("parents", [])] or [card["training"]]
+
+    def runs_behind(training: dict) -> list[dict]:  # a weight average's parents may be averages too
+        return [r for p in training["parents"] for r in runs_behind(p["training"])] if "parents" in training \
+            else [training]
+
+    runs = runs_behind(card["training"])
     for run in [*runs, bases["3.0.0"]["training"]]:
         argv = shlex.split(run["command"])
         assert argv[:3] == ["python", "-m", "models.training"]
