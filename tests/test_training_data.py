@@ -156,9 +156,8 @@ def test_streaky_native_noise_is_elongated_and_the_default_is_not():
 def test_the_shipped_cards_commands_make_the_configs_they_record():
     """Each training run behind the shipped weights (a weight average: each parent's, down to the runs)
     is rebuilt by its card's command from the committed configs; a run that started from an earlier
-    shipped model names
-    a start with that model's sha256 (its weights lie in the git history, its card in
-    models/weights/base/); and 3.0.0's own card is ct_denoiser.json's recipe."""
+    shipped model names a start with that model's sha256 (its weights lie in the git history, its card
+    in models/weights/base/); and 3.0.0's own card is ct_denoiser.json's recipe."""
     import dataclasses
     import shlex
 
