@@ -271,9 +271,12 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
     n, step = len(plan), max(settings.chunk_slices, context)  # a chunk at least as deep as the context
     bounds = [(a, min(a + step, n)) for a in range(0, n, step)]
     sample = qa_sample(n, settings.qa_every)
-    qa_hu: dict[int, np.ndarray] = {}
     picks = [sample[i] for i in panel_slices(len(sample), settings.qa_panels)] if sample and settings.qa_panels else []
-    qa_out: dict[int, np.ndarray] = {}  # the derived series' sampled slices (HU)
+    # the panels' slices, original and derived (HU); every other sampled slice is measured and let go, so
+    # memory does not grow with the series
+    qa_hu: dict[int, np.ndarray] = {}
+    qa_out: dict[int, np.ndarray] = {}
+    measured: dict[int, ScanMeasures] = {}
     pixel_mm = float((plan.datasets[0].get("PixelSpacing") or [0.75])[0])
     kept: dict[int, dict[str, np.ndarray]] = {i: {} for i in picks}
     qa_estimates: list[float] = []
@@ -308,9 +311,12 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
                 writes.append(pool.submit(write_series, plan.datasets[a:b], stored, folder, info, names[a:b],
                                           derived_uid, now, plan.frames[a:b]))
                 for i in (i for i in sample if a <= i < b):
-                    qa_hu[i], qa_out[i] = hu[i - a].copy(), out_hu[i - a].copy()  # not views of the chunk
+                    original, derived = hu[i - a].copy(), out_hu[i - a]  # not a view that keeps the chunk alive
+                    measured[i] = measure_slice(original, derived, pixel_mm)
+                    if i in kept:
+                        qa_hu[i], qa_out[i] = original, derived.copy()
                     side = _qa_neighbours(i, rows[i], keys, stack, lo) if context else ((), ())
-                    pending.append(QaSlice(keys[i], i, qa_hu[i], *side))
+                    pending.append(QaSlice(keys[i], i, original, *side))
                 if len(pending) >= QA_BLOCK:
                     qa.score(pending[:QA_BLOCK])
                     del pending[:QA_BLOCK]
@@ -323,7 +329,6 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
             raise
     qa.score(pending)
     summaries, scores = qa.result() if sample else ([], [])
-    measured = {i: measure_slice(qa_hu[i], qa_out[i], pixel_mm) for i in sample}
     if picks:
         by_slice = {(r.index, r.method): (r.psnr, r.ssim) for r in scores}
         panels = [PanelSlice(i, qa_hu[i], qa_out[i], kept[i], {m: by_slice[i, m] for m in kept[i]}, measured[i])
