@@ -311,7 +311,7 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
                 writes.append(pool.submit(write_series, plan.datasets[a:b], stored, folder, info, names[a:b],
                                           derived_uid, now, plan.frames[a:b]))
                 for i in (i for i in sample if a <= i < b):
-                    original, derived = hu[i - a].copy(), out_hu[i - a]  # not a view that keeps the chunk alive
+                    original, derived = hu[i - a].copy(), out_hu[i - a]  # what outlives the chunk is copied, not a view
                     measured[i] = measure_slice(original, derived, pixel_mm)
                     if i in kept:
                         qa_hu[i], qa_out[i] = original, derived.copy()
