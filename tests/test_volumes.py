@@ -269,3 +269,53 @@ def test_each_slice_of_a_volume_patch_gets_its_own_grain(volume_set):
         if grain[b].std() > 0:
             assert not np.allclose(grain[b, 0], grain[b, 1]) and not np.allclose(grain[b, 2], grain[b, 1])
     assert (grain.std(axis=(1, 2, 3)) > 0).any()
+
+
+def test_the_real_sets_contiguous_runs_of_one_part_load_in_stack_order_and_feed_a_share_of_volume_patches(
+        volume_set, tmp_path):
+    from models.training import realct
+    from tests.conftest import write_series
+
+    root = tmp_path / "realct"
+    run = np.zeros((3, 64, 64), np.int16)  # stored 0 -> -1024 HU
+    for k in range(3):
+        run[k, 8:56, 8:56] = 1024 + 1000 + 100 * k  # 1000, 1100, 1200 HU: far above every volume slice here
+    # written with the slices out of stack order; one lone slice of another series beside it
+    paths = write_series(root / "lidc_concept_to_clinic", run[::-1], z0=2.5, dz=-1.25, series="run",
+                         names=["b.dcm", "a.dcm", "c.dcm"])
+    paths += write_series(root / "lidc_concept_to_clinic", run[:1], series="lone", names=["lone.dcm"])
+    paths += write_series(root / "dcmqi", run, series="held-out", names=["v0.dcm", "v1.dcm", "v2.dcm"])
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, ["file", "group", "terms", "pixel_mm"])
+        w.writeheader()
+        w.writerows({"file": str(p.relative_to(root)), "group": p.parent.name, "terms": "CC BY 3.0",
+                     "pixel_mm": "0.7"} for p in paths)
+    (vol,) = volumes.realct_part_runs("train", root)  # the lone slice and the validation source are not in it
+    assert vol.series.startswith("lidc_concept_to_clinic/") and vol.terms == "CC BY 3.0" and vol.pixel_mm == 0.7
+    np.testing.assert_allclose(vol.z_mm, [0.0, 1.25, 2.5])
+    np.testing.assert_allclose(vol.hu[:, 32, 32], [1000, 1100, 1200])  # ordered along the stack
+    assert [v.series.split("/")[0] for v in volumes.realct_part_runs("validation", root)] == ["dcmqi"]
+    assert realct.SPLIT["train"][0] == "lidc_concept_to_clinic"
+    with pytest.raises(ValueError, match="part must be one of"):
+        volumes.realct_part_runs("tune", root)
+
+    def centres(fraction):
+        cfg = TrainConfig(context=1, volumes_dir=str(volume_set), realct_dir=str(root), runs_fraction=fraction,
+                          patch=32, batch_size=24, sigma_min=0.0, sigma_max=0.0, window_low=-1000, window_high=1000)
+        noisy, clean, _ = PatchStream(cfg).batch(3)
+        c = clean.numpy()[:, 0]
+        return ((c > 0.01) & (c < 0.99)).mean(axis=(1, 2)), noisy.numpy()
+    from_runs = lambda grey: grey == 0  # noqa: E731 (a run's patch is air and 1000 HU or more, nothing between)
+    none, before = centres(0.0)
+    half, _ = centres(0.5)
+    every, stacks = centres(1.0)
+    assert not from_runs(none).any() and from_runs(every).all() and 0 < from_runs(half).sum() < len(half)
+    cfg0 = TrainConfig(context=1, volumes_dir=str(volume_set), patch=32, batch_size=24, sigma_min=0.0,
+                       sigma_max=0.0, window_low=-1000, window_high=1000)
+    np.testing.assert_array_equal(before, PatchStream(cfg0).batch(3)[0].numpy())  # share 0: the batches as before
+    assert stacks.shape == (24, 3, 32, 32)
+    from models.training.card import describe_training
+
+    words = describe_training(TrainConfig(context=2, source="volumes", runs_fraction=0.4))["data"]
+    assert "40% of the volume patches cut instead from the contiguous runs of the real CT set's training part" in words
+    assert "contiguous runs" not in describe_training(TrainConfig(context=2, source="volumes"))["data"]

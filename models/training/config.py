@@ -40,6 +40,10 @@ class TrainConfig:
     # share of the volume patches whose noise is low-dose CT noise (each slice its own simulation,
     # of the patch's own anatomy, at the patch's drawn std) instead of white or kernel-shaped noise
     volume_lowdose_fraction: float = 0.0
+    # share of the volume patches cut instead from the contiguous runs of the real CT set's training
+    # part in realct_dir (thinner slices, chest and trunk: models.training.volumes.realct_part_runs);
+    # 0: the volumes in volumes_dir only
+    runs_fraction: float = 0.0
     window_low: float = -1000.0
     window_high: float = 1000.0
     val_every: int = 500

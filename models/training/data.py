@@ -121,6 +121,7 @@ class PatchStream:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
         self._volumes: list[volumes.Volume] = []
+        self._runs: list[volumes.Volume] = []  # contiguous runs of the real CT set's training part
         self._generation = -1
         self._phantoms: list[Reference] = []
         self._fixed: list[Reference] = []  # real or site slices, loaded once
@@ -242,6 +243,8 @@ class PatchStream:
         cfg = self.cfg
         if count and not self._volumes:
             self._volumes = volumes.load_part("train", cfg.volumes_dir)
+        if count and cfg.runs_fraction > 0 and not self._runs:
+            self._runs = volumes.realct_part_runs("train", cfg.realct_dir, min_slices=3)
         depth, p = 1 + 2 * cfg.context, cfg.patch
         noisy = np.empty((count, depth, p, p), np.float32)
         clean = np.empty((count, 1, p, p), np.float32)
@@ -249,7 +252,8 @@ class PatchStream:
         is_lowdose = np.zeros(count, bool)
         for b in range(count):
             for _ in range(10):  # mostly skip patches of empty air
-                vol = self._volumes[int(rng.integers(len(self._volumes)))]
+                pool = self._runs if cfg.runs_fraction > 0 and rng.random() < cfg.runs_fraction else self._volumes
+                vol = pool[int(rng.integers(len(pool)))]
                 n, h, w = vol.hu.shape
                 rows = context_indices(n, cfg.context, neighbour_links(vol.z_mm, n))[int(rng.integers(n))]
                 r, c = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from pipeline.dicom.reader import to_hu
+from pipeline.dicom.discovery import scan
+from pipeline.dicom.reader import plan_series, to_hu
 
-from .realct import read_manifest, resolve
+from .realct import SPLIT, read_manifest, resolve
 
 DEFAULT_DIR = "../shared/data/realct_volumes"
 SPLIT_SIZES = {"train": 35, "validation": 8, "test": 8}  # series, in name order
@@ -64,6 +65,56 @@ def load_part(part: str, folder: str | Path = DEFAULT_DIR) -> list[Volume]:
         hu = np.stack([to_hu(pydicom.dcmread(root / r["file"]), root / r["file"]) for r in files]).astype(np.float32)
         out.append(Volume(series, hu, np.array([float(r["z_mm"]) for r in files]), float(files[0]["pixel_mm"]),
                           files[0]["terms"]))
+    return out
+
+
+def realct_runs(group: str, folder: str | Path, min_slices: int = 2) -> list[Volume]:
+    """The series of the real CT set's source ``group`` (a folder of it, e.g. ``lidc_concept_to_clinic``)
+    that hold at least ``min_slices`` slices with positions, as volumes: read and ordered by the
+    pipeline's own reader (read-only), in the order the scan finds them; terms from the set's manifest
+    where it has one."""
+    terms = ({row["group"]: row["terms"] for row in read_manifest(folder, "")}
+             if (resolve(folder) / "manifest.csv").is_file() else {})
+    out = []
+    for study in scan(resolve(folder) / group).studies.values():
+        for ref in study.series.values():
+            plan = plan_series(ref)
+            if len(plan) >= min_slices and plan.positions_mm is not None:
+                out.append(Volume(f"{group}/{plan.series_uid}", plan.read(0, len(plan)), np.asarray(plan.positions_mm),
+                                  float(plan.datasets[0].PixelSpacing[0]), terms.get(group, "")))
+    return out
+
+
+def realct_part_runs(part: str, folder: str | Path, min_slices: int = 3) -> list[Volume]:
+    """The contiguous runs (series of at least ``min_slices`` slices) of every source in one part of the
+    real CT set's split (``models/training/realct.py``, split by source): for ``train``, LIDC-IDRI's three
+    runs (16 and 10 slices at 2.5 mm, 12 at 1.25 mm; chest, GE) and TotalSegmentator's example (20
+    slices of 3 mm at 2 mm steps; Siemens): thinner slices and other anatomy than the volumes here.
+    Grouped by source, series UID (the example has an empty one) and orientation, ordered along the
+    stack normal (slices without a position are left out); read-only."""
+    if part not in SPLIT:
+        raise ValueError(f"part must be one of {sorted(SPLIT)}, got {part!r}")
+    root = resolve(folder)
+    runs: dict[tuple, list[tuple[float, Path, dict[str, str]]]] = {}
+    for row in read_manifest(folder, "the real CT set is not there (set realct_dir)"):
+        if row["group"] not in SPLIT[part]:
+            continue
+        ds = pydicom.dcmread(root / row["file"], stop_before_pixels=True)
+        if "ImageOrientationPatient" not in ds or "ImagePositionPatient" not in ds:
+            continue  # no geometry: a lone slice
+        cosines = np.asarray(ds.ImageOrientationPatient, float)
+        normal = np.cross(cosines[:3], cosines[3:])
+        key = (row["group"], str(ds.get("SeriesInstanceUID", "")), tuple(np.round(cosines, 4)))
+        runs.setdefault(key, []).append((float(np.dot(normal, np.asarray(ds.ImagePositionPatient, float))),
+                                         root / row["file"], row))
+    out = []
+    for (group, uid, _), items in runs.items():
+        if len(items) < min_slices:
+            continue
+        items.sort(key=lambda item: item[0])
+        hu = np.stack([to_hu(pydicom.dcmread(path), path) for _, path, _ in items]).astype(np.float32)
+        out.append(Volume(f"{group}/{uid or 'no series UID'}", hu, np.array([z for z, _, _ in items]),
+                          float(items[0][2]["pixel_mm"]), items[0][2]["terms"]))
     return out
 
 
