@@ -37,6 +37,8 @@ import numpy as np
 from bench.quality import import_bm3d, noise_model
 from models.store import load_model
 from models.training import realct, volumes
+from pipeline.dicom.discovery import scan
+from pipeline.dicom.reader import plan_series
 from pipeline.inference.denoiser import Denoiser
 from pipeline.inference.noise_level import estimate_series, sample_positions
 from pipeline.inference.slice_context import MAX_STEP_MM, neighbour_links
@@ -81,7 +83,14 @@ def thick_volume(vol: volumes.Volume, k: int) -> volumes.Volume:
 def realct_volumes(group: str, folder: str = realct.DEFAULT_DIR) -> list[volumes.Volume]:
     """The series of the real CT set's ``group`` (a source folder, e.g. ``dcmqi``) that hold several
     slices, as volumes: read and ordered by the pipeline's own reader (read-only)."""
-    out = volumes.realct_runs(group, folder)
+    out = []
+    for study in scan(realct.resolve(folder) / group).studies.values():
+        for ref in study.series.values():
+            plan = plan_series(ref)
+            if len(plan) > 1 and plan.positions_mm is not None:
+                hu = plan.read(0, len(plan))
+                out.append(volumes.Volume(f"{group}/{plan.series_uid}", hu, np.asarray(plan.positions_mm),
+                                          float(plan.datasets[0].PixelSpacing[0]), ""))
     if not out:
         raise ValueError(f"{group}: no series of several slices with positions")
     return out

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from pipeline.dicom.discovery import scan
-from pipeline.dicom.reader import plan_series, to_hu
+from pipeline.dicom.geometry import position_along, slice_normal
+from pipeline.dicom.reader import to_hu
 
 from .realct import SPLIT, read_manifest, resolve
 
@@ -68,23 +68,6 @@ def load_part(part: str, folder: str | Path = DEFAULT_DIR) -> list[Volume]:
     return out
 
 
-def realct_runs(group: str, folder: str | Path, min_slices: int = 2) -> list[Volume]:
-    """The series of the real CT set's source ``group`` (a folder of it, e.g. ``lidc_concept_to_clinic``)
-    that hold at least ``min_slices`` slices with positions, as volumes: read and ordered by the
-    pipeline's own reader (read-only), in the order the scan finds them; terms from the set's manifest
-    where it has one."""
-    terms = ({row["group"]: row["terms"] for row in read_manifest(folder, "")}
-             if (resolve(folder) / "manifest.csv").is_file() else {})
-    out = []
-    for study in scan(resolve(folder) / group).studies.values():
-        for ref in study.series.values():
-            plan = plan_series(ref)
-            if len(plan) >= min_slices and plan.positions_mm is not None:
-                out.append(Volume(f"{group}/{plan.series_uid}", plan.read(0, len(plan)), np.asarray(plan.positions_mm),
-                                  float(plan.datasets[0].PixelSpacing[0]), terms.get(group, "")))
-    return out
-
-
 def realct_part_runs(part: str, folder: str | Path, min_slices: int = 3) -> list[Volume]:
     """The contiguous runs (series of at least ``min_slices`` slices) of every source in one part of the
     real CT set's split (``models/training/realct.py``, split by source): for ``train``, LIDC-IDRI's three
@@ -102,11 +85,10 @@ def realct_part_runs(part: str, folder: str | Path, min_slices: int = 3) -> list
         ds = pydicom.dcmread(root / row["file"], stop_before_pixels=True)
         if "ImageOrientationPatient" not in ds or "ImagePositionPatient" not in ds:
             continue  # no geometry: a lone slice
-        cosines = np.asarray(ds.ImageOrientationPatient, float)
-        normal = np.cross(cosines[:3], cosines[3:])
-        key = (row["group"], str(ds.get("SeriesInstanceUID", "")), tuple(np.round(cosines, 4)))
-        runs.setdefault(key, []).append((float(np.dot(normal, np.asarray(ds.ImagePositionPatient, float))),
-                                         root / row["file"], row))
+        cosines = tuple(np.round(np.asarray(ds.ImageOrientationPatient, float), 4))
+        key = (row["group"], str(ds.get("SeriesInstanceUID", "")), cosines)
+        runs.setdefault(key, []).append((position_along(slice_normal(ds.ImageOrientationPatient),
+                                                        ds.ImagePositionPatient), root / row["file"], row))
     out = []
     for (group, uid, _), items in runs.items():
         if len(items) < min_slices:
