@@ -318,3 +318,43 @@ def test_the_real_sets_contiguous_runs_of_one_part_load_in_stack_order_and_feed_
     words = describe_training(TrainConfig(context=2, source="volumes", runs_fraction=0.4))["data"]
     assert "40% of the volume patches cut instead from the contiguous runs of the real CT set's training part" in words
     assert "contiguous runs" not in describe_training(TrainConfig(context=2, source="volumes"))["data"]
+
+
+def test_thinner_stacks_interpolate_between_the_volumes_slices_and_keep_gapped_or_short_volumes_as_stored(
+        volume_set):
+    from models.training.data import thinner_stack
+
+    (vol,) = volumes.load_part("validation", volume_set)  # z -9, -6, -3, 0 mm; 100 stored units apart
+    hu, z = thinner_stack(vol, 1, 1.5, 0.0)  # half a slice on each side, at the first end
+    np.testing.assert_allclose(z, [-9.0, -7.5, -6.0])
+    np.testing.assert_allclose(hu[1], (vol.hu[0] + vol.hu[1]) / 2, atol=1e-3)
+    np.testing.assert_allclose(hu[[0, 2]], vol.hu[[0, 1]], atol=1e-3)
+    hu, z = thinner_stack(vol, 1, 1.5, 1.0)  # at the other end: the last slice itself
+    np.testing.assert_allclose(z, [-3.0, -1.5, 0.0])
+    np.testing.assert_allclose(hu[2], vol.hu[3], atol=1e-3)
+    assert thinner_stack(vol, 2, 2.5, 0.5)[0] is vol.hu  # 10 mm of stack asked of 9 mm
+    gapped = volumes.Volume(vol.series, vol.hu, np.array([-9.0, -6.0, -3.0, 3.0]), vol.pixel_mm, vol.terms)
+    assert thinner_stack(gapped, 1, 1.5, 0.5)[0] is gapped.hu
+
+
+def test_a_share_of_volume_patches_comes_from_thinner_stacks_of_even_steps_in_the_asked_range(volume_set):
+    slope = float(pydicom.dcmread(get_testdata_file("CT_small.dcm")).RescaleSlope)
+    per_mm = 100 * slope / 3 / 2000  # unit-scale change per mm along the stack
+
+    def steps(fraction):
+        cfg = TrainConfig(context=1, volumes_dir=str(volume_set), source="volumes", thin_fraction=fraction,
+                          patch=48, batch_size=16, sigma_min=0.0, sigma_max=0.0, window_low=-1000, window_high=1000)
+        n = PatchStream(cfg).batch(1)[0].numpy().astype(np.float64)
+        inside = (n[:, 1] > 0.05) & (n[:, 1] < 0.95)
+        return (np.array([np.median((n[b, 1] - n[b, 0])[inside[b]]) for b in range(16)]) / per_mm,
+                np.array([np.median((n[b, 2] - n[b, 1])[inside[b]]) for b in range(16)]) / per_mm)
+
+    below, above = steps(1.0)  # mm between neighbours, from the HU they differ by
+    np.testing.assert_allclose(below, above, atol=1e-3)  # an even step on both sides
+    assert np.all((np.abs(below) >= 0.8 - 1e-3) & (np.abs(below) <= 2.0 + 1e-3)) and len(np.unique(below.round(3))) > 8
+    stored, _ = steps(0.0)  # as stored: 3 mm apart, or the slice itself past an end
+    assert set(np.abs(stored).round(3)) <= {0.0, 3.0}
+    from models.training.card import describe_training
+
+    words = describe_training(TrainConfig(context=2, source="volumes", thin_fraction=0.3))["data"]
+    assert "30% of the patches of the volumes made thinner: stacks at a step of 0.8-2 mm" in words

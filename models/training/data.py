@@ -254,10 +254,16 @@ class PatchStream:
             for _ in range(10):  # mostly skip patches of empty air
                 pool = self._runs if cfg.runs_fraction > 0 and rng.random() < cfg.runs_fraction else self._volumes
                 vol = pool[int(rng.integers(len(pool)))]
-                n, h, w = vol.hu.shape
-                rows = context_indices(n, cfg.context, neighbour_links(vol.z_mm, n))[int(rng.integers(n))]
+                hu, z_mm = vol.hu, vol.z_mm
+                thin = cfg.thin_fraction > 0 and pool is self._volumes and rng.random() < cfg.thin_fraction
+                if thin:
+                    hu, z_mm = thinner_stack(vol, cfg.context, rng.uniform(cfg.thin_step_min_mm, cfg.thin_step_max_mm),
+                                             rng.random())
+                n, h, w = hu.shape
+                rows = context_indices(n, cfg.context, neighbour_links(z_mm, n))[cfg.context if thin else
+                                                                                 int(rng.integers(n))]
                 r, c = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
-                crop = hu_to_unit(vol.hu[:, r:r + p, c:c + p], cfg.window)
+                crop = hu_to_unit(hu[:, r:r + p, c:c + p], cfg.window)
                 if np.clip(crop[rows[cfg.context]], 0, 1).std() > 0.01 or rng.random() < 0.1:
                     break
             k, flip = int(rng.integers(4)), rng.random() < 0.5
@@ -272,7 +278,7 @@ class PatchStream:
             slices = {}
             for i in used:  # each slice its own noise; replicated neighbours share it
                 if lowdose:
-                    ref = Reference(hu_to_unit(vol.hu[i], cfg.window), vol.pixel_mm)
+                    ref = Reference(hu_to_unit(hu[i], cfg.window), vol.pixel_mm)
                     noise = _lowdose_patch(ref, r, c, cfg, int(rng.integers(2**31)))
                 elif shaped:
                     noise = _kernel_patch(p, fc, int(rng.integers(2**31)))
@@ -287,6 +293,25 @@ class PatchStream:
             noisy[b] = np.clip(stack, 0, 1)
             clean[b] = np.clip(target, 0, 1)
         return torch.from_numpy(noisy), torch.from_numpy(clean), torch.from_numpy(levels), is_lowdose
+
+
+def thinner_stack(vol: volumes.Volume, context: int, step_mm: float, where: float) -> tuple[np.ndarray, np.ndarray]:
+    """(1 + 2 ``context``, H, W) HU and their positions (mm): a stack of ``vol`` at ``step_mm``, each slice
+    interpolated linearly between the volume's two nearest slices, centred at the fraction ``where`` (in
+    [0, 1]) of the span where the whole stack fits. A volume too short for it, or with a gap between
+    slices, is returned as stored."""
+    n = len(vol.hu)
+    links = neighbour_links(vol.z_mm, n)
+    if n < 2 or not links.all():
+        return vol.hu, vol.z_mm
+    step = step_mm / float(np.median(np.diff(vol.z_mm)))  # in slices of the volume
+    half = context * step
+    if 2 * half > n - 1:
+        return vol.hu, vol.z_mm
+    t = half + where * (n - 1 - 2 * half) + step * np.arange(-context, context + 1)
+    low = np.minimum(np.floor(t).astype(int), n - 2)
+    f = (t - low).astype(np.float32)[:, None, None]
+    return (1 - f) * vol.hu[low] + f * vol.hu[low + 1], np.interp(t, np.arange(n), vol.z_mm)
 
 
 def noisy_input(ref: Reference, sigma: float, i: int, context: int) -> np.ndarray:
