@@ -322,19 +322,21 @@ def test_the_real_sets_contiguous_runs_of_one_part_load_in_stack_order_and_feed_
 
 def test_thinner_stacks_interpolate_between_the_volumes_slices_and_keep_gapped_or_short_volumes_as_stored(
         volume_set):
-    from models.training.data import thinner_stack
+    from models.training.data import blend, thinner_positions
 
     (vol,) = volumes.load_part("validation", volume_set)  # z -9, -6, -3, 0 mm; 100 stored units apart
-    hu, z = thinner_stack(vol, 1, 1.5, 0.0)  # half a slice on each side, at the first end
-    np.testing.assert_allclose(z, [-9.0, -7.5, -6.0])
+    t = thinner_positions(vol, 1, 1.5, 0.0)  # half a slice on each side, at the first end
+    np.testing.assert_allclose(np.interp(t, np.arange(4), vol.z_mm), [-9.0, -7.5, -6.0])
+    hu = blend(vol.hu, t)
     np.testing.assert_allclose(hu[1], (vol.hu[0] + vol.hu[1]) / 2, atol=1e-3)
     np.testing.assert_allclose(hu[[0, 2]], vol.hu[[0, 1]], atol=1e-3)
-    hu, z = thinner_stack(vol, 1, 1.5, 1.0)  # at the other end: the last slice itself
-    np.testing.assert_allclose(z, [-3.0, -1.5, 0.0])
-    np.testing.assert_allclose(hu[2], vol.hu[3], atol=1e-3)
-    assert thinner_stack(vol, 2, 2.5, 0.5)[0] is vol.hu  # 10 mm of stack asked of 9 mm
+    np.testing.assert_array_equal(blend(vol.hu, t, np.s_[10:20, 30:50]), hu[:, 10:20, 30:50])  # a patch alone
+    t = thinner_positions(vol, 1, 1.5, 1.0)  # at the other end: the last slice itself
+    np.testing.assert_allclose(np.interp(t, np.arange(4), vol.z_mm), [-3.0, -1.5, 0.0])
+    np.testing.assert_allclose(blend(vol.hu, t)[2], vol.hu[3], atol=1e-3)
+    assert thinner_positions(vol, 2, 2.5, 0.5) is None  # 10 mm of stack asked of 9 mm
     gapped = volumes.Volume(vol.series, vol.hu, np.array([-9.0, -6.0, -3.0, 3.0]), vol.pixel_mm, vol.terms)
-    assert thinner_stack(gapped, 1, 1.5, 0.5)[0] is gapped.hu
+    assert thinner_positions(gapped, 1, 1.5, 0.5) is None
 
 
 def test_a_share_of_volume_patches_comes_from_thinner_stacks_of_even_steps_in_the_asked_range(volume_set):

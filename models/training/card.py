@@ -96,7 +96,7 @@ def describe_training(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.context and cfg.thin_fraction > 0:
         data += (f"; {cfg.thin_fraction:.0%} of the patches of the volumes made thinner: stacks at a step of "
                  f"{cfg.thin_step_min_mm:g}-{cfg.thin_step_max_mm:g} mm interpolated linearly between the volume's "
-                 "slices, each its own noise (models/training/data.py thinner_stack)")
+                 "slices, each its own noise (models/training/data.py thinner_positions)")
     if cfg.zoom_factors:
         data += (f"; beside each lone slice its copies resampled {cfg.zoom_factors.replace(',', ', ')} times "
                  "(pixels that much smaller; cubic interpolation)")

@@ -46,7 +46,7 @@ class TrainConfig:
     runs_fraction: float = 0.0
     # share of the patches of those volumes (not of the runs) whose stack is made thinner: 1 + 2 context slices at
     # a step uniform in [thin_step_min_mm, thin_step_max_mm], each interpolated linearly between the
-    # volume's two nearest slices, each its own noise (models.training.data.thinner_stack); 0: as stored
+    # volume's two nearest slices, each its own noise (models.training.data.thinner_positions); 0: as stored
     thin_fraction: float = 0.0
     thin_step_min_mm: float = 0.8
     thin_step_max_mm: float = 2.0

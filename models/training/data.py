@@ -254,16 +254,16 @@ class PatchStream:
             for _ in range(10):  # mostly skip patches of empty air
                 pool = self._runs if cfg.runs_fraction > 0 and rng.random() < cfg.runs_fraction else self._volumes
                 vol = pool[int(rng.integers(len(pool)))]
-                hu, z_mm = vol.hu, vol.z_mm
-                thin = cfg.thin_fraction > 0 and pool is self._volumes and rng.random() < cfg.thin_fraction
-                if thin:
-                    hu, z_mm = thinner_stack(vol, cfg.context, rng.uniform(cfg.thin_step_min_mm, cfg.thin_step_max_mm),
-                                             rng.random())
-                n, h, w = hu.shape
-                rows = context_indices(n, cfg.context, neighbour_links(z_mm, n))[cfg.context if thin else
-                                                                                 int(rng.integers(n))]
+                t = None  # positions of a thinner stack in slices of the volume, or the volume as stored
+                if cfg.thin_fraction > 0 and pool is self._volumes and rng.random() < cfg.thin_fraction:
+                    t = thinner_positions(vol, cfg.context, rng.uniform(cfg.thin_step_min_mm, cfg.thin_step_max_mm),
+                                          rng.random())
+                n, h, w = vol.hu.shape if t is None else (len(t), *vol.hu.shape[1:])
+                rows = (context_indices(n, cfg.context, neighbour_links(vol.z_mm, n))[int(rng.integers(n))]
+                        if t is None else np.arange(n))
                 r, c = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
-                crop = hu_to_unit(hu[:, r:r + p, c:c + p], cfg.window)
+                area = np.s_[r:r + p, c:c + p]  # only the patch is interpolated, not the whole slices
+                crop = hu_to_unit(vol.hu[(slice(None), *area)] if t is None else blend(vol.hu, t, area), cfg.window)
                 if np.clip(crop[rows[cfg.context]], 0, 1).std() > 0.01 or rng.random() < 0.1:
                     break
             k, flip = int(rng.integers(4)), rng.random() < 0.5
@@ -278,7 +278,8 @@ class PatchStream:
             slices = {}
             for i in used:  # each slice its own noise; replicated neighbours share it
                 if lowdose:
-                    ref = Reference(hu_to_unit(hu[i], cfg.window), vol.pixel_mm)
+                    ref = Reference(hu_to_unit(vol.hu[i] if t is None else blend(vol.hu, t[i:i + 1])[0], cfg.window),
+                                    vol.pixel_mm)
                     noise = _lowdose_patch(ref, r, c, cfg, int(rng.integers(2**31)))
                 elif shaped:
                     noise = _kernel_patch(p, fc, int(rng.integers(2**31)))
@@ -295,23 +296,26 @@ class PatchStream:
         return torch.from_numpy(noisy), torch.from_numpy(clean), torch.from_numpy(levels), is_lowdose
 
 
-def thinner_stack(vol: volumes.Volume, context: int, step_mm: float, where: float) -> tuple[np.ndarray, np.ndarray]:
-    """(1 + 2 ``context``, H, W) HU and their positions (mm): a stack of ``vol`` at ``step_mm``, each slice
-    interpolated linearly between the volume's two nearest slices, centred at the fraction ``where`` (in
-    [0, 1]) of the span where the whole stack fits. A volume too short for it, or with a gap between
-    slices, is returned as stored."""
+def thinner_positions(vol: volumes.Volume, context: int, step_mm: float, where: float) -> np.ndarray | None:
+    """(1 + 2 ``context``,) positions in slices of ``vol`` (fractional: between its slices) of a stack at
+    ``step_mm``, centred at the fraction ``where`` (in [0, 1]) of the span where the whole stack fits; None
+    for a volume too short for it or with a gap between slices."""
     n = len(vol.hu)
-    links = neighbour_links(vol.z_mm, n)
-    if n < 2 or not links.all():
-        return vol.hu, vol.z_mm
+    if n < 2 or not neighbour_links(vol.z_mm, n).all():
+        return None
     step = step_mm / float(np.median(np.diff(vol.z_mm)))  # in slices of the volume
     half = context * step
     if 2 * half > n - 1:
-        return vol.hu, vol.z_mm
-    t = half + where * (n - 1 - 2 * half) + step * np.arange(-context, context + 1)
-    low = np.minimum(np.floor(t).astype(int), n - 2)
+        return None
+    return half + where * (n - 1 - 2 * half) + step * np.arange(-context, context + 1)
+
+
+def blend(hu: np.ndarray, t: np.ndarray, area: tuple[slice, slice] = np.s_[:, :]) -> np.ndarray:
+    """(len(t), ...) slices of the stack ``hu`` at the fractional positions ``t`` (:func:`thinner_positions`),
+    each interpolated linearly between its two nearest slices, within ``area`` (rows, columns) only."""
+    low = np.minimum(np.floor(t).astype(int), len(hu) - 2)
     f = (t - low).astype(np.float32)[:, None, None]
-    return (1 - f) * vol.hu[low] + f * vol.hu[low + 1], np.interp(t, np.arange(n), vol.z_mm)
+    return (1 - f) * hu[(low, *area)] + f * hu[(low + 1, *area)]
 
 
 def noisy_input(ref: Reference, sigma: float, i: int, context: int) -> np.ndarray:
