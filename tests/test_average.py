@@ -46,6 +46,8 @@ def test_the_average_is_the_share_weighted_mean_and_its_card_names_the_parents(p
     assert [p["sha256"] for p in got] == [la.sha256, lb.sha256]
     assert got[1]["training"]["config"]["lowdose_level_jitter"] == 0.1  # each parent's card whole
     assert "parent 2 (share 0.75)" in saved["training"]["noise"] and saved["training"]["config"]["seed"] == 1
+    assert saved["training"]["config"] == got[0]["training"]["config"]  # the top-level config is parent 1's,
+    assert saved["training"]["config_from"].startswith("parent 1's")  # and the card says so
     assert saved["evaluation"]["phantoms"]["by_sigma"]["0.05"]["autoencoder"]["psnr_db"] > 0  # measured again
     assert "level_rule" not in saved
 

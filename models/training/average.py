@@ -95,6 +95,8 @@ def average(paths: list[Path], out: Path, version: str = MODEL_VERSION, shares: 
                      "training": p.card["training"]} for (path, p), s in zip(parents, weights)],
         "hours": round(sum(float(p.card["training"].get("hours", 0.0)) for _, p in parents), 2),
         "config": cfg_dict,
+        "config_from": "parent 1's training config, the data settings of this card's evaluation; each parent's own "
+                       "config is in its entry under parents",
         "command": command or "python -m models.training.average " + " ".join(map(str, paths)),
     })
     card = {k: first.card[k] for k in ("name", "architecture", "input", "window_hu") if k in first.card}
