@@ -134,5 +134,32 @@ def _grow_stem(value: torch.Tensor, target: torch.Tensor, model: DenoisingAutoen
     return out
 
 
+def spread_slices(state: dict[str, torch.Tensor], model: DenoisingAutoencoder,
+                  shares: list[float]) -> dict[str, torch.Tensor]:
+    """``state`` (of ``model``'s architecture, with slice context) with its first convolution reading a
+    weighted mean of the stack: the slice's own weights times ``shares[context]`` on the slice and
+    ``shares[k]`` times them added to slice channel k's (one share per slice of the stack, the slice in
+    the middle, summing to 1). On a stack of one slice repeated (a lone slice, each its own neighbours)
+    the network computes exactly what it did; on a real stack its first layer averages the
+    neighbours' independent noise from the start, instead of learning to from near-zero weights."""
+    if not model.context:
+        raise ValueError("spreading the first layer over the stack needs a network with slice context")
+    if len(shares) != model.slices:
+        raise ValueError(f"{len(shares)} slice shares for a stack of {model.slices} slices")
+    if min(shares) < 0 or abs(sum(shares) - 1.0) > 1e-6:
+        raise ValueError(f"slice shares must be at least 0 and sum to 1, got {shares}")
+    out = {k: v.clone() for k, v in state.items()}
+    weight = out["stem.0.0.weight"]
+    if weight.shape[1] != model.slices + int(model.noise_map):
+        raise ValueError(f"weight stem.0.0.weight: shape {tuple(weight.shape)} does not fit {model.config}")
+    centre = weight[:, model.context].clone()
+    for k, share in enumerate(shares):
+        if k == model.context:
+            weight[:, k] = share * centre
+        else:
+            weight[:, k] += share * centre
+    return out
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

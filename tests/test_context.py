@@ -286,3 +286,46 @@ def test_the_context_bench_runs_a_model_told_nothing_as_the_derived_series_does(
     ours = delivered_method(ctx)(noisy, vol)
     np.testing.assert_allclose(ours, (linked + 1000) / 2000, atol=1e-5)
     assert np.abs(ours - delivered_model(ctx, Window(), [])(noisy)).max() > 1e-3  # given no links: each alone
+
+
+def test_a_first_layer_spread_over_the_stack_keeps_a_lone_slice_and_averages_a_real_stack():
+    from models.autoencoder import spread_slices
+
+    torch.manual_seed(2)
+    net = DenoisingAutoencoder(width=4, levels=1, convs_per_level=1, noise_map=True, context=2).eval()
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    shares = [0.05, 0.15, 0.6, 0.15, 0.05]
+    spread = DenoisingAutoencoder(width=4, levels=1, convs_per_level=1, noise_map=True, context=2).eval()
+    spread.load_state_dict(spread_slices(net.state_dict(), net, shares))
+    before, after = net.stem[0][0].weight.detach(), spread.stem[0][0].weight.detach()
+    centre = before[:, 2]
+    torch.testing.assert_close(after[:, 2], 0.6 * centre)
+    for k, share in ((0, 0.05), (1, 0.15), (3, 0.15), (4, 0.05)):
+        torch.testing.assert_close(after[:, k], before[:, k] + share * centre)  # added to what the channel had
+    torch.testing.assert_close(after[:, 5], before[:, 5])  # the noise-level channel as it was
+    lone = torch.rand(2, 1, 16, 16).repeat(1, 5, 1, 1)  # a lone slice: its own neighbours
+    with torch.no_grad():
+        torch.testing.assert_close(spread(lone, 0.05), net(lone, 0.05), rtol=1e-5, atol=1e-6)
+        stack = torch.rand(2, 5, 16, 16)
+        assert float((spread(stack, 0.05) - net(stack, 0.05)).abs().max()) > 1e-3  # a real stack: not the same
+    with pytest.raises(ValueError, match="3 slice shares for a stack of 5 slices"):
+        spread_slices(net.state_dict(), net, [0.25, 0.5, 0.25])
+    with pytest.raises(ValueError, match="at least 0 and sum to 1"):
+        spread_slices(net.state_dict(), net, [0.1, 0.2, 0.6, 0.2, 0.1])
+    flat = DenoisingAutoencoder(width=4, levels=1, convs_per_level=1, noise_map=True)
+    with pytest.raises(ValueError, match="needs a network with slice context"):
+        spread_slices(flat.state_dict(), flat, [1.0])
+
+
+def test_slice_shares_are_checked_when_the_settings_are_read():
+    from models.training.config import TrainConfig
+
+    cfg = TrainConfig(context=1, init_weights="start.safetensors", init_slice_shares="0.25, 0.5, 0.25")
+    assert cfg.slice_shares == [0.25, 0.5, 0.25] and TrainConfig().slice_shares == []
+    with pytest.raises(ValueError, match="5 shares for a stack of 3 slices"):
+        TrainConfig(context=1, init_weights="s", init_slice_shares="0.1,0.1,0.6,0.1,0.1")
+    with pytest.raises(ValueError, match="summing to 1"):
+        TrainConfig(context=1, init_weights="s", init_slice_shares="0.3,0.5,0.3")
+    with pytest.raises(ValueError, match="not a list of numbers"):
+        TrainConfig(context=1, init_weights="s", init_slice_shares="0.25,half,0.25")

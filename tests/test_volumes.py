@@ -2,6 +2,7 @@
 patches of a slice with its neighbours (PatchStream), on a small set of volumes written here."""
 import copy
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +160,38 @@ def test_a_context_model_exports_with_a_card_measured_on_its_volumes_and_on_lone
         assert set(table) == {"noisy", "autoencoder", "gaussian", "average", "median", "bilateral", "nlm"}
         assert table["gaussian"]["psnr_db"] > table["noisy"]["psnr_db"]  # the filters see the slice itself
     assert load_model(tmp_path / "ctx.safetensors").model.context == 1
+
+
+def test_a_context_run_from_2d_weights_starts_with_its_first_layer_spread_over_the_stack(volume_set, tmp_path):
+    """init_slice_shares: the grown start's first layer reads the neighbours from step 0 (at a negligible
+    learning rate, one step leaves it there), and the card names the shares."""
+    import torch
+    from safetensors.torch import load_file
+
+    from models.autoencoder import DenoisingAutoencoder, grow_state, spread_slices
+    from models.store import save_model
+    from models.training.card import export
+    from models.training.train import train
+
+    torch.manual_seed(5)
+    flat = DenoisingAutoencoder(width=4, levels=1, convs_per_level=1, noise_map=True)
+    save_model(flat, tmp_path / "flat.safetensors", {"name": "flat", "version": "0.1"})
+    cfg = TrainConfig(context=1, volumes_dir=str(volume_set), steps=1, checkpoint_every=1, val_every=1000,
+                      val_slices=1, batch_size=2, patch=32, width=4, levels=1, convs_per_level=1, noise_map=True,
+                      lr=1e-12, init_weights=str(tmp_path / "flat.safetensors"), init_slice_shares="0.25,0.5,0.25")
+    train(cfg, tmp_path / "run", progress=False)
+    grown = DenoisingAutoencoder(width=4, levels=1, convs_per_level=1, noise_map=True, context=1)
+    want = spread_slices(grow_state(flat.state_dict(), grown), grown, [0.25, 0.5, 0.25])["stem.0.0.weight"]
+    got = load_file(str(tmp_path / "run" / "checkpoint.safetensors"))["model.stem.0.0.weight"]
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    assert float(got[:, 0].abs().min()) > 0  # grown alone, the neighbour channels would start at zero
+    card = export(cfg, tmp_path / "run", tmp_path / "spread.safetensors")
+    assert card["training"]["initialised_from"]["first_layer_spread_over_the_stack"] == [0.25, 0.5, 0.25]
+    with pytest.raises(ValueError, match="give init_weights as well"):
+        train(dataclasses.replace(cfg, init_weights=""), tmp_path / "none", progress=False)
+    with pytest.raises(ValueError, match="needs a network with slice context"):
+        train(dataclasses.replace(cfg, context=0, source="volumes", init_slice_shares="1"), tmp_path / "flat",
+              progress=False)
 
 
 def test_mixed_context_batches_hold_volume_patches_and_lone_slices_that_are_their_own_neighbours(volume_set, tmp_path):

@@ -69,6 +69,11 @@ class TrainConfig:
     # session without its optimizer state; a blind network with fewer blocks grows into this one,
     # see models.autoencoder.grow_state); ignored when the run folder has a checkpoint
     init_weights: str = ""
+    # with init_weights and slice context: the first convolution spread over the stack, one share per slice
+    # ("0.05,0.15,0.6,0.15,0.05": the slice's own weights times 0.6 on it and 0.15 / 0.05 times them added to
+    # each next / second neighbour's; models.autoencoder.spread_slices), so a start grown from a 2-D network
+    # averages its neighbours' noise from the first step and computes what it did on a lone slice; "": as loaded
+    init_slice_shares: str = ""
     # training references like real scans (0 = the clean phantoms of the first model):
     regions: str = "chest,abdomen"  # phantom regions, comma-separated (pipeline.synthetic.phantom.ALL_REGIONS)
     native_noise_max_hu: float = 0.0  # the reference keeps acquired noise: std uniform in [0, max] HU
@@ -107,6 +112,25 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.zooms  # a bad zoom_factors stops a run when its settings are read, not after its data loads
+        self.slice_shares
+
+    @property
+    def slice_shares(self) -> list[float]:
+        """``init_slice_shares`` as numbers: one per slice of the stack, at least 0, summing to 1."""
+        texts = [t.strip() for t in self.init_slice_shares.split(",") if t.strip()]
+        if not texts:
+            return []
+        try:
+            shares = [float(t) for t in texts]
+        except ValueError:
+            raise ValueError(f"init_slice_shares: {self.init_slice_shares!r} is not a list of numbers") from None
+        # counted against the stack only with slice context: a 2-D copy of the settings (the phantom check's)
+        # leaves them unused, and a 2-D run given them is refused by spread_slices
+        if self.context and len(shares) != 1 + 2 * self.context:
+            raise ValueError(f"init_slice_shares: {len(shares)} shares for a stack of {1 + 2 * self.context} slices")
+        if min(shares) < 0 or abs(sum(shares) - 1.0) > 1e-6:
+            raise ValueError(f"init_slice_shares: each at least 0 and summing to 1, got {self.init_slice_shares!r}")
+        return shares
 
     @property
     def zooms(self) -> list[float]:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.autoencoder import DenoisingAutoencoder, grow_state
+from models.autoencoder import DenoisingAutoencoder, grow_state, spread_slices
 from models.store import load_checkpoint, load_model, save_checkpoint
 from pipeline.atomic import atomic_file
 from pipeline.inference.malloc import keep_freed_memory
@@ -125,17 +125,21 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: in
     cfg_path.write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     if torch.device(device).type == "cpu":
         keep_freed_memory()
+    if cfg.slice_shares and not cfg.init_weights:
+        raise ValueError("init_slice_shares spreads the first layer of a start: give init_weights as well")
     model = build_model(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step, elapsed, trained_on = 0, 0.0, []
     if cfg.init_weights and not ckpt.exists():
         start = load_model(cfg.init_weights)
         try:
-            model.load_state_dict(grow_state(start.model.state_dict(), model))
+            state = grow_state(start.model.state_dict(), model)
+            model.load_state_dict(spread_slices(state, model, cfg.slice_shares) if cfg.slice_shares else state)
         except ValueError as exc:
             raise ValueError(f"{cfg.init_weights}: architecture {start.model.config} does not fit "
                              f"{model.config}: {exc}") from None
-        log.info("initialised from %s (sha256 %s, %s)", cfg.init_weights, start.sha256[:16], start.model.config)
+        log.info("initialised from %s (sha256 %s, %s)%s", cfg.init_weights, start.sha256[:16], start.model.config,
+                 f", first layer spread over the stack {cfg.slice_shares}" if cfg.slice_shares else "")
     if ckpt.exists():
         meta = load_checkpoint(ckpt, model, opt)
         step, elapsed = int(meta["step"]), float(meta["elapsed_s"])
