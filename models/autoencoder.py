@@ -39,10 +39,16 @@ class DenoisingAutoencoder(nn.Module):
     takes the noise level to remove: ``sigma`` (a float or a (batch,) tensor, std as a fraction of the
     window) becomes a constant extra input channel, or a (batch, 1, H, W) tensor is that channel pixel
     by pixel (a noise level that varies across the slice); a blind network ignores ``sigma``.
+
+    ``lone`` (the architecture of a 2-D network, with slice context only): a second network for lone
+    slices, those whose stack holds no neighbour (every channel the slice itself: a one-slice series,
+    or a slice cut off by gaps on both sides, :mod:`pipeline.inference.slice_context`). A network that
+    learnt to expect its neighbours' independent noise leaves too much of a lone slice's, which its
+    repeated neighbours do not average away; such slices go through ``lone`` instead (the 2-D path).
     """
 
     def __init__(self, width: int = 32, levels: int = 2, convs_per_level: int = 2, noise_map: bool = False,
-                 blocks: int = 0, context: int = 0) -> None:
+                 blocks: int = 0, context: int = 0, lone: dict | None = None) -> None:
         super().__init__()
         if width < 1 or levels < 1 or convs_per_level < 1 or blocks < 0 or context < 0:
             raise ValueError("width, levels and convs_per_level must be >= 1, blocks and context >= 0")
@@ -50,6 +56,15 @@ class DenoisingAutoencoder(nn.Module):
                        "noise_map": bool(noise_map), "blocks": blocks}
         if context:  # recorded only when used: the cards of 2-D models stay as they were
             self.config["context"] = context
+        self.lone: DenoisingAutoencoder | None = None
+        if lone is not None:
+            if not context:
+                raise ValueError("a network for lone slices needs a network with slice context beside it")
+            if lone.get("context", 0) or "lone" in lone or bool(lone.get("noise_map", False)) != bool(noise_map):
+                raise ValueError(f"the network for lone slices must be 2-D and told the noise level as this one is, "
+                                 f"got {lone}")
+            self.lone = DenoisingAutoencoder(**lone)
+            self.config["lone"] = dict(self.lone.config)
         self.noise_map = bool(noise_map)
         self.context = context
         self.slices = 1 + 2 * context  # image channels of the input
@@ -72,6 +87,28 @@ class DenoisingAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
         if x.shape[1] != self.slices:
             raise ValueError(f"expected {self.slices} slice channel(s) (context {self.context}), got {x.shape[1]}")
+        if self.lone is not None:
+            alone = lone_slices(x, self.context)
+            if bool(alone.any()):
+                return self._split(x, sigma, alone)
+        return self._forward(x, sigma)
+
+    def _split(self, x: torch.Tensor, sigma: float | torch.Tensor | None, alone: torch.Tensor) -> torch.Tensor:
+        """Lone slices of the batch through ``self.lone``, the others through this network."""
+        def pick(rows: torch.Tensor) -> float | torch.Tensor | None:
+            if torch.is_tensor(sigma) and sigma.dim() > 0 and sigma.shape[0] == x.shape[0]:
+                return sigma[rows]
+            return sigma
+
+        centre = x[:, self.context:self.context + 1]
+        if bool(alone.all()):
+            return self.lone(centre, sigma)
+        out = torch.empty_like(centre)
+        out[alone] = self.lone(centre[alone], pick(alone))
+        out[~alone] = self._forward(x[~alone], pick(~alone))
+        return out
+
+    def _forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None) -> torch.Tensor:
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.multiple, (-w) % self.multiple
         xp = nn.functional.pad(x, (0, pw, 0, ph), mode="reflect") if (ph or pw) else x
@@ -98,6 +135,28 @@ class DenoisingAutoencoder(nn.Module):
             feats = dec(up(feats) + skips.pop())
         noise = self.head(feats)
         return (xp[:, self.context:self.context + 1] - noise)[..., :h, :w]
+
+
+def lone_slices(x: torch.Tensor, context: int) -> torch.Tensor:
+    """(batch,) bool: which stacks of ``x`` (batch, 1 + 2 * context, H, W) hold the slice alone, every
+    channel equal to the slice in the middle (its neighbours replicated from itself)."""
+    centre = x[:, context:context + 1]
+    return (x == centre).flatten(1).all(dim=1)
+
+
+def collapse_slices(state: dict[str, torch.Tensor], model: DenoisingAutoencoder) -> dict[str, torch.Tensor]:
+    """The weights of ``model``'s 2-D form (no slice context) from ``state`` (of ``model``, with
+    context): the first convolution's slice channels summed into one, which is what the network
+    computes on a lone slice (its stack the slice repeated), so the 2-D form equals it there."""
+    if not model.context:
+        raise ValueError("collapsing the stack needs a network with slice context")
+    out = {k: v.clone() for k, v in state.items() if not k.startswith("lone.")}
+    weight = out["stem.0.0.weight"]
+    if weight.shape[1] != model.slices + int(model.noise_map):
+        raise ValueError(f"weight stem.0.0.weight: shape {tuple(weight.shape)} does not fit {model.config}")
+    summed = weight[:, :model.slices].double().sum(dim=1, keepdim=True).to(weight.dtype)
+    out["stem.0.0.weight"] = torch.cat([summed, weight[:, model.slices:]], dim=1)
+    return out
 
 
 def grow_state(state: dict[str, torch.Tensor], model: DenoisingAutoencoder) -> dict[str, torch.Tensor]:

@@ -56,9 +56,12 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_model(model: DenoisingAutoencoder, weights: Path, card: dict[str, Any]) -> None:
-    """Write ``weights`` (safetensors, architecture in its metadata) and its card, atomically."""
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+def save_model(model: DenoisingAutoencoder, weights: Path, card: dict[str, Any],
+               dtype: torch.dtype | None = None) -> None:
+    """Write ``weights`` (safetensors, architecture in its metadata; floating tensors as ``dtype``,
+    default as they are) and its card, atomically."""
+    state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+             for k, v in model.state_dict().items()}
     meta = {"architecture": json.dumps(model.config), "name": str(card.get("name", "")),
             "version": str(card.get("version", ""))}
     _replace(weights, save(state, metadata=meta))
@@ -85,18 +88,27 @@ def load_model(weights: Path | str | None = None) -> LoadedModel:
 
         with safe_open(str(path), framework="pt") as f:
             arch = json.loads((f.metadata() or {}).get("architecture", "{}"))
-    kwargs = {k: int(arch[k]) for k in ("width", "levels", "convs_per_level", "blocks", "context") if k in arch}
-    kwargs["noise_map"] = bool(arch.get("noise_map", False))
-    model = DenoisingAutoencoder(**kwargs)
+    kwargs = _network_args(arch)
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+        model = DenoisingAutoencoder(**kwargs)
+        model.load_state_dict(state, strict=True)  # weights stored as float16 are computed in float32
+    except (RuntimeError, ValueError) as exc:
         raise ModelLoadError(f"{path}: weights do not match architecture {kwargs}: {exc}") from exc
     model.eval()
     digest = sha256_file(path)
     if card.get("weights_sha256") and card["weights_sha256"] != digest:
         raise ModelLoadError(f"{path}: sha256 {digest} differs from its model card ({card['weights_sha256']})")
     return LoadedModel(model=model, card=card, path=path, sha256=digest)
+
+
+def _network_args(arch: dict[str, Any]) -> dict[str, Any]:
+    """The network's constructor arguments from a card's (or a file's) architecture entry."""
+    kwargs: dict[str, Any] = {k: int(arch[k]) for k in ("width", "levels", "convs_per_level", "blocks", "context")
+                              if k in arch}
+    kwargs["noise_map"] = bool(arch.get("noise_map", False))
+    if isinstance(arch.get("lone"), dict):
+        kwargs["lone"] = _network_args(arch["lone"])
+    return kwargs
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

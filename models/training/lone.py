@@ -1,0 +1,119 @@
+"""``python -m models.training.lone``: a slice-context model with a second, 2-D network for lone
+slices (a one-slice series, a slice cut off by gaps on both sides), written as one weights file plus
+a model card whose figures are measured again.
+
+    python -m models.training.lone STACKS.safetensors --lone LONE.safetensors --out W --model-version V
+        [--level-rule EXPONENT,MAX_GAIN] [--float16]
+
+STACKS denoises every slice that has a neighbour; LONE (a 2-D model, or a slice-context model whose
+first layer's slice channels are summed into one, which is what it computes on a lone slice) every
+slice that has none. ``--float16`` stores the weights in half precision (half the file; the card's
+figures are measured on the weights as stored, computed in float32)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.autoencoder import DenoisingAutoencoder, collapse_slices, count_parameters
+from models.store import LoadedModel, ModelLoadError, load_model, save_model
+from pipeline.errors import ConfigError
+from pipeline.inference.strength import LevelRule
+
+from .__main__ import level_rule_arg
+from .card import MODEL_VERSION, evaluate, rule_entry
+from .config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def lone_network(loaded: LoadedModel) -> DenoisingAutoencoder:
+    """The 2-D network of ``loaded``: itself when it has no slice context, else its 2-D form
+    (:func:`models.autoencoder.collapse_slices`)."""
+    model = loaded.model
+    if model.lone is not None:
+        raise ConfigError(f"{loaded.path}: already holds a network for lone slices")
+    if not model.context:
+        return model
+    config = {k: v for k, v in model.config.items() if k != "context"}
+    flat = DenoisingAutoencoder(**config)
+    flat.load_state_dict(collapse_slices(model.state_dict(), model))
+    return flat.eval()
+
+
+def pair(stacks_path: Path, lone_path: Path, out: Path, version: str = MODEL_VERSION,
+         level_rule: LevelRule | None = None, dtype: torch.dtype | None = None,
+         command: str | None = None) -> dict[str, Any]:
+    """Write the model of ``stacks_path`` with ``lone_path``'s network for lone slices to ``out``, with
+    its card; returns the card."""
+    stacks, lone = load_model(stacks_path), load_model(lone_path)
+    if not stacks.model.context or stacks.model.lone is not None:
+        raise ConfigError(f"{stacks_path}: a network for lone slices goes with a slice-context model that has none")
+    if "config" not in stacks.card.get("training", {}):
+        raise ConfigError(f"{stacks_path}: its model card names no training config")
+    if lone.card.get("window_hu") != stacks.card.get("window_hu"):
+        raise ConfigError(f"{lone_path}: window {lone.card.get('window_hu')} differs from {stacks_path.name}'s "
+                          f"{stacks.card.get('window_hu')}")
+    flat = lone_network(lone)
+    config = {k: v for k, v in stacks.model.config.items()}
+    model = DenoisingAutoencoder(**config, lone=flat.config)
+    state = dict(stacks.model.state_dict())
+    state.update({f"lone.{k}": v for k, v in flat.state_dict().items()})
+    if dtype is not None:  # measure what is stored
+        state = {k: v.to(dtype).to(v.dtype) if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict(state)
+    model.eval()
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in stacks.card["training"]["config"].items() if k in known})
+    training = dict(stacks.card["training"])
+    training["lone_slices"] = {
+        "weights": str(lone_path), "sha256": lone.sha256, "version": lone.card.get("version"),
+        "how": ("slices without a neighbour (every channel of the stack the slice itself) go through this 2-D "
+                "network; " + ("it is the model named here with its first layer's slice channels summed into one, "
+                               "which is what that model computes on a lone slice" if lone.model.context
+                               else "the model named here as it is")),
+        "training": lone.card.get("training", {}),
+    }
+    training["command"] = command or f"python -m models.training.lone {stacks_path} --lone {lone_path}"
+    card = {k: stacks.card[k] for k in ("name", "input", "window_hu") if k in stacks.card}
+    architecture = dict(stacks.card.get("architecture", {}), parameters=count_parameters(model))
+    architecture["description"] = (str(architecture.get("description", "")) + "; slices without a neighbour go "
+                                   "through a second, 2-D network of the same kind (architecture under lone)")
+    card.update(version=version, architecture=architecture, training=training, evaluation=evaluate(model, cfg))
+    if dtype is not None:
+        card["weights_dtype"] = f"{str(dtype).removeprefix('torch.')} as stored, computed in float32"
+    rule = level_rule or (LevelRule(**{k: stacks.card["level_rule"][k] for k in ("exponent", "max_gain")})
+                          if "level_rule" in stacks.card else None)
+    if rule is not None:
+        card["level_rule"] = rule_entry(rule)
+    save_model(model, out, card, dtype=dtype)
+    log.info("wrote %s (%s for stacks, %s for lone slices)", out, stacks.name, lone.name)
+    return card
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__ or "", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stacks", type=Path, help="exported slice-context weights (with their card beside them)")
+    p.add_argument("--lone", type=Path, required=True, help="exported weights for slices without a neighbour")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--model-version", default=MODEL_VERSION)
+    p.add_argument("--level-rule", type=level_rule_arg, default=None, metavar="EXPONENT,MAX_GAIN",
+                   help="the card's rule for blotchy noise (default: the stacks model's)")
+    p.add_argument("--float16", action="store_true", help="store the weights in half precision")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    command = " ".join(["python -m models.training.lone", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        pair(args.stacks, args.lone, args.out, args.model_version, args.level_rule,
+             torch.float16 if args.float16 else None, command)
+    except (ConfigError, ModelLoadError) as exc:
+        sys.exit(f"error: {exc}")
+
+
+if __name__ == "__main__":
+    main()
