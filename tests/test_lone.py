@@ -127,6 +127,8 @@ def test_the_pair_tool_writes_one_file_whose_card_names_both_and_is_measured_aga
     lone = saved["training"]["lone_slices"]
     assert lone["version"] == "0.0.2" and lone["sha256"] == load_model(tmp_path / "flat.safetensors").sha256
     assert "as it is" in lone["how"] and saved["training"]["config"] == stacks.card["training"]["config"]
+    assert saved["training"]["command"] == stacks.card["training"]["command"]  # the stacks network's run
+    assert lone["command"].startswith("python -m models.training.lone ")  # and what made this file
     assert saved["architecture"]["lone"] == flat.config and saved["architecture"]["context"] == 1
     assert saved["architecture"]["parameters"] == sum(p.numel() for p in loaded.model.parameters())
     assert saved["weights_dtype"].startswith("float16")

@@ -78,8 +78,8 @@ def pair(stacks_path: Path, lone_path: Path, out: Path, version: str = MODEL_VER
                                "which is what that model computes on a lone slice" if lone.model.context
                                else "the model named here as it is")),
         "training": lone.card.get("training", {}),
+        "command": command or f"python -m models.training.lone {stacks_path} --lone {lone_path}",  # this file's
     }
-    training["command"] = command or f"python -m models.training.lone {stacks_path} --lone {lone_path}"
     card = {k: stacks.card[k] for k in ("name", "input", "window_hu") if k in stacks.card}
     architecture = dict(stacks.card.get("architecture", {}), parameters=count_parameters(model))
     architecture["description"] = (str(architecture.get("description", "")) + "; slices without a neighbour go "
