@@ -157,9 +157,7 @@ def test_the_shipped_cards_commands_make_the_configs_they_record():
     """Each training run behind the shipped weights (a weight average: each parent's, down to the runs)
     is rebuilt by its card's command from the committed configs; a run that started from an earlier
     shipped model names a start with that model's sha256 (its weights lie in the git history, its card
-    in models/weights/base/), or a start equal to one (``equivalent``: an earlier shipped model spread
-    over the stack, whose command rebuilds the run from that model); the network for lone slices' runs
-    too; and 3.0.0's own card is ct_denoiser.json's recipe."""
+    in models/weights/base/); and 3.0.0's own card is ct_denoiser.json's recipe."""
     import dataclasses
     import shlex
 
@@ -177,28 +175,19 @@ def test_the_shipped_cards_commands_make_the_configs_they_record():
             else [training]
 
     runs = runs_behind(card["training"])
-    if "lone_slices" in card["training"]:
-        runs += runs_behind(card["training"]["lone_slices"]["training"])
     for run in [*runs, bases["3.0.0"]["training"]]:
         argv = shlex.split(run["command"])
         assert argv[:3] == ["python", "-m", "models.training"]
         _, cfg = parse(argv[3:])
         made, recorded = dataclasses.asdict(cfg), {**defaults, **run["config"]}
         start = run.get("initialised_from", {})
-        if "equivalent" in start:  # a start made otherwise, equal to an earlier model spread over the stack
-            same = start["equivalent"]
-            _, cfg = parse(shlex.split(same["command"])[3:])
-            assert dataclasses.asdict(cfg) == {**recorded, "init_weights": same["weights"],
-                                               "init_slice_shares": same["init_slice_shares"]}
-            start = same
         if start.get("version") in bases:  # an earlier shipped model: its card is kept, its sha256 named
             assert start["sha256"] == bases[start["version"]]["weights_sha256"]
         if start.get("version") == "3.0.0":  # 3.0.0 was the shipped file then; the configs name its copy now
             assert made["init_weights"] == "runs/base/ct_denoiser_v3.safetensors"
             made["init_weights"] = recorded["init_weights"]
         assert made == recorded
-    assert all(r.get("initialised_from", {}).get("equivalent", r.get("initialised_from", {})).get("version") in bases
-               for r in runs)
+    assert all(r.get("initialised_from", {}).get("version") in bases for r in runs)
     assert "models/configs/ct_denoiser.json" in bases["3.0.0"]["training"]["command"]
 
 
