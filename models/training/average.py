@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ from pipeline.inference.strength import LevelRule
 
 from .__main__ import level_rule_arg
 from .card import MODEL_VERSION, evaluate, rule_entry
-from .config import TrainConfig
+from .config import config_from_card
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +80,8 @@ def average(paths: list[Path], out: Path, version: str = MODEL_VERSION, shares: 
     first = parents[0][1]
     model = copy.deepcopy(first.model)
     model.load_state_dict(average_states([p.model.state_dict() for _, p in parents], weights))
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg_dict = first.card["training"]["config"]
-    cfg = TrainConfig(**{k: v for k, v in cfg_dict.items() if k in known})  # the evaluation's data settings
+    cfg = config_from_card(cfg_dict)  # the evaluation's data settings
     training: dict[str, Any] = {k: first.card["training"][k] for k in ("data", "targets", "sources")
                                 if k in first.card["training"]}
     training.update({

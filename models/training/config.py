@@ -156,6 +156,13 @@ class TrainConfig:
                 "noise_map": self.noise_map, "blocks": self.blocks, "context": self.context}
 
 
+def config_from_card(values: dict[str, Any]) -> TrainConfig:
+    """The :class:`TrainConfig` a model card's ``training.config`` records; settings it names that this
+    version does not have are left out (the data settings are what a card's evaluation needs)."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in values.items() if k in fields})
+
+
 def load_config(path: Path | str | None = None, **overrides: Any) -> TrainConfig:
     """A :class:`TrainConfig` from a JSON file of its fields (``None``: the defaults), with
     ``overrides`` (fields whose value is not ``None``) applied on top. Unknown fields are an error."""

@@ -12,7 +12,6 @@ figures are measured on the weights as stored, computed in float32)."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ from pipeline.inference.strength import LevelRule
 
 from .__main__ import level_rule_arg
 from .card import MODEL_VERSION, evaluate, rule_entry
-from .config import TrainConfig
+from .config import config_from_card
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +59,14 @@ def pair(stacks_path: Path, lone_path: Path, out: Path, version: str = MODEL_VER
         raise ConfigError(f"{lone_path}: window {lone.card.get('window_hu')} differs from {stacks_path.name}'s "
                           f"{stacks.card.get('window_hu')}")
     flat = lone_network(lone)
-    config = {k: v for k, v in stacks.model.config.items()}
-    model = DenoisingAutoencoder(**config, lone=flat.config)
+    model = DenoisingAutoencoder(**stacks.model.config, lone=flat.config)
     state = dict(stacks.model.state_dict())
     state.update({f"lone.{k}": v for k, v in flat.state_dict().items()})
     if dtype is not None:  # measure what is stored
         state = {k: v.to(dtype).to(v.dtype) if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state)
     model.eval()
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in stacks.card["training"]["config"].items() if k in known})
+    cfg = config_from_card(stacks.card["training"]["config"])
     training = dict(stacks.card["training"])
     training["lone_slices"] = {
         "weights": str(lone_path), "sha256": lone.sha256, "version": lone.card.get("version"),
@@ -87,8 +84,7 @@ def pair(stacks_path: Path, lone_path: Path, out: Path, version: str = MODEL_VER
     card.update(version=version, architecture=architecture, training=training, evaluation=evaluate(model, cfg))
     if dtype is not None:
         card["weights_dtype"] = f"{str(dtype).removeprefix('torch.')} as stored, computed in float32"
-    rule = level_rule or (LevelRule(**{k: stacks.card["level_rule"][k] for k in ("exponent", "max_gain")})
-                          if "level_rule" in stacks.card else None)
+    rule = level_rule or (LevelRule.from_card(stacks.card) if "level_rule" in stacks.card else None)
     if rule is not None:
         card["level_rule"] = rule_entry(rule)
     save_model(model, out, card, dtype=dtype)
