@@ -1,4 +1,5 @@
 """Training data of the denoiser: references that look like scans, and the noise added to them."""
+import dataclasses
 import json
 
 import numpy as np
@@ -131,6 +132,21 @@ def test_config_file_with_overrides_and_unknown_settings(tmp_path):
     with pytest.raises(ValueError, match="unknown training settings.*stepz"):
         load_config(path)
 
+def test_every_committed_config_loads_with_shares_between_0_and_1():
+    """A config is a run waiting to be started (often on another machine): one with a misspelt
+    setting, a share outside [0, 1] or bad slice shares must fail here, not an hour into the run."""
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parents[1] / "models" / "configs").glob("*.json"))
+    assert len(configs) >= 10
+    for path in configs:
+        cfg = load_config(path)
+        shares = {k: v for k, v in dataclasses.asdict(cfg).items() if k.endswith("_fraction")}
+        assert all(0.0 <= v <= 1.0 for v in shares.values()), (path.name, shares)
+        if cfg.init_slice_shares:
+            assert cfg.context and len(cfg.slice_shares) == 1 + 2 * cfg.context, path.name
+
+
 
 def _anisotropy(field: np.ndarray, inside: np.ndarray) -> float:
     """Largest ratio of the variances of pixel differences along perpendicular directions (0 vs 90,
@@ -158,7 +174,6 @@ def test_the_shipped_cards_commands_make_the_configs_they_record():
     is rebuilt by its card's command from the committed configs; a run that started from an earlier
     shipped model names a start with that model's sha256 (its weights lie in the git history, its card
     in models/weights/base/); and 3.0.0's own card is ct_denoiser.json's recipe."""
-    import dataclasses
     import shlex
 
     from models.store import load_model
