@@ -11,6 +11,8 @@ from collections.abc import Callable
 import numpy as np
 from skimage.transform import iradon, radon
 
+from pipeline.synthetic.projector import MAX_SIDE, iradon_square, radon_square
+
 MU_WATER_PER_MM = 0.0192  # linear attenuation of water at about 70 keV (1/mm)
 AIR_HU_ABOVE = -900.0  # a pixel above this is tissue, not air
 
@@ -48,11 +50,13 @@ def low_dose_noise_hu(hu: np.ndarray, pixel_mm: float, i0: float, seed: int, ele
     inside = reconstruction_circle(n, n)
     mu = np.where(inside, np.clip(MU_WATER_PER_MM * (1.0 + hu.astype(np.float64) / 1000.0), 0, None), 0.0) * pixel_mm
     theta = np.linspace(0.0, 180.0, views or n, endpoint=False)
-    proj = radon(mu, theta, circle=True)
+    small = n <= MAX_SIDE  # the same transforms as sparse matrices: several times faster on a patch
+    proj = radon_square(mu, theta) if small else radon(mu, theta, circle=True)
     rng = np.random.default_rng(seed)
     counts = rng.poisson(i0 * np.exp(-proj)) + rng.normal(0.0, electronic_sigma, proj.shape)
     noisy = -np.log(np.clip(counts, 1.0, None) / i0)
-    noise = iradon(noisy - proj, theta, circle=True, filter_name="ramp", output_size=n)
+    noise = (iradon_square(noisy - proj, theta) if small
+             else iradon(noisy - proj, theta, circle=True, filter_name="ramp", output_size=n))
     return (np.where(inside, noise, 0.0) / pixel_mm / MU_WATER_PER_MM * 1000.0).astype(np.float32)
 
 
