@@ -173,7 +173,8 @@ def test_the_shipped_cards_commands_make_the_configs_they_record():
     """Each training run behind the shipped weights (a weight average: each parent's, down to the runs)
     is rebuilt by its card's command from the committed configs; a run that started from an earlier
     shipped model names a start with that model's sha256 (its weights lie in the git history, its card
-    in models/weights/base/); and 3.0.0's own card is ct_denoiser.json's recipe."""
+    in models/weights/base/); the network for lone slices' runs too; and 3.0.0's own card is
+    ct_denoiser.json's recipe."""
     import shlex
 
     from models.store import load_model
@@ -190,6 +191,8 @@ def test_the_shipped_cards_commands_make_the_configs_they_record():
             else [training]
 
     runs = runs_behind(card["training"])
+    if "lone_slices" in card["training"]:  # two networks: the one for lone slices has runs of its own
+        runs += runs_behind(card["training"]["lone_slices"]["training"])
     for run in [*runs, bases["3.0.0"]["training"]]:
         argv = shlex.split(run["command"])
         assert argv[:3] == ["python", "-m", "models.training"]
