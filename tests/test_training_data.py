@@ -1,6 +1,7 @@
 """Training data of the denoiser: references that look like scans, and the noise added to them."""
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,11 +133,10 @@ def test_config_file_with_overrides_and_unknown_settings(tmp_path):
     with pytest.raises(ValueError, match="unknown training settings.*stepz"):
         load_config(path)
 
+
 def test_every_committed_config_loads_with_shares_between_0_and_1():
     """A config is a run waiting to be started (often on another machine): one with a misspelt
     setting, a share outside [0, 1] or bad slice shares must fail here, not an hour into the run."""
-    from pathlib import Path
-
     configs = sorted((Path(__file__).parents[1] / "models" / "configs").glob("*.json"))
     assert len(configs) >= 10
     for path in configs:
@@ -145,7 +145,6 @@ def test_every_committed_config_loads_with_shares_between_0_and_1():
         assert all(0.0 <= v <= 1.0 for v in shares.values()), (path.name, shares)
         if cfg.init_slice_shares:
             assert cfg.context and len(cfg.slice_shares) == 1 + 2 * cfg.context, path.name
-
 
 
 def _anisotropy(field: np.ndarray, inside: np.ndarray) -> float:
