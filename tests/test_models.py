@@ -7,7 +7,15 @@ import torch
 from models.autoencoder import DenoisingAutoencoder, count_parameters
 from models.store import SHIPPED_WEIGHTS, ModelLoadError, card_path, load_checkpoint, load_model, save_model
 from models.training.config import TrainConfig
-from models.training.train import LOG_MSE_EPS, build_model, objective, train
+from models.training.train import (
+    LOG_MSE_EPS,
+    build_model,
+    describe_schedule,
+    learning_rate,
+    objective,
+    schedules_from_log,
+    train,
+)
 
 
 def test_autoencoder_is_fully_convolutional_and_residual():
@@ -91,6 +99,30 @@ def test_checkpoint_resumes_to_the_same_state(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="another configuration"):
         train(TrainConfig(steps=12, **dict(TINY, lr=1e-4)), tmp_path / "a", progress=False)
+
+
+def test_a_continued_run_records_its_warm_restart(tmp_path):
+    import csv
+    import dataclasses
+
+    short = TrainConfig(steps=40, checkpoint_every=10, val_every=1000, **TINY)
+    train(short, tmp_path, progress=False, until_step=30, validate=False)
+    train(short, tmp_path, progress=False, validate=False)  # an interruption is no new schedule
+    log_rows = lambda: list(csv.DictReader(open(tmp_path / "train_log.csv")))  # noqa: E731
+    assert schedules_from_log(short, log_rows()) == [(0, 40)]
+    assert describe_schedule(short, [(0, 40)], 40) == "Adam, lr 0.003 cosine to 1e-05, 4 warm-up steps"
+    longer = dataclasses.replace(short, steps=100)
+    train(longer, tmp_path, progress=False, validate=False)  # continued: a second cosine from step 40
+    rows = log_rows()
+    assert float(rows[4]["lr"]) == pytest.approx(learning_rate(longer, 49))  # the row at step 50
+    assert float(rows[4]["lr"]) > float(rows[3]["lr"])  # the rate went back up
+    schedules = schedules_from_log(longer, rows)
+    assert schedules == [(0, 40), (40, 100)]
+    assert describe_schedule(longer, schedules, 100) == (
+        "Adam, lr 0.003 cosine to 1e-05, warm restarts: steps 0-40 on a schedule of 40 steps (4 warm-up); "
+        f"steps 40-100 on a schedule of 100 steps (10 warm-up), resumed at lr {learning_rate(longer, 40):.3g}")
+    rows[4]["lr"] = "0.5"  # a rate no schedule gives: said, not dropped
+    assert schedules_from_log(longer, rows) == [(0, 40), (40, None), (50, 100)]
 
 
 def test_shipped_weights_load_and_reproduce_their_card():

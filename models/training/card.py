@@ -18,7 +18,7 @@ from pipeline.qa.yardstick import Score, mean_score, score_methods
 from . import realct
 from .config import TrainConfig
 from .data import Reference, context_validation_set, noisy_input, real_references, validation_set
-from .train import build_model, told_model
+from .train import build_model, describe_schedule, schedules_from_log, told_model
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def export(cfg: TrainConfig, run_dir: Path, weights: Path, version: str = MODEL_
     training.update({
         "steps": int(meta["step"]), "batch_size": cfg.batch_size, "patch": cfg.patch,
         "loss": {"mse": "MSE", "log_mse": "mean over patches of log(MSE + 1e-6) (the mean patch PSNR)"}[cfg.loss],
-        "optimizer": f"Adam, lr {cfg.lr} cosine to {cfg.lr_min}, {min(200, cfg.steps // 10)} warm-up steps",
+        "optimizer": describe_schedule(cfg, schedules_from_log(cfg, log_rows), int(meta["step"])),
         "seed": cfg.seed, "seconds": round(float(meta["elapsed_s"]), 1),
         "hours": round(float(meta["elapsed_s"]) / 3600, 2),
         "trained_on": meta.get("trained_on", ["cpu"]),  # in order, when a run moved between machines

@@ -74,6 +74,46 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
 
 
+def schedules_from_log(cfg: TrainConfig, rows: list[dict[str, str]]) -> list[tuple[int, int | None]]:
+    """The learning-rate schedules a run went through, from its ``train_log.csv`` rows: (first
+    step, steps the schedule ran to) each, in order. A run continued with a larger ``--steps`` starts
+    a new cosine at the step it resumed from (a warm restart); the log holds the rate of every logged
+    step, and every call logs its last step, so each schedule's length is the final ``cfg.steps`` or
+    a logged step; a schedule that is neither (a call stopped before its end, then continued with
+    another ``--steps``) has length None."""
+    logged = [(int(r["step"]), float(r["lr"])) for r in rows if r.get("lr")]
+    lengths = sorted({s for s, _ in logged} | {cfg.steps})
+
+    def fits(steps: int, step: int, lr: float) -> bool:  # the row's rate: that of its last step
+        return math.isclose(learning_rate(dataclasses.replace(cfg, steps=steps), step - 1), lr, rel_tol=1e-6)
+
+    out: list[tuple[int, int | None]] = []
+    previous = 0
+    for k, (step, lr) in enumerate(logged):
+        if not out or out[-1][1] is None or not fits(out[-1][1], step, lr):
+            runs = {t: next((j for j, (s, r) in enumerate(logged[k:]) if not fits(t, s, r)), len(logged) - k)
+                    for t in lengths if t >= step and fits(t, step, lr)}
+            steps = max(runs, key=lambda t: (runs[t], -t)) if runs else None
+            if not out or steps is not None or out[-1][1] is not None:
+                out.append((previous if out else 0, steps))
+        previous = step
+    return out
+
+
+def describe_schedule(cfg: TrainConfig, schedules: list[tuple[int, int | None]], last_step: int) -> str:
+    """The card's ``optimizer``: the cosine and, for a continued run (``schedules`` from
+    :func:`schedules_from_log`, trained to ``last_step``), each warm restart."""
+    text = f"Adam, lr {cfg.lr} cosine to {cfg.lr_min}"
+    if len(schedules) <= 1:
+        return f"{text}, {min(200, cfg.steps // 10)} warm-up steps"
+    ends = [first for first, _ in schedules[1:]] + [last_step]
+    parts = [f"steps {first}-{end} on a schedule of a length the log does not tell" if steps is None else
+             f"steps {first}-{end} on a schedule of {steps} steps ({min(200, steps // 10)} warm-up)"
+             + (f", resumed at lr {learning_rate(dataclasses.replace(cfg, steps=steps), first):.3g}" if first else "")
+             for (first, steps), end in zip(schedules, ends)]
+    return f"{text}, warm restarts: " + "; ".join(parts)
+
+
 LOG_MSE_EPS = 1e-6
 
 
