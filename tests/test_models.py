@@ -123,6 +123,10 @@ def test_a_continued_run_records_its_warm_restart(tmp_path):
         f"steps 40-100 on a schedule of 100 steps (10 warm-up), resumed at lr {learning_rate(longer, 40):.3g}")
     rows[4]["lr"] = "0.5"  # a rate no schedule gives: said, not dropped
     assert schedules_from_log(longer, rows) == [(0, 40), (40, None), (50, 100)]
+    other = dataclasses.replace(longer, lr=1e-4)  # a log no schedule of this config made
+    assert schedules_from_log(other, rows) == [(0, None)]
+    assert describe_schedule(other, [(0, None)], 100).endswith(
+        "(the logged rates fit no schedule of this configuration)")
 
 
 def test_shipped_weights_load_and_reproduce_their_card():

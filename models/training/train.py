@@ -105,7 +105,9 @@ def describe_schedule(cfg: TrainConfig, schedules: list[tuple[int, int | None]],
     :func:`schedules_from_log`, trained to ``last_step``), each warm restart."""
     text = f"Adam, lr {cfg.lr} cosine to {cfg.lr_min}"
     if len(schedules) <= 1:
-        return f"{text}, {min(200, cfg.steps // 10)} warm-up steps"
+        unknown = bool(schedules) and schedules[0][1] is None
+        return f"{text}, {min(200, cfg.steps // 10)} warm-up steps" + (
+            " (the logged rates fit no schedule of this configuration)" if unknown else "")
     ends = [first for first, _ in schedules[1:]] + [last_step]
     parts = [f"steps {first}-{end} on a schedule of a length the log does not tell" if steps is None else
              f"steps {first}-{end} on a schedule of {steps} steps ({min(200, steps // 10)} warm-up)"
