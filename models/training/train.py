@@ -66,11 +66,18 @@ def machine(device: str, workers: int) -> str:
     return f"{name}, {workers} batch worker{'s' if workers > 1 else ''}" if workers else name
 
 
-def learning_rate(cfg: TrainConfig, step: int) -> float:
-    warm = min(200, cfg.steps // 10)  # 200 steps for real runs, shorter for tiny ones
+def warmup_steps(steps: int) -> int:
+    """Warm-up of a schedule of ``steps`` steps: 200 steps for real runs, shorter for tiny ones."""
+    return min(200, steps // 10)
+
+
+def learning_rate(cfg: TrainConfig, step: int, steps: int | None = None) -> float:
+    """The rate of ``step`` on the schedule of ``steps`` steps (``cfg.steps`` unless given)."""
+    steps = cfg.steps if steps is None else steps
+    warm = warmup_steps(steps)
     if step < warm:
         return cfg.lr * (step + 1) / warm
-    t = min(1.0, (step - warm) / max(1, cfg.steps - warm))
+    t = min(1.0, (step - warm) / max(1, steps - warm))
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
 
 
@@ -85,7 +92,7 @@ def schedules_from_log(cfg: TrainConfig, rows: list[dict[str, str]]) -> list[tup
     lengths = sorted({s for s, _ in logged} | {cfg.steps})
 
     def fits(steps: int, step: int, lr: float) -> bool:  # the row's rate: that of its last step
-        return math.isclose(learning_rate(dataclasses.replace(cfg, steps=steps), step - 1), lr, rel_tol=1e-6)
+        return math.isclose(learning_rate(cfg, step - 1, steps), lr, rel_tol=1e-6)
 
     out: list[tuple[int, int | None]] = []
     previous = 0
@@ -95,7 +102,7 @@ def schedules_from_log(cfg: TrainConfig, rows: list[dict[str, str]]) -> list[tup
                     for t in lengths if t >= step and fits(t, step, lr)}
             steps = max(runs, key=lambda t: (runs[t], -t)) if runs else None
             if not out or steps is not None or out[-1][1] is not None:
-                out.append((previous if out else 0, steps))
+                out.append((previous, steps))
         previous = step
     return out
 
@@ -106,12 +113,12 @@ def describe_schedule(cfg: TrainConfig, schedules: list[tuple[int, int | None]],
     text = f"Adam, lr {cfg.lr} cosine to {cfg.lr_min}"
     if len(schedules) <= 1:
         unknown = bool(schedules) and schedules[0][1] is None
-        return f"{text}, {min(200, cfg.steps // 10)} warm-up steps" + (
+        return f"{text}, {warmup_steps(cfg.steps)} warm-up steps" + (
             " (the logged rates fit no schedule of this configuration)" if unknown else "")
     ends = [first for first, _ in schedules[1:]] + [last_step]
     parts = [f"steps {first}-{end} on a schedule of a length the log does not tell" if steps is None else
-             f"steps {first}-{end} on a schedule of {steps} steps ({min(200, steps // 10)} warm-up)"
-             + (f", resumed at lr {learning_rate(dataclasses.replace(cfg, steps=steps), first):.3g}" if first else "")
+             f"steps {first}-{end} on a schedule of {steps} steps ({warmup_steps(steps)} warm-up)"
+             + (f", resumed at lr {learning_rate(cfg, first, steps):.3g}" if first else "")
              for (first, steps), end in zip(schedules, ends)]
     return f"{text}, warm restarts: " + "; ".join(parts)
 
