@@ -9,7 +9,7 @@ import torch
 from models.autoencoder import DenoisingAutoencoder, collapse_slices, grow_state, lone_slices
 from models.store import ModelLoadError, card_path, load_model, save_model
 from models.training.config import TrainConfig
-from models.training.lone import main, pair
+from models.training.lone import main, pair, split
 from pipeline.errors import ConfigError
 from pipeline.inference.denoiser import Denoiser
 from tests.test_volumes import volume_set  # noqa: F401  (fixture)
@@ -142,6 +142,36 @@ def test_the_pair_tool_writes_one_file_whose_card_names_both_and_is_measured_aga
         torch.testing.assert_close(loaded.model.state_dict()[key], value.half().float(), rtol=0, atol=0)
     for key, value in flat.state_dict().items():
         torch.testing.assert_close(loaded.model.lone.state_dict()[key], value.half().float(), rtol=0, atol=0)
+
+    # split apart again: each network bit for bit as the pair stores it, each card its own
+    stacks_cards = split(out, tmp_path / "s.safetensors", tmp_path / "l.safetensors")
+    stacks_alone, lone_alone = load_model(tmp_path / "s.safetensors"), load_model(tmp_path / "l.safetensors")
+    parts = {"s": load_file(str(tmp_path / "s.safetensors")), "l": load_file(str(tmp_path / "l.safetensors"))}
+    assert set(parts["s"]) | {f"lone.{k}" for k in parts["l"]} == set(stored)
+    for key, value in stored.items():
+        got = parts["l"][key.removeprefix("lone.")] if key.startswith("lone.") else parts["s"][key]
+        assert got.dtype == torch.float16 and torch.equal(got, value)
+    assert stacks_alone.model.lone is None and stacks_alone.model.context == 1 and not lone_alone.model.context
+    assert stacks_cards[0]["version"] == "0.1.0+stacks" and lone_alone.card["version"] == "0.1.0+lone"
+    assert stacks_alone.card["training"]["config"] == stacks.card["training"]["config"]
+    assert "lone_slices" not in stacks_alone.card["training"] and "evaluation" not in stacks_alone.card
+    assert lone_alone.card["split_from"]["sha256"] == loaded.sha256
+    assert lone_alone.card["split_from"]["made_from_version"] == "0.0.2"
+    assert lone_alone.card["input"].startswith("(batch, 1, H, W)") and "lone" not in stacks_alone.card["architecture"]
+    assert "second, 2-D network" not in stacks_alone.card["architecture"]["description"]
+    x, level = torch.rand(2, 3, 32, 32), torch.tensor([0.03, 0.06])
+    x[0] = x[0, 1:2].repeat(3, 1, 1)  # one lone slice, one stack
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x, level)[1:], stacks_alone.model(x[1:], level[1:]), rtol=0, atol=0)
+        torch.testing.assert_close(loaded.model(x, level)[:1], lone_alone.model(x[:1, 1:2], level[:1]), rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="holds no network for lone slices; nothing to split"):
+        split(tmp_path / "s.safetensors", tmp_path / "x.safetensors", tmp_path / "y.safetensors")
+    with pytest.raises(SystemExit):
+        main(["--split", str(out), "--out", str(tmp_path / "x.safetensors")])  # where would the 2-D network go
+    main(["--split", str(out), "--out", str(tmp_path / "s2.safetensors"),
+          "--lone-out", str(tmp_path / "l2.safetensors")])
+    again_lone = load_file(str(tmp_path / "l2.safetensors"))  # (the header's metadata order varies: not the sha)
+    assert all(torch.equal(again_lone[k], v) for k, v in parts["l"].items()) and again_lone.keys() == parts["l"].keys()
 
     # a context model as the lone network: its 2-D form, in float32 when not asked otherwise
     again = tmp_path / "pair2.safetensors"

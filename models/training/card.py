@@ -160,6 +160,14 @@ def evaluate(model: torch.nn.Module, cfg: TrainConfig) -> dict[str, Any]:
     return evaluation
 
 
+def input_text(context: int, noise_map: bool) -> str:
+    """The card's ``input``: what a network with ``context`` neighbours on each side is given."""
+    return ((f"(batch, {1 + 2 * context}, H, W): the slice and {context} neighbouring slice(s) of its "
+             "stack on each side (the slice in the middle)" if context else "(batch, 1, H, W)")
+            + " float32, HU normalized through the window and clipped to [0, 1]"
+            + ("; sigma: the std of the noise to remove, a fraction of the window" if noise_map else ""))
+
+
 def rule_entry(level_rule: LevelRule) -> dict[str, Any]:
     """The card's ``level_rule``: the rule and how it was fitted."""
     return {**dataclasses.asdict(level_rule),
@@ -203,10 +211,7 @@ def export(cfg: TrainConfig, run_dir: Path, weights: Path, version: str = MODEL_
                                         "upsampling, additive skips, predicts the noise"
                                         + ("; the noise level to remove is a second input channel" if cfg.noise_map
                                            else "; blind")},
-        "input": (f"(batch, {1 + 2 * cfg.context}, H, W): the slice and {cfg.context} neighbouring slice(s) of its "
-                  "stack on each side (the slice in the middle)" if cfg.context else "(batch, 1, H, W)")
-                 + " float32, HU normalized through the window and clipped to [0, 1]"
-                 + ("; sigma: the std of the noise to remove, a fraction of the window" if cfg.noise_map else ""),
+        "input": input_text(cfg.context, cfg.noise_map),
         "window_hu": [cfg.window_low, cfg.window_high],
         "training": training,
         "evaluation": evaluation,

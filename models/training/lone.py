@@ -4,11 +4,17 @@ a model card whose figures are measured again.
 
     python -m models.training.lone STACKS.safetensors --lone LONE.safetensors --out W --model-version V
         [--level-rule EXPONENT,MAX_GAIN] [--float16]
+    python -m models.training.lone --split W --out STACKS.safetensors --lone-out LONE.safetensors
 
 STACKS denoises every slice that has a neighbour; LONE (a 2-D model, or a slice-context model whose
 first layer's slice channels are summed into one, which is what it computes on a lone slice) every
 slice that has none. ``--float16`` stores the weights in half precision (half the file; the card's
-figures are measured on the weights as stored, computed in float32)."""
+figures are measured on the weights as stored, computed in float32).
+
+``--split`` writes the two networks of such a model apart, each with a card of its own (bit for bit the
+tensors of W, its storage type kept): the stacks network, whose card names its training run as W's
+does, and the 2-D network, a start for training either further (``--init-weights``) or for pairing
+again."""
 from __future__ import annotations
 
 import argparse
@@ -25,7 +31,7 @@ from pipeline.errors import ConfigError
 from pipeline.inference.strength import LevelRule
 
 from .__main__ import level_rule_arg
-from .card import MODEL_VERSION, evaluate, rule_entry
+from .card import MODEL_VERSION, evaluate, input_text, rule_entry
 from .config import config_from_card
 
 log = logging.getLogger(__name__)
@@ -92,19 +98,67 @@ def pair(stacks_path: Path, lone_path: Path, out: Path, version: str = MODEL_VER
     return card
 
 
+def split(path: Path, stacks_out: Path, lone_out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Write the stacks network of the paired model at ``path`` to ``stacks_out`` and its 2-D network
+    for lone slices to ``lone_out``, each with its card (the pair's, less the other network); returns
+    the two cards. The tensors are the pair's as stored; the cards carry no figures (each network
+    alone was not measured here) and name the file they came from."""
+    loaded = load_model(path)
+    model = loaded.model
+    if model.lone is None:
+        raise ConfigError(f"{path}: holds no network for lone slices; nothing to split")
+    source = {"weights": str(path), "sha256": loaded.sha256, "version": loaded.card.get("version")}
+    common = {k: loaded.card[k] for k in ("name", "input", "window_hu", "level_rule") if k in loaded.card}
+    half = str(loaded.card.get("weights_dtype", "")).startswith("float16")
+    training = dict(loaded.card.get("training", {}))
+    lone_training = training.pop("lone_slices", {})
+    architecture = {k: v for k, v in loaded.card.get("architecture", {}).items() if k != "lone"}
+    architecture["description"] = str(architecture.get("description", "")).split("; slices without a neighbour")[0]
+    stacks = DenoisingAutoencoder(**{k: v for k, v in model.config.items() if k != "lone"})
+    stacks.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("lone.")})
+    version = str(loaded.card.get("version", ""))
+    cards = (dict(common, version=f"{version}+stacks", training=training,
+                  architecture=dict(architecture, parameters=count_parameters(stacks)),
+                  split_from=dict(source, network="the network for slices with a neighbour")),
+             dict(common, version=f"{version}+lone", input=input_text(0, model.lone.noise_map),
+                  training=lone_training.get("training", {}),
+                  architecture={"class": architecture.get("class"), "description": architecture["description"],
+                                "parameters": count_parameters(model.lone)},
+                  split_from=dict(source, network="the 2-D network for slices without a neighbour",
+                                  how=lone_training.get("how"), made_from=lone_training.get("weights"),
+                                  made_from_version=lone_training.get("version"))))
+    for net, out, card in ((stacks, stacks_out, cards[0]), (model.lone, lone_out, cards[1])):
+        if half:
+            card["weights_dtype"] = loaded.card["weights_dtype"]
+        save_model(net, out, card, dtype=torch.float16 if half else None)
+        log.info("wrote %s (%s of %s)", out, card["split_from"]["network"], path.name)
+    return cards
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__ or "", formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stacks", type=Path, help="exported slice-context weights (with their card beside them)")
-    p.add_argument("--lone", type=Path, required=True, help="exported weights for slices without a neighbour")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("stacks", type=Path, nargs="?", help="exported slice-context weights (with their card beside them)")
+    p.add_argument("--lone", type=Path, help="exported weights for slices without a neighbour")
+    p.add_argument("--out", type=Path, required=True, help="the paired model; with --split its stacks network")
+    p.add_argument("--split", type=Path, default=None, metavar="PAIR",
+                   help="write the two networks of this paired model apart (--out and --lone-out)")
+    p.add_argument("--lone-out", type=Path, default=None, help="with --split: where its 2-D network goes")
     p.add_argument("--model-version", default=MODEL_VERSION)
     p.add_argument("--level-rule", type=level_rule_arg, default=None, metavar="EXPONENT,MAX_GAIN",
                    help="the card's rule for blotchy noise (default: the stacks model's)")
     p.add_argument("--float16", action="store_true", help="store the weights in half precision")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.split is not None:
+        if args.stacks or args.lone or args.lone_out is None:
+            p.error("--split takes --out and --lone-out, and no other model")
+    elif args.stacks is None or args.lone is None:
+        p.error("give the stacks model and --lone, or --split")
     command = " ".join(["python -m models.training.lone", *(sys.argv[1:] if argv is None else argv)])
     try:
+        if args.split is not None:
+            split(args.split, args.out, args.lone_out)
+            return
         pair(args.stacks, args.lone, args.out, args.model_version, args.level_rule,
              torch.float16 if args.float16 else None, command)
     except (ConfigError, ModelLoadError) as exc:
