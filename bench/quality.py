@@ -1,7 +1,7 @@
 """Quality benchmark on real CT under the fair yardstick: the model against classical denoisers.
 
     python -m bench.quality [--parts validation test] [--levels 0.02 0.05 0.07 0.10 lowdose@20000 soft@0.03]
-                            [--seeds 1] [--no-bm3d] [--weights W] [--card models/weights/ct_denoiser.json]
+                            [--seeds 1] [--no-bm3d] [--weights W] [--card models/weights/ct_denoiser.json] [--digits 4]
                             [--qa-check] [--realct-dir ../shared/data/realct]
 
 Data: the real CT set's ``validation`` and ``test`` parts (:mod:`models.training.realct`: split
@@ -285,6 +285,8 @@ def main() -> None:
     ap.add_argument("--no-bm3d", action="store_true")
     ap.add_argument("--weights", type=Path, default=None)
     ap.add_argument("--card", type=Path, default=None, help="record the figures in this model card")
+    ap.add_argument("--digits", type=int, choices=range(1, 7), default=2, metavar="N",
+                    help="decimals of the PSNR figures printed (default 2; 4 to compare two models' rows)")
     ap.add_argument("--qa-check", action="store_true", help="compare the QA report's margins on the test part")
     ap.add_argument("--realct-dir", default=realct.DEFAULT_DIR)
     ap.add_argument("--noise-level-map", default=NOISE_MAP_DEFAULT, choices=NOISE_MAP_MODES,
@@ -314,7 +316,7 @@ def main() -> None:
         tuned[level] = ", ".join(f"{n} {p}" for n, (p, _) in best.items())
         results[level] = {part: score_level(level, sl, args.seeds, denoiser, best, use_bm3d, seconds, cache)
                           for part, sl in slices.items() if sl}
-    print_tables(results, slices)
+    print_tables(results, slices, args.digits)
     print("\n| method | CPU s per 512x512 slice | share of BM3D's |\n|---|---|---|")
     ref = np.mean(seconds["bm3d"]) if seconds.get("bm3d") else None
     for name, vals in seconds.items():
@@ -347,7 +349,7 @@ def rows(results, slices):
                 yield level, part, f"all ({len(per_slice)})", _means(per_slice, list(per_slice))
 
 
-def print_tables(results, slices) -> None:
+def print_tables(results, slices, digits: int = 2) -> None:
     all_rows = list(rows(results, slices))
     methods = list(all_rows[0][3])
     print("\n(autoencoder: as the derived series runs it, strength full, told nothing; autoencoder_told: told "
@@ -357,10 +359,10 @@ def print_tables(results, slices) -> None:
     print("|" + "---|" * (len(methods) + 6))
     for level, part, source, means in all_rows:
         m = margins({k: v[0] for k, v in means.items()})
-        cells = [f"{means[k][0]:.2f} / {means[k][1]:.3f}" for k in methods]
-        bm = f"{m['bm3d']:+.2f}" if "bm3d" in m else "-"
+        cells = [f"{means[k][0]:.{digits}f} / {means[k][1]:.3f}" for k in methods]
+        bm = f"{m['bm3d']:+.{digits}f}" if "bm3d" in m else "-"
         print(f"| {level} | {part} | {source} | " + " | ".join(cells)
-              + f" | {bm} | {m['seed filters']:+.2f} | {m.get('estimate', float('nan')):+.2f} |")
+              + f" | {bm} | {m['seed filters']:+.{digits}f} | {m.get('estimate', float('nan')):+.{digits}f} |")
 
 
 def compare_with_qa(results, test: list[BenchSlice], loaded, folder: str) -> None:

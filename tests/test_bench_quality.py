@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from bench.quality import BenchSlice, margins, noisy_copy, pydicom_slices, record_real_ct
+from bench.quality import BenchSlice, margins, noisy_copy, print_tables, pydicom_slices, record_real_ct
 from pipeline.qa.noise import add_gaussian_noise, seed_from_uid
 
 
@@ -51,6 +51,18 @@ def test_real_ct_figures_are_recorded_in_the_model_card(tmp_path):
     assert real["psnr_db"] == {"test: orthanc_tests (2)": {"0.07": {"autoencoder": 41.0, "bm3d": 39.5}}}
     assert real["cpu_seconds_per_512_slice"] == {"autoencoder": 0.4, "bm3d": 8.0}
     assert "not clipped" in real["data"]
+
+
+def test_the_tables_print_as_many_decimals_as_asked(capsys):
+    sl = [BenchSlice("validation", "g", f"f{k}", "1", np.zeros((4, 4), np.float32), 1.0) for k in range(2)]
+    filters = {f: (30.0, 0.7) for f in ("gaussian", "average", "median", "bilateral", "nlm")}
+    results = {"0.1": {"validation": {"f0": {"autoencoder": (36.92862, 0.9), "bm3d": (36.5, 0.8), **filters},
+                                      "f1": {"autoencoder": (36.93350, 0.9), "bm3d": (36.7, 0.8), **filters}}}}
+    print_tables(results, {"validation": sl})
+    assert "| 36.93 / 0.900 | 36.60 / 0.800 | 30.00 / 0.700 |" in capsys.readouterr().out
+    print_tables(results, {"validation": sl}, digits=4)
+    out = capsys.readouterr().out
+    assert "| 36.9311 / 0.900 | 36.6000 / 0.800 | 30.0000 / 0.700 |" in out and "| +0.3311 | +6.9311 |" in out
 
 
 @pytest.mark.parametrize("conditioned", [False, True])
