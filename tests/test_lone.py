@@ -9,7 +9,7 @@ import torch
 from models.autoencoder import DenoisingAutoencoder, collapse_slices, grow_state, lone_slices
 from models.store import ModelLoadError, card_path, load_model, save_model
 from models.training.config import TrainConfig
-from models.training.lone import main, pair, split
+from models.training.lone import flatten, main, pair, split
 from pipeline.errors import ConfigError
 from pipeline.inference.denoiser import Denoiser
 from tests.test_volumes import volume_set  # noqa: F401  (fixture)
@@ -152,7 +152,7 @@ def test_the_pair_tool_writes_one_file_whose_card_names_both_and_is_measured_aga
         got = parts["l"][key.removeprefix("lone.")] if key.startswith("lone.") else parts["s"][key]
         assert got.dtype == torch.float16 and torch.equal(got, value)
     assert stacks_alone.model.lone is None and stacks_alone.model.context == 1 and not lone_alone.model.context
-    assert stacks_cards[0]["version"] == "0.1.0+stacks" and lone_alone.card["version"] == "0.1.0+lone"
+    assert stacks_cards[0]["version"] == "0.1.0-stacks" and lone_alone.card["version"] == "0.1.0-lone"
     assert stacks_alone.card["training"]["config"] == stacks.card["training"]["config"]
     assert "lone_slices" not in stacks_alone.card["training"] and "evaluation" not in stacks_alone.card
     assert lone_alone.card["split_from"]["sha256"] == loaded.sha256
@@ -172,6 +172,19 @@ def test_the_pair_tool_writes_one_file_whose_card_names_both_and_is_measured_aga
           "--lone-out", str(tmp_path / "l2.safetensors")])
     again_lone = load_file(str(tmp_path / "l2.safetensors"))  # (the header's metadata order varies: not the sha)
     assert all(torch.equal(again_lone[k], v) for k, v in parts["l"].items()) and again_lone.keys() == parts["l"].keys()
+
+    # the 2-D form of a context model as a file of its own: a start for a network for lone slices
+    main(["--flat", str(ctx), "--out", str(tmp_path / "flat2d.safetensors")])
+    flat2d = load_model(tmp_path / "flat2d.safetensors")
+    assert not flat2d.model.context and flat2d.card["version"] == "0.0.1-2d"
+    assert flat2d.card["split_from"]["sha256"] == stacks.sha256 and flat2d.card["input"].startswith("(batch, 1, H, W)")
+    with torch.no_grad():
+        y = torch.rand(1, 1, 32, 32)
+        torch.testing.assert_close(flat2d.model(y, torch.tensor([0.04])),
+                                   stacks.model(y.repeat(1, 3, 1, 1), torch.tensor([0.04])), rtol=0, atol=1e-5)
+    for not_one_context_network in (out, tmp_path / "flat2d.safetensors"):
+        with pytest.raises(ConfigError, match="not a slice-context model with one network"):
+            flatten(not_one_context_network, tmp_path / "x.safetensors")
 
     # a context model as the lone network: its 2-D form, in float32 when not asked otherwise
     again = tmp_path / "pair2.safetensors"

@@ -172,7 +172,8 @@ def test_the_shipped_cards_commands_make_the_configs_they_record():
     """Each training run behind the shipped weights (a weight average: each parent's, down to the runs)
     is rebuilt by its card's command from the committed configs; a run that started from an earlier
     shipped model names a start with that model's sha256 (its weights lie in the git history, its card
-    in models/weights/base/); the network for lone slices' runs too; and 3.0.0's own card is
+    in models/weights/base/), or one network of it with the sha256 of the model it was taken from; the
+    network for lone slices' runs too; and 3.0.0's own card is
     ct_denoiser.json's recipe."""
     import shlex
 
@@ -198,13 +199,15 @@ def test_the_shipped_cards_commands_make_the_configs_they_record():
         _, cfg = parse(argv[3:])
         made, recorded = dataclasses.asdict(cfg), {**defaults, **run["config"]}
         start = run.get("initialised_from", {})
-        if start.get("version") in bases:  # an earlier shipped model: its card is kept, its sha256 named
-            assert start["sha256"] == bases[start["version"]]["weights_sha256"]
+        origin = start.get("split_from", start)  # one network of a shipped model (--split, --flat): that model
+        if origin.get("version") in bases:  # an earlier shipped model: its card is kept, its sha256 named
+            assert origin["sha256"] == bases[origin["version"]]["weights_sha256"]
         if start.get("version") == "3.0.0":  # 3.0.0 was the shipped file then; the configs name its copy now
             assert made["init_weights"] == "runs/base/ct_denoiser_v3.safetensors"
             made["init_weights"] = recorded["init_weights"]
         assert made == recorded
-    assert all(r.get("initialised_from", {}).get("version") in bases for r in runs)
+    starts = [r.get("initialised_from", {}) for r in runs]
+    assert all(s.get("split_from", s).get("version") in bases for s in starts)
     assert "models/configs/ct_denoiser.json" in bases["3.0.0"]["training"]["command"]
 
 

@@ -199,6 +199,8 @@ def export(cfg: TrainConfig, run_dir: Path, weights: Path, version: str = MODEL_
         start = load_model(cfg.init_weights)
         training["initialised_from"] = {"weights": cfg.init_weights, "sha256": start.sha256,
                                         "version": start.card.get("version"), "architecture": start.model.config}
+        if "split_from" in start.card:  # one network of a shipped model (models.training.lone --split, --flat)
+            training["initialised_from"]["split_from"] = start.card["split_from"]
         if cfg.slice_shares:
             training["initialised_from"]["first_layer_spread_over_the_stack"] = cfg.slice_shares
     evaluation = evaluate(model, cfg)

@@ -5,6 +5,7 @@ a model card whose figures are measured again.
     python -m models.training.lone STACKS.safetensors --lone LONE.safetensors --out W --model-version V
         [--level-rule EXPONENT,MAX_GAIN] [--float16]
     python -m models.training.lone --split W --out STACKS.safetensors --lone-out LONE.safetensors
+    python -m models.training.lone --flat CONTEXT_MODEL.safetensors --out LONE.safetensors
 
 STACKS denoises every slice that has a neighbour; LONE (a 2-D model, or a slice-context model whose
 first layer's slice channels are summed into one, which is what it computes on a lone slice) every
@@ -14,7 +15,8 @@ figures are measured on the weights as stored, computed in float32).
 ``--split`` writes the two networks of such a model apart, each with a card of its own (bit for bit the
 tensors of W, its storage type kept): the stacks network, whose card names its training run as W's
 does, and the 2-D network, a start for training either further (``--init-weights``) or for pairing
-again."""
+again. ``--flat`` writes the 2-D form of a slice-context model with one network (a start for a new
+network for lone slices)."""
 from __future__ import annotations
 
 import argparse
@@ -117,10 +119,10 @@ def split(path: Path, stacks_out: Path, lone_out: Path) -> tuple[dict[str, Any],
     stacks = DenoisingAutoencoder(**{k: v for k, v in model.config.items() if k != "lone"})
     stacks.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("lone.")})
     version = str(loaded.card.get("version", ""))
-    cards = (dict(common, version=f"{version}+stacks", training=training,
+    cards = (dict(common, version=f"{version}-stacks", training=training,
                   architecture=dict(architecture, parameters=count_parameters(stacks)),
                   split_from=dict(source, network="the network for slices with a neighbour")),
-             dict(common, version=f"{version}+lone", input=input_text(0, model.lone.noise_map),
+             dict(common, version=f"{version}-lone", input=input_text(0, model.lone.noise_map),
                   training=lone_training.get("training", {}),
                   architecture={"class": architecture.get("class"), "description": architecture["description"],
                                 "parameters": count_parameters(model.lone)},
@@ -135,6 +137,25 @@ def split(path: Path, stacks_out: Path, lone_out: Path) -> tuple[dict[str, Any],
     return cards
 
 
+def flatten(path: Path, out: Path) -> dict[str, Any]:
+    """Write the 2-D form of the slice-context model at ``path`` (:func:`lone_network`: what it computes
+    on a lone slice) to ``out``, with a card naming ``path``: a start for a network for lone slices
+    (``--init-weights``). Returns the card."""
+    loaded = load_model(path)
+    if not loaded.model.context or loaded.model.lone is not None:
+        raise ConfigError(f"{path}: not a slice-context model with one network (--split takes a pair apart)")
+    flat = lone_network(loaded)
+    card = {k: loaded.card[k] for k in ("name", "window_hu", "level_rule", "training") if k in loaded.card}
+    card.update(version=f"{loaded.card.get('version', '')}-2d", input=input_text(0, flat.noise_map),
+                architecture={"class": loaded.card.get("architecture", {}).get("class"),
+                              "parameters": count_parameters(flat)},
+                split_from={"weights": str(path), "sha256": loaded.sha256, "version": loaded.card.get("version"),
+                            "network": "its 2-D form: the first layer's slice channels summed into one"})
+    save_model(flat, out, card)
+    log.info("wrote %s (the 2-D form of %s)", out, path.name)
+    return card
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__ or "", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stacks", type=Path, nargs="?", help="exported slice-context weights (with their card beside them)")
@@ -143,6 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--split", type=Path, default=None, metavar="PAIR",
                    help="write the two networks of this paired model apart (--out and --lone-out)")
     p.add_argument("--lone-out", type=Path, default=None, help="with --split: where its 2-D network goes")
+    p.add_argument("--flat", type=Path, default=None, metavar="CONTEXT_MODEL",
+                   help="write the 2-D form of this slice-context model to --out (a start for a lone network)")
     p.add_argument("--model-version", default=MODEL_VERSION)
     p.add_argument("--level-rule", type=level_rule_arg, default=None, metavar="EXPONENT,MAX_GAIN",
                    help="the card's rule for blotchy noise (default: the stacks model's)")
@@ -150,14 +173,20 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.split is not None:
-        if args.stacks or args.lone or args.lone_out is None:
+        if args.stacks or args.lone or args.flat or args.lone_out is None:
             p.error("--split takes --out and --lone-out, and no other model")
+    elif args.flat is not None:
+        if args.stacks or args.lone or args.lone_out:
+            p.error("--flat takes --out, and no other model")
     elif args.stacks is None or args.lone is None:
-        p.error("give the stacks model and --lone, or --split")
+        p.error("give the stacks model and --lone, --split or --flat")
     command = " ".join(["python -m models.training.lone", *(sys.argv[1:] if argv is None else argv)])
     try:
         if args.split is not None:
             split(args.split, args.out, args.lone_out)
+            return
+        if args.flat is not None:
+            flatten(args.flat, args.out)
             return
         pair(args.stacks, args.lone, args.out, args.model_version, args.level_rule,
              torch.float16 if args.float16 else None, command)
