@@ -100,6 +100,12 @@ def pair(stacks_path: Path, lone_path: Path, out: Path, version: str = MODEL_VER
     return card
 
 
+def _split_from(path: Path, loaded: LoadedModel, network: str, **more: Any) -> dict[str, Any]:
+    """A card's ``split_from``: the model file one of its networks (or its 2-D form) was taken from."""
+    return {"weights": str(path), "sha256": loaded.sha256, "version": loaded.card.get("version"),
+            "network": network, **more}
+
+
 def split(path: Path, stacks_out: Path, lone_out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Write the stacks network of the paired model at ``path`` to ``stacks_out`` and its 2-D network
     for lone slices to ``lone_out``, each with its card (the pair's, less the other network); returns
@@ -109,7 +115,6 @@ def split(path: Path, stacks_out: Path, lone_out: Path) -> tuple[dict[str, Any],
     model = loaded.model
     if model.lone is None:
         raise ConfigError(f"{path}: holds no network for lone slices; nothing to split")
-    source = {"weights": str(path), "sha256": loaded.sha256, "version": loaded.card.get("version")}
     common = {k: loaded.card[k] for k in ("name", "input", "window_hu", "level_rule") if k in loaded.card}
     half = str(loaded.card.get("weights_dtype", "")).startswith("float16")
     training = dict(loaded.card.get("training", {}))
@@ -121,14 +126,14 @@ def split(path: Path, stacks_out: Path, lone_out: Path) -> tuple[dict[str, Any],
     version = str(loaded.card.get("version", ""))
     cards = (dict(common, version=f"{version}-stacks", training=training,
                   architecture=dict(architecture, parameters=count_parameters(stacks)),
-                  split_from=dict(source, network="the network for slices with a neighbour")),
+                  split_from=_split_from(path, loaded, "the network for slices with a neighbour")),
              dict(common, version=f"{version}-lone", input=input_text(0, model.lone.noise_map),
                   training=lone_training.get("training", {}),
                   architecture={"class": architecture.get("class"), "description": architecture["description"],
                                 "parameters": count_parameters(model.lone)},
-                  split_from=dict(source, network="the 2-D network for slices without a neighbour",
-                                  how=lone_training.get("how"), made_from=lone_training.get("weights"),
-                                  made_from_version=lone_training.get("version"))))
+                  split_from=_split_from(path, loaded, "the 2-D network for slices without a neighbour",
+                                         how=lone_training.get("how"), made_from=lone_training.get("weights"),
+                                         made_from_version=lone_training.get("version"))))
     for net, out, card in ((stacks, stacks_out, cards[0]), (model.lone, lone_out, cards[1])):
         if half:
             card["weights_dtype"] = loaded.card["weights_dtype"]
@@ -149,8 +154,7 @@ def flatten(path: Path, out: Path) -> dict[str, Any]:
     card.update(version=f"{loaded.card.get('version', '')}-2d", input=input_text(0, flat.noise_map),
                 architecture={"class": loaded.card.get("architecture", {}).get("class"),
                               "parameters": count_parameters(flat)},
-                split_from={"weights": str(path), "sha256": loaded.sha256, "version": loaded.card.get("version"),
-                            "network": "its 2-D form: the first layer's slice channels summed into one"})
+                split_from=_split_from(path, loaded, "its 2-D form: the first layer's slice channels summed into one"))
     save_model(flat, out, card)
     log.info("wrote %s (the 2-D form of %s)", out, path.name)
     return card
