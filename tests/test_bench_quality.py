@@ -51,6 +51,12 @@ def test_real_ct_figures_are_recorded_in_the_model_card(tmp_path):
     assert real["psnr_db"] == {"test: orthanc_tests (2)": {"0.07": {"autoencoder": 41.0, "bm3d": 39.5}}}
     assert real["cpu_seconds_per_512_slice"] == {"autoencoder": 0.4, "bm3d": 8.0}
     assert "not clipped" in real["data"]
+    assert "BM3D told the added noise's std" in real["data"] and "not run" not in real["data"]
+    record_real_ct(card, {"0.07": {"test": {f: {"autoencoder": (40.0, 0.9), "autoencoder_told": (40.1, 0.9)}
+                                            for f in ("f0", "f1")}}}, {"test": sl}, 1, {"autoencoder": [0.3]})
+    data = json.loads(card.read_text())["evaluation"]["real_ct"]["data"]
+    assert "autoencoder_told told the added noise's std" in data and "BM3D not run in this measurement" in data
+    assert "BM3D told" not in data and "autoencoder told nothing" in data
 
 
 def test_the_tables_print_as_many_decimals_as_asked(capsys):
