@@ -2,6 +2,7 @@
 
     python -m bench.quality [--parts validation test] [--levels 0.02 0.05 0.07 0.10 lowdose@20000 soft@0.03]
                             [--seeds 1] [--no-bm3d] [--weights W] [--card models/weights/ct_denoiser.json] [--digits 4]
+                            [--by kernel]
                             [--qa-check] [--realct-dir ../shared/data/realct]
 
 Data: the real CT set's ``validation`` and ``test`` parts (:mod:`models.training.realct`: split
@@ -19,10 +20,10 @@ clipped to the window for PSNR (data range 1) and SSIM. Each seed filter uses it
 setting for the noise level, tuned on the validation part with other noise seeds (so the test part
 stays untouched by any choice); non-local means, which needs the noise level, is told the noise
 estimate as in the QA report (``h`` = the estimated std, pipeline/qa/filters.py). Prints mean PSNR /
-SSIM per part and source, the model's margins over BM3D and the seed filters, and CPU seconds per
-512x512 slice. ``--qa-check`` runs the pipeline's
-own QA (``DenoiseStudy``'s code, default ``[qa_filters]``) on the test slices and compares its
-margins with the bench's. ``--card`` records the figures in that model card (``evaluation.real_ct``).
+SSIM per part and source (``--by kernel``: per reconstruction kernel), the model's margins over BM3D
+and the seed filters, and CPU seconds per 512x512 slice. ``--qa-check`` runs the pipeline's own QA
+(``DenoiseStudy``'s code, default ``[qa_filters]``) on the test slices and compares its margins with
+the bench's. ``--card`` records the figures in that model card (``evaluation.real_ct``).
 """
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ class BenchSlice:
     uid: str  # SOPInstanceUID: seeds the noise as the QA report does
     hu: np.ndarray
     pixel_mm: float
+    kernel: str = ""  # reconstruction kernel (ConvolutionKernel's first value; "" when not named)
 
     @property
     def unit(self) -> np.ndarray:
@@ -80,13 +82,16 @@ class BenchSlice:
 
 def pydicom_slices() -> list[BenchSlice]:
     from pydicom.data import get_testdata_file
+    from pydicom.multival import MultiValue
 
     out = []
     for name, file in REAL_SLICES.items():
         (study,) = scan(get_testdata_file(file)).studies.values()  # files in pydicom's own package
         series = load_series(next(iter(study.series.values())))
         ds = series.datasets[0]
-        out.append(BenchSlice("pydicom", name, file, str(ds.SOPInstanceUID), series.hu[0], float(ds.PixelSpacing[0])))
+        kernel = ds.get("ConvolutionKernel", "")
+        out.append(BenchSlice("pydicom", name, file, str(ds.SOPInstanceUID), series.hu[0], float(ds.PixelSpacing[0]),
+                              str(kernel[0] if isinstance(kernel, MultiValue) else kernel)))
     return out
 
 
@@ -95,7 +100,7 @@ def realct_slices(part: str, folder: str) -> list[BenchSlice]:
 
     root = realct.resolve(folder)
     return [BenchSlice(part, s.group, s.file, str(pydicom.dcmread(root / s.file, stop_before_pixels=True).SOPInstanceUID),
-                       s.hu, s.pixel_mm) for s in realct.load_part(part, folder)]
+                       s.hu, s.pixel_mm, s.kernel) for s in realct.load_part(part, folder)]
 
 
 def import_bm3d():
@@ -287,6 +292,8 @@ def main() -> None:
     ap.add_argument("--card", type=Path, default=None, help="record the figures in this model card")
     ap.add_argument("--digits", type=int, choices=range(1, 7), default=2, metavar="N",
                     help="decimals of the PSNR figures printed (default 2; 4 to compare two models' rows)")
+    ap.add_argument("--by", choices=GROUPINGS, default="source",
+                    help="rows per source (default) or per reconstruction kernel; the card's are per source")
     ap.add_argument("--qa-check", action="store_true", help="compare the QA report's margins on the test part")
     ap.add_argument("--realct-dir", default=realct.DEFAULT_DIR)
     ap.add_argument("--noise-level-map", default=NOISE_MAP_DEFAULT, choices=NOISE_MAP_MODES,
@@ -316,7 +323,7 @@ def main() -> None:
         tuned[level] = ", ".join(f"{n} {p}" for n, (p, _) in best.items())
         results[level] = {part: score_level(level, sl, args.seeds, denoiser, best, use_bm3d, seconds, cache)
                           for part, sl in slices.items() if sl}
-    print_tables(results, slices, args.digits)
+    print_tables(results, slices, args.digits, args.by)
     print("\n| method | CPU s per 512x512 slice | share of BM3D's |\n|---|---|---|")
     ref = np.mean(seconds["bm3d"]) if seconds.get("bm3d") else None
     for name, vals in seconds.items():
@@ -336,25 +343,35 @@ def _means(per_slice: dict[str, dict[str, tuple[float, float]]], names: list[str
             for m in methods}
 
 
-def rows(results, slices):
-    """(level, part, source, means) for every source of every part, then the part's mean ('all')."""
+GROUPINGS = ("source", "kernel")
+
+
+def group_of(sl: BenchSlice, by: str = "source") -> str:
+    """The row a slice counts in: its source, or (``by="kernel"``) its reconstruction kernel."""
+    if by not in GROUPINGS:
+        raise ValueError(f"rows are grouped by one of {GROUPINGS}, got {by!r}")
+    return sl.group if by == "source" else f"kernel {sl.kernel or '(not named)'}"
+
+
+def rows(results, slices, by: str = "source"):
+    """(level, part, group, means) for every source (or kernel) of every part, then the part's mean ('all')."""
     for level, by_part in results.items():
         for part, per_slice in by_part.items():
             groups: dict[str, list[str]] = defaultdict(list)
             for sl in slices[part]:
-                groups[sl.group].append(sl.name)
+                groups[group_of(sl, by)].append(sl.name)
             for group, names in groups.items():
                 yield level, part, f"{group} ({len(names)})", _means(per_slice, names)
             if len(groups) > 1:
                 yield level, part, f"all ({len(per_slice)})", _means(per_slice, list(per_slice))
 
 
-def print_tables(results, slices, digits: int = 2) -> None:
-    all_rows = list(rows(results, slices))
+def print_tables(results, slices, digits: int = 2, by: str = "source") -> None:
+    all_rows = list(rows(results, slices, by))
     methods = list(all_rows[0][3])
     print("\n(autoencoder: as the derived series runs it, strength full, told nothing; autoencoder_told: told "
           "the added noise's std)")
-    print("\n| noise | part | source (slices) | " + " | ".join(methods)
+    print(f"\n| noise | part | {by} (slices) | " + " | ".join(methods)
           + " | model - BM3D | model - best seed filter | model - model told |")
     print("|" + "---|" * (len(methods) + 6))
     for level, part, source, means in all_rows:

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from bench.quality import BenchSlice, margins, noisy_copy, print_tables, pydicom_slices, record_real_ct
+from bench.quality import BenchSlice, margins, noisy_copy, print_tables, pydicom_slices, record_real_ct, rows
 from pipeline.qa.noise import add_gaussian_noise, seed_from_uid
 
 
@@ -21,6 +21,7 @@ def test_pydicom_slices_are_read_as_stored_with_their_pixel_size_and_uid():
     assert (small.group, small.hu.shape, head.hu.shape) == ("CT_small", (128, 128), (512, 512))
     assert small.pixel_mm == pytest.approx(0.661468) and head.pixel_mm == pytest.approx(0.431)
     assert small.uid.startswith("1.3.6.1.4.1.5962") and small.reference.max() <= 1
+    assert (small.kernel, head.kernel) == ("STANDARD", "11")  # ConvolutionKernel as each file writes it
     assert head.unit.min() < 0  # air below -1000 HU is kept as stored (the yardstick does not clip)
 
 
@@ -105,3 +106,17 @@ def test_cache_keys_name_the_low_dose_simulation_so_an_earlier_cache_is_not_read
 
     assert score_key("lowdose@20000", "s1", 0, "bm3d") == "score|lowdose@20000+whole-slice|s1|0|bm3d|"
     assert score_key("0.07", "s1", 0, "bm3d") == "score|0.07|s1|0|bm3d|"
+
+
+def test_rows_group_slices_by_source_or_by_reconstruction_kernel(capsys):
+    sl = [BenchSlice("test", "orthanc_tests", f"f{k}", "1", np.zeros((4, 4), np.float32), 1.0, kernel)
+          for k, kernel in enumerate(("BONE", "BONE", "B30s", ""))]
+    per_slice = {f"f{k}": {"autoencoder": (30.0 + k, 0.9)} for k in range(4)}
+    results = {"0.02": {"test": per_slice}}
+    by_source = [(group, means["autoencoder"][0]) for _, _, group, means in rows(results, {"test": sl})]
+    assert by_source == [("orthanc_tests (4)", 31.5)]
+    by_kernel = [(group, means["autoencoder"][0]) for _, _, group, means in rows(results, {"test": sl}, "kernel")]
+    assert by_kernel == [("kernel BONE (2)", 30.5), ("kernel B30s (1)", 32.0), ("kernel (not named) (1)", 33.0),
+                         ("all (4)", 31.5)]
+    with pytest.raises(ValueError, match="grouped by one of"):
+        list(rows(results, {"test": sl}, "scanner"))

@@ -24,7 +24,8 @@ def _fake_set(root, groups=("lidc_concept_to_clinic", "fo_dicom", "orthanc_tests
                                spacing=0.5 + 0.1 * k)
         rows.append({"file": f"{group}/{path.name}", "group": group, "source": f"src {group}",
                      "terms": "CC BY 4.0", "origin_path": "x", "rows": 64, "cols": 64, "pixel_mm": 0.5 + 0.1 * k,
-                     "thickness_mm": 1, "manufacturer": "ACME", "model": f"M{k}", "kernel": "", "orientation": ""})
+                     "thickness_mm": 1, "manufacturer": "ACME", "model": f"M{k}",
+                     "kernel": ("BONE", "['I70f', '3']", "")[k % 3], "orientation": ""})
     with open(root / "manifest.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, FIELDS)
         w.writeheader()
@@ -43,6 +44,8 @@ def test_parts_are_read_from_the_set_with_their_pixel_size_and_air_below_the_win
     assert [s.group for s in train_part] == ["lidc_concept_to_clinic"]
     (val,) = realct.load_part("validation", root)
     assert val.pixel_mm == pytest.approx(0.6) and val.scanner == "ACME M1"
+    assert val.kernel == "I70f" and train_part[0].kernel == "BONE"  # a multi-valued kernel: its first value
+    assert realct.load_part("test", root)[0].kernel == ""
     assert val.hu.min() == -1024.0 and val.hu.max() == pytest.approx(50.0)  # as stored, not clipped
     assert realct.load_part("test", root, min_side=65) == []
     (att,) = realct.attribution("train", root)

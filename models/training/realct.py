@@ -43,6 +43,7 @@ class RealSlice:
     scanner: str
     hu: np.ndarray  # (H, W) float32, as stored (padding and air below the window included)
     pixel_mm: float
+    kernel: str = ""  # the reconstruction kernel the manifest names ("" when the file names none)
 
 
 def resolve(folder: str | Path = DEFAULT_DIR) -> Path:
@@ -81,8 +82,17 @@ def load_part(part: str, folder: str | Path = DEFAULT_DIR, min_side: int = 0) ->
         ds = pydicom.dcmread(path)
         scanner = " ".join(v for v in (row["manufacturer"], row["model"]) if v) or "unknown scanner"
         out.append(RealSlice(row["file"], row["group"], row["source"], row["terms"], scanner, to_hu(ds, path),
-                             float(row["pixel_mm"] or 0.75)))
+                             float(row["pixel_mm"] or 0.75), kernel_name(row["kernel"])))
     return out
+
+
+def kernel_name(value: str) -> str:
+    """The kernel as the manifest writes ConvolutionKernel: a name, or a multi-valued one as a Python
+    list (Siemens' ``['I70f', '3']``: the kernel and its strength), of which the first value names it."""
+    value = value.strip()
+    if value.startswith("["):
+        value = value.strip("[]").split(",")[0].strip().strip("'\"")
+    return value
 
 
 def attribution(part: str, folder: str | Path = DEFAULT_DIR) -> list[dict[str, str | int]]:
