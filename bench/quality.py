@@ -2,7 +2,7 @@
 
     python -m bench.quality [--parts validation test] [--levels 0.02 0.05 0.07 0.10 lowdose@20000 soft@0.03]
                             [--seeds 1] [--no-bm3d] [--weights W] [--card models/weights/ct_denoiser.json] [--digits 4]
-                            [--by kernel]
+                            [--by kernel] [--bm3d-estimate]
                             [--qa-check] [--realct-dir ../shared/data/realct]
 
 Data: the real CT set's ``validation`` and ``test`` parts (:mod:`models.training.realct`: split
@@ -114,12 +114,15 @@ def import_bm3d():
     return bm3d
 
 
-def told_methods(denoiser: Denoiser, level: str, shape: tuple[int, ...], use_bm3d: bool
-                 ) -> dict[str, Callable[[np.ndarray, float], np.ndarray]]:
+def told_methods(denoiser: Denoiser, level: str, shape: tuple[int, ...], use_bm3d: bool,
+                 bm3d_estimate: bool = False) -> dict[str, Callable[[np.ndarray, float], np.ndarray]]:
     """The methods told the added noise, each ``(noisy copy, its std) -> result``: ``autoencoder_told``
     (the model given the copy clipped to the window, as the QA report's told row; noise-conditioned
     models only: a blind one cannot be told anything) and ``bm3d`` (told the std, or for
-    kernel-shaped noise its spectrum for a slice of ``shape``) when ``use_bm3d``."""
+    kernel-shaped noise its spectrum for a slice of ``shape``) when ``use_bm3d``; with
+    ``bm3d_estimate`` also ``bm3d_estimate``: BM3D told what the delivered model is told, the noise
+    estimated from the copy itself (white: no spectrum), as BM3D would run in a pipeline like this one,
+    which knows no added std."""
     out: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {}
     if denoiser.noise_map:
         out["autoencoder_told"] = lambda x, s: denoiser.denoise_unit(np.clip(x, 0, 1)[None], s)[0]
@@ -127,6 +130,9 @@ def told_methods(denoiser: Denoiser, level: str, shape: tuple[int, ...], use_bm3
         bm3d = import_bm3d()
         psd = noise_model(level).bm3d_psd(shape)  # correlated noise: BM3D told its spectrum
         out["bm3d"] = lambda x, s: bm3d.bm3d(x, sigma_psd=s if psd is None else psd)
+    if bm3d_estimate:
+        bm3d = import_bm3d()
+        out["bm3d_estimate"] = lambda x, s: bm3d.bm3d(x, sigma_psd=estimated_noise_unit(x[None], W))
     return out
 
 
@@ -199,11 +205,12 @@ def tune(level: str, slices: list[BenchSlice], cache: Cache) -> dict[str, tuple[
 
 
 def margins(psnr_by_method: dict[str, float]) -> dict[str, float]:
-    """The model's PSNR (as delivered: told nothing) minus BM3D's (when measured), the best of the four
-    seed filters' and the best classical method's, and the delivered model's minus the told one's."""
+    """The model's PSNR (as delivered: told nothing) minus BM3D's (each BM3D row measured: told the std,
+    told the estimate), the best of the four seed filters' and the best classical method's, and the
+    delivered model's minus the told one's."""
     model = psnr_by_method["autoencoder"]
     classical = {m: v for m, v in psnr_by_method.items() if m not in ("noisy", "autoencoder", "autoencoder_told")}
-    out = {"bm3d": model - classical["bm3d"]} if "bm3d" in classical else {}
+    out = {m: model - classical[m] for m in ("bm3d", "bm3d_estimate") if m in classical}
     out["seed filters"] = model - max(classical[m] for m in SEED_FILTERS)
     out["best classical"] = model - max(classical.values())
     if "autoencoder_told" in psnr_by_method:
@@ -212,21 +219,21 @@ def margins(psnr_by_method: dict[str, float]) -> dict[str, float]:
 
 
 def score_level(level: str, slices: list[BenchSlice], seeds: int, denoiser: Denoiser, filters: dict,
-                use_bm3d: bool, seconds: dict[str, list[float]], cache: Cache
+                use_bm3d: bool, seconds: dict[str, list[float]], cache: Cache, bm3d_estimate: bool = False
                 ) -> dict[str, dict[str, tuple[float, float]]]:
     """slice name -> method -> (mean PSNR, mean SSIM) over the seeds."""
     delivered = delivered_model(denoiser, W, [])
     out = {}
     for sl in slices:
         acc: dict[str, list[tuple[float, float]]] = defaultdict(list)
-        told = told_methods(denoiser, level, sl.hu.shape, use_bm3d)
+        told = told_methods(denoiser, level, sl.hu.shape, use_bm3d, bm3d_estimate)
         for k in range(seeds):
             noisy, sigma = noisy_copy(sl, level, k)
             bound = {name: (lambda x, f=f, s=sigma: f(x, s)) for name, f in told.items()}
             methods = {"noisy": lambda x: x, "autoencoder": lambda x: delivered(x[None])[0]}
             methods.update({name: f for name, f in bound.items() if name == "autoencoder_told"})
             methods.update({name: f for name, (_, f) in filters.items()})
-            methods.update({name: f for name, f in bound.items() if name == "bm3d"})
+            methods.update({name: f for name, f in bound.items() if name.startswith("bm3d")})
             keys = {name: score_key(level, sl.name, k, name, filters[name][0] if name in filters else "")
                     for name in methods}
             cached = {name for name in methods
@@ -288,6 +295,8 @@ def main() -> None:
     ap.add_argument("--levels", nargs="*", default=["0.02", "0.03", "0.05", "0.07", "0.1", "lowdose@20000", "soft@0.03"])
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--no-bm3d", action="store_true")
+    ap.add_argument("--bm3d-estimate", action="store_true",
+                    help="also BM3D told the noise estimated from the copy (what the delivered model is told)")
     ap.add_argument("--weights", type=Path, default=None)
     ap.add_argument("--card", type=Path, default=None, help="record the figures in this model card")
     ap.add_argument("--digits", type=int, choices=range(1, 7), default=2, metavar="N",
@@ -321,7 +330,8 @@ def main() -> None:
     for level in args.levels:
         best = tune(level, tuning, cache)
         tuned[level] = ", ".join(f"{n} {p}" for n, (p, _) in best.items())
-        results[level] = {part: score_level(level, sl, args.seeds, denoiser, best, use_bm3d, seconds, cache)
+        results[level] = {part: score_level(level, sl, args.seeds, denoiser, best, use_bm3d, seconds, cache,
+                                            args.bm3d_estimate)
                           for part, sl in slices.items() if sl}
     print_tables(results, slices, args.digits, args.by)
     print("\n| method | CPU s per 512x512 slice | share of BM3D's |\n|---|---|---|")
@@ -371,15 +381,17 @@ def print_tables(results, slices, digits: int = 2, by: str = "source") -> None:
     methods = list(all_rows[0][3])
     print("\n(autoencoder: as the derived series runs it, strength full, told nothing; autoencoder_told: told "
           "the added noise's std)")
-    print(f"\n| noise | part | {by} (slices) | " + " | ".join(methods)
-          + " | model - BM3D | model - best seed filter | model - model told |")
-    print("|" + "---|" * (len(methods) + 6))
+    estimate = "bm3d_estimate" in methods
+    print(f"\n| noise | part | {by} (slices) | " + " | ".join(methods) + " | model - BM3D |"
+          + (" model - BM3D told the estimate |" if estimate else "")
+          + " model - best seed filter | model - model told |")
+    print("|" + "---|" * (len(methods) + 6 + estimate))
     for level, part, source, means in all_rows:
         m = margins({k: v[0] for k, v in means.items()})
         cells = [f"{means[k][0]:.{digits}f} / {means[k][1]:.3f}" for k in methods]
-        bm = f"{m['bm3d']:+.{digits}f}" if "bm3d" in m else "-"
-        print(f"| {level} | {part} | {source} | " + " | ".join(cells)
-              + f" | {bm} | {m['seed filters']:+.{digits}f} | {m.get('estimate', float('nan')):+.{digits}f} |")
+        bm = [f"{m[k]:+.{digits}f}" if k in m else "-" for k in ("bm3d", "bm3d_estimate")[:1 + estimate]]
+        print(f"| {level} | {part} | {source} | " + " | ".join(cells + bm)
+              + f" | {m['seed filters']:+.{digits}f} | {m.get('estimate', float('nan')):+.{digits}f} |")
 
 
 def compare_with_qa(results, test: list[BenchSlice], loaded, folder: str) -> None:
@@ -406,6 +418,8 @@ def told_text(methods: set[str]) -> str:
     text = "autoencoder told nothing (as the derived series runs it)"
     if told:
         text += f"; {' and '.join(told)} told the added noise's std"
+    if "bm3d_estimate" in methods:
+        text += "; bm3d_estimate told the noise estimated from the copy, as the autoencoder is"
     return text + ("; BM3D given the spectrum of kernel-shaped noise" if "bm3d" in methods
                    else "; BM3D not run in this measurement")
 

@@ -120,3 +120,44 @@ def test_rows_group_slices_by_source_or_by_reconstruction_kernel(capsys):
                          ("all (4)", 31.5)]
     with pytest.raises(ValueError, match="grouped by one of"):
         list(rows(results, {"test": sl}, "scanner"))
+
+
+def test_bm3d_told_the_estimate_is_told_what_the_delivered_model_is_told_not_the_added_std():
+    from types import SimpleNamespace
+
+    from bench.quality import W, import_bm3d, told_methods
+    from pipeline.qa.series import estimated_noise_unit
+
+    rng = np.random.default_rng(3)
+    clean = np.full((64, 64), 0.5, np.float32)
+    clean[16:48, 16:48] = 0.6
+    noisy = (clean + 0.03 * rng.standard_normal(clean.shape)).astype(np.float32)
+    blind = SimpleNamespace(noise_map=False)
+    assert set(told_methods(blind, "0.03", noisy.shape, use_bm3d=False)) == set()
+    methods = told_methods(blind, "0.03", noisy.shape, use_bm3d=True, bm3d_estimate=True)
+    assert set(methods) == {"bm3d", "bm3d_estimate"}
+    estimate = estimated_noise_unit(noisy[None], W)
+    assert 0.02 < estimate < 0.04  # reads the added noise
+    bm3d = import_bm3d()
+    np.testing.assert_allclose(methods["bm3d_estimate"](noisy, 0.3), bm3d.bm3d(noisy, sigma_psd=estimate), atol=1e-5)
+    assert not np.array_equal(methods["bm3d"](noisy, 0.3), methods["bm3d_estimate"](noisy, 0.3))
+
+
+def test_the_tables_add_the_margin_over_bm3d_told_the_estimate_when_it_ran(capsys):
+    sl = [BenchSlice("test", "g", "f0", "1", np.zeros((4, 4), np.float32), 1.0)]
+    filters = {f: (30.0, 0.7) for f in ("gaussian", "average", "median", "bilateral", "nlm")}
+    means = {"autoencoder": (38.0, 0.9), "bm3d": (39.0, 0.9), "bm3d_estimate": (37.25, 0.9), **filters}
+    assert margins({k: v[0] for k, v in means.items()})["bm3d_estimate"] == pytest.approx(0.75)
+    print_tables({"0.02": {"test": {"f0": means}}}, {"test": sl})
+    out = capsys.readouterr().out
+    assert "| model - BM3D | model - BM3D told the estimate | model - best seed filter |" in out
+    assert "| 37.25 / 0.900 |" in out and "| 30.00 / 0.700 | -1.00 | +0.75 | +8.00 | +nan |" in out
+
+
+def test_the_cards_text_names_what_each_bm3d_row_was_told():
+    from bench.quality import told_text
+
+    text = told_text({"autoencoder", "bm3d", "bm3d_estimate"})
+    assert "BM3D told the added noise's std" in text
+    assert "bm3d_estimate told the noise estimated from the copy, as the autoencoder is" in text
+    assert "bm3d_estimate" not in told_text({"autoencoder", "bm3d"})
