@@ -155,7 +155,8 @@ def noisy_copy(sl: BenchSlice, level: str, k: int, salt: str = "qa-noise") -> tu
 class Cache:
     """Scores of the classical methods (deterministic: same slice, noise and setting, same score), kept
     in a JSON file between runs, so that comparing models does not rerun BM3D. Keys name the level,
-    slice, seed and method; the model and non-local means told the noise estimate are never cached."""
+    slice, seed and method; the model and non-local means told the noise estimate are never cached,
+    BM3D told the estimate under the estimate it was told (a changed estimator misses the cache)."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -234,8 +235,10 @@ def score_level(level: str, slices: list[BenchSlice], seeds: int, denoiser: Deno
             methods.update({name: f for name, f in bound.items() if name == "autoencoder_told"})
             methods.update({name: f for name, (_, f) in filters.items()})
             methods.update({name: f for name, f in bound.items() if name.startswith("bm3d")})
-            keys = {name: score_key(level, sl.name, k, name, filters[name][0] if name in filters else "")
-                    for name in methods}
+            settings = {name: filters[name][0] for name in methods if name in filters}
+            if "bm3d_estimate" in methods:
+                settings["bm3d_estimate"] = f"sigma {estimated_noise_unit(noisy[None], W):.6g}"
+            keys = {name: score_key(level, sl.name, k, name, settings.get(name, "")) for name in methods}
             cached = {name for name in methods
                       if not name.startswith("autoencoder") and filters.get(name, ((),))[0] != ("auto",)}
             hits = {name: hit for name in cached if (hit := cache.get(keys[name]))}

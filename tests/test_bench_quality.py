@@ -161,3 +161,21 @@ def test_the_cards_text_names_what_each_bm3d_row_was_told():
     assert "BM3D told the added noise's std" in text
     assert "bm3d_estimate told the noise estimated from the copy, as the autoencoder is" in text
     assert "bm3d_estimate" not in told_text({"autoencoder", "bm3d"})
+
+
+def test_bm3d_told_the_estimate_is_cached_under_the_estimate_it_was_told(tmp_path, tiny_conditioned_model):
+    from bench.quality import W, Cache, score_level
+    from pipeline.inference.denoiser import Denoiser
+    from pipeline.qa.series import estimated_noise_unit
+
+    small = pydicom_slices()[0]
+    cache = Cache(tmp_path / "cache.json")
+    denoiser = Denoiser(tiny_conditioned_model, "cpu")
+    first = score_level("0.07", [small], 1, denoiser, {}, False, {}, cache, bm3d_estimate=True)
+    sigma = estimated_noise_unit(noisy_copy(small, "0.07", 0)[0][None], W)
+    key = f"score|0.07|{small.name}|0|bm3d_estimate|sigma {sigma:.6g}"
+    assert json.loads((tmp_path / "cache.json").read_text())[key][0] == first[small.name]["bm3d_estimate"][0]
+    assert first[small.name]["bm3d_estimate"][0] > first[small.name]["noisy"][0] + 5  # it denoises
+    cache.data[key] = [1.0, 0.5, None]  # read back from the cache, not rerun
+    again = score_level("0.07", [small], 1, denoiser, {}, False, {}, cache, bm3d_estimate=True)
+    assert again[small.name]["bm3d_estimate"] == (1.0, 0.5)
