@@ -164,7 +164,7 @@ def test_the_cards_text_names_what_each_bm3d_row_was_told():
 
 
 def test_bm3d_told_the_estimate_is_cached_under_the_estimate_it_was_told(tmp_path, tiny_conditioned_model):
-    from bench.quality import W, Cache, score_level
+    from bench.quality import Cache, W, score_level
     from pipeline.inference.denoiser import Denoiser
     from pipeline.qa.series import estimated_noise_unit
 
