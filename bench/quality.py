@@ -430,10 +430,10 @@ def told_text(methods: set[str]) -> str:
 def record_real_ct(card_path: Path, results, slices, seeds: int, seconds) -> None:
     card = json.loads(card_path.read_text())
     table: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    methods: set[str] = set()  # every method scored, for what the text says each was told
     for level, part, source, means in rows(results, slices):
         table[f"{part}: {source}"][level.replace("lowdose@", "lowdose_i0_")] = {m: round(v[0], 2) for m, v in means.items()}
-    methods = {m for per_part in results.values() for per_slice in per_part.values()
-               for per_method in per_slice.values() for m in per_method}
+        methods.update(means)
     card.setdefault("evaluation", {})["real_ct"] = {
         "data": "real CT set, validation and test parts (split by source, models/training/realct.py) and pydicom's "
                 f"CT_small.dcm and J2K_pixelrep_mismatch.dcm; {seeds} noise seed(s) per slice from its SOPInstanceUID; "
