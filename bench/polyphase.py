@@ -30,13 +30,12 @@ import numpy as np
 from bench.quality import noise_model, noisy_copy, realct_slices
 from models.store import load_model
 from pipeline.inference.denoiser import Denoiser
-from pipeline.inference.noise_level import SeriesNoise, estimate_series
-from pipeline.inference.strength import parse_strength
-from pipeline.inference.window import Window, hu_to_unit, unit_to_hu
+from pipeline.inference.noise_level import estimate_series
+from pipeline.inference.window import Window, unit_to_hu
 from pipeline.qa.metrics import psnr
+from pipeline.study_run import delivered_model
 
 W = Window()
-FULL = parse_strength("full")
 VARIANTS = ("noisy", "direct", "poly est", "poly std", "mean est", "mean std")
 
 
@@ -55,20 +54,16 @@ def merge(subs: np.ndarray) -> np.ndarray:
     return out
 
 
-def denoised(denoiser: Denoiser, hu: np.ndarray, noise: SeriesNoise) -> np.ndarray:
-    """(N, H, W) HU, each slice alone, at strength ``full`` -> unit scale."""
-    links = np.zeros(max(len(hu) - 1, 0), bool)
-    return hu_to_unit(denoiser.denoise_hu(hu, W, noise, strength=FULL, links=links), W)
-
-
 def variants(denoiser: Denoiser, noisy_unit: np.ndarray) -> tuple[list[np.ndarray], float]:
-    """The results of :data:`VARIANTS` for one noisy copy, and its estimated whiteness."""
-    hu = unit_to_hu(noisy_unit, W)
-    noise = estimate_series([hu])
-    sub = phases(hu)
-    direct = denoised(denoiser, hu[None], noise)[0]
-    poly_est = merge(denoised(denoiser, sub, estimate_series(list(sub))))
-    poly_std = merge(denoised(denoiser, sub, dataclasses.replace(noise, whiteness=1.0)))
+    """The results of :data:`VARIANTS` for one noisy copy, and its estimated whiteness. Each pass is
+    the QA report's delivered model (strength ``full``, each slice alone); ``poly est`` lets it
+    estimate the sub-images' noise itself."""
+    delivered = delivered_model(denoiser, W, [])
+    noise = estimate_series([unit_to_hu(noisy_unit, W)])
+    sub = phases(noisy_unit)
+    direct = delivered(noisy_unit[None], noise)[0]
+    poly_est = merge(delivered(sub))
+    poly_std = merge(delivered(sub, dataclasses.replace(noise, whiteness=1.0)))
     return [noisy_unit, direct, poly_est, poly_std, (direct + poly_est) / 2, (direct + poly_std) / 2], noise.whiteness
 
 
