@@ -37,6 +37,7 @@ from pipeline.dicom.selection import SelectionRules
 from pipeline.errors import InputError
 from pipeline.inference.denoiser import Denoiser
 from pipeline.inference.noise_map import MODES as NOISE_MAP_MODES
+from pipeline.inference.polyphase import MODES as BLOTCHY_MODES
 from pipeline.inference.window import Window
 from pipeline.pacs.config import (
     KEEP_WORK,
@@ -351,6 +352,7 @@ denoise = _section(
     window_high_hu=luigi.FloatParameter(default=Window.high, description="HU mapped to 1 for the model"),
     qa_noise=luigi.ChoiceParameter(default=Settings.qa_noise, choices=list(NOISE_KINDS)),
     noise_level_map=luigi.ChoiceParameter(default=Settings.noise_level_map, choices=list(NOISE_MAP_MODES)),
+    blotchy_pass=luigi.ChoiceParameter(default=Settings.blotchy_pass, choices=list(BLOTCHY_MODES)),
     output_transfer_syntax=luigi.ChoiceParameter(default=Settings.output_transfer_syntax,
                                                  choices=list(OUTPUT_SYNTAXES)),
     model_path=luigi.Parameter(default=str(SHIPPED_WEIGHTS.relative_to(INSTALL_ROOT)),

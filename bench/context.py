@@ -1,12 +1,13 @@
 """What neighbouring slices are worth: the model per slice and with slice context against BM3D per
 slice and BM4D on the volume, on the real contiguous volumes (models/training/volumes.py).
 
-    python -m bench.context [--part validation] [--levels 0.02 0.05 lowdose@20000] [--weights W ...] [--series N]
-                            [--no-bm4d] [--thick K] [--untold] [--realct GROUP]
+    python -m bench.context [--part validation] [--levels 0.02 0.05 lowdose@20000 soft@0.03] [--weights W ...]
+                            [--series N] [--no-bm4d] [--thick K] [--untold] [--blotchy-pass] [--realct GROUP]
 
 Each volume of the part (24 contiguous slices, 3.27 mm) gets noise of each level added in HU to
-every slice (seeded from the series and slice, not clipped): Gaussian, or (``lowdose@I0``) each
-slice its own low-dose simulation; every method gets that same noisy volume and is told the noise
+every slice (seeded from the series and slice, not clipped): Gaussian, a reconstruction kernel's
+shaped noise (``soft@0.03``: each slice its own, no correlation between slices), or
+(``lowdose@I0``) each slice its own low-dose simulation; every method gets that same noisy volume and is told the noise
 std (low dose: one std for the volume, the root mean square of its slices'); outputs and references
 are clipped to the window [-1000, 1000] HU and scored slice by slice (PSNR, data range 1;
 pipeline/qa/yardstick.py), the mean over all slices. A model is run as the derived series runs it
@@ -14,7 +15,8 @@ when told the std (absolute strength, whole correction): a 2-D model slice by sl
 with each slice's neighbours (replicated past the volume's ends), and once more without neighbours
 (each slice its own, as the pipeline runs a slice whose step breaks): what the neighbours are worth
 to it. With ``--untold``, each model once more as the derived series runs it told nothing (the
-series' noise estimated from the noisy volume, strength ``full``, the pipeline's neighbours). Prints
+series' noise estimated from the noisy volume, strength ``full``, the pipeline's neighbours); with
+``--blotchy-pass`` once more so with ``blotchy_pass = mean`` (pipeline/inference/polyphase.py). Prints
 one table per level; CPU seconds per slice beside each method.
 
 ``--realct GROUP``: the contiguous slices of one source of the real CT set instead (``dcmqi``, in
@@ -53,14 +55,13 @@ BM4D_MIN_SLICES = 4  # bm4d refuses a volume shallower than its blocks
 
 
 def noisy_volume(vol: volumes.Volume, level: str) -> tuple[np.ndarray, float]:
-    """The volume plus noise of ``level`` (``0.05``: Gaussian sigma, window fraction; ``lowdose@20000``:
-    each slice its own low-dose simulation at that I0, :mod:`bench.quality`'s ``noise_model``) on the
+    """The volume plus noise of ``level`` (``0.05``: Gaussian sigma, window fraction; ``soft@0.03``:
+    a reconstruction kernel's shaped noise of that std, each slice its own; ``lowdose@20000``: each
+    slice its own low-dose simulation at that I0, :mod:`bench.quality`'s ``noise_model``) on the
     unit scale, not clipped, every slice seeded from the series and its index; and the std the
     methods are told (the Gaussian sigma; for low-dose noise the root mean square of the slices'
     added std: one level for the volume, as a series estimate gives one)."""
     model = noise_model(level)
-    if model.kind not in ("gaussian", "lowdose"):
-        raise ValueError(f"noise level {level!r}: the volume bench adds Gaussian or low-dose noise only")
     unit = hu_to_unit(vol.hu, W)
     noisy, stds = [], []
     for k, (u, hu) in enumerate(zip(unit, vol.hu)):
@@ -125,7 +126,7 @@ def delivered_method(denoiser: Denoiser):
 
 def volume_methods(denoisers: list[Denoiser], labels: list[str], sigma: float, args: argparse.Namespace) -> dict:
     """The methods scored on one noisy volume, each told ``sigma`` (window fraction) but the models
-    told nothing (``--untold``)."""
+    told nothing (``--untold``, ``--blotchy-pass``)."""
     methods = {"noisy": lambda x, v: x}
     for den, label in zip(denoisers, labels):
         methods[label] = model_method(den, sigma)
@@ -133,6 +134,9 @@ def volume_methods(denoisers: list[Denoiser], labels: list[str], sigma: float, a
             methods[f"{label}, no neighbours"] = model_method(den, sigma, neighbours=False)
         if args.untold:
             methods[f"{label}, told nothing"] = delivered_method(den)
+        if args.blotchy_pass:
+            built = Denoiser(den.loaded, "cpu", cpu_batch_size=1, blotchy_pass="mean")
+            methods[f"{label}, told nothing, blotchy_pass mean"] = delivered_method(built)
     if not args.no_bm3d:
         bm3d = import_bm3d()
         methods["BM3D per slice"] = lambda x, v: np.stack([bm3d.bm3d(s, sigma_psd=sigma) for s in x])
@@ -148,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", default="validation", choices=list(volumes.SPLIT_SIZES))
     ap.add_argument("--levels", nargs="*", default=["0.02", "0.05"],
-                    help="Gaussian sigmas (window fractions) and/or lowdose@I0 (each slice its own simulation)")
+                    help="Gaussian sigmas (window fractions), kernel-shaped noise (soft@0.03) and/or lowdose@I0 "
+                         "(each slice its own simulation)")
     ap.add_argument("--weights", nargs="*", type=Path, default=[None], help="models (default: the shipped one)")
     ap.add_argument("--volumes-dir", default=volumes.DEFAULT_DIR)
     ap.add_argument("--series", type=int, default=0, help="only the part's first N series (0: all)")
@@ -156,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-bm4d", action="store_true")
     ap.add_argument("--untold", action="store_true",
                     help="each model also as the derived series runs it: noise estimated, strength full")
+    ap.add_argument("--blotchy-pass", action="store_true",
+                    help="each model also told nothing with blotchy_pass mean (luigi.cfg's setting)")
     ap.add_argument("--thick", type=int, default=1, help="average every K contiguous slices into one")
     ap.add_argument("--realct", metavar="GROUP", default=None,
                     help="instead of the volumes, the contiguous slices of this source of the real CT set")

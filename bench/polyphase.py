@@ -1,4 +1,4 @@
-"""Blotchy noise through the 2x2 polyphase sub-images: measured, not part of the pipeline.
+"""Blotchy noise through the 2x2 polyphase sub-images (pipeline/inference/polyphase.py), pass by pass.
 
     python -m bench.polyphase [--parts validation] [--levels soft@0.03 standard@0.03 soft@0.05 soft@0.015 lowdose@20000]
                               [--weights W] [--realct-dir ../shared/data/realct]
@@ -13,8 +13,9 @@ so in each sub-image the same noise is finer and closer to white. Each slice her
 * ``poly est``: its four sub-images denoised as one series, told what their own estimate gives, and
   put back together;
 * ``poly std``: the same, told the series' estimated std itself (as white noise is told);
-* ``mean est`` / ``mean std``: the mean of ``direct`` and that polyphase result (twice the model's
-  CPU time).
+* ``mean est``: the mean of ``direct`` and ``poly est`` (twice the model's CPU time);
+* ``blotchy_pass mean``: as the derived series runs it with that setting: below the whiteness gate
+  the mean of the model's direct and ``poly std`` outputs, above it ``direct``.
 
 Same noisy copies as :mod:`bench.quality` (seed 0, salt ``qa-noise``), PSNR against the clipped
 reference in [-1000, 1000] HU. Prints each level's estimated whiteness (median over the slices) and
@@ -31,40 +32,29 @@ from bench.quality import noise_model, noisy_copy, realct_slices
 from models.store import load_model
 from pipeline.inference.denoiser import Denoiser
 from pipeline.inference.noise_level import estimate_series
+from pipeline.inference.polyphase import merge, phases
 from pipeline.inference.window import Window, unit_to_hu
 from pipeline.qa.metrics import psnr
 from pipeline.study_run import delivered_model
 
 W = Window()
-VARIANTS = ("noisy", "direct", "poly est", "poly std", "mean est", "mean std")
+VARIANTS = ("noisy", "direct", "poly est", "poly std", "mean est", "blotchy_pass mean")
 
 
-def phases(img: np.ndarray) -> np.ndarray:
-    """(H, W) with even H and W -> (4, H/2, W/2): the four 2x2 polyphase sub-images."""
-    if img.shape[0] % 2 or img.shape[1] % 2:
-        raise ValueError(f"polyphase sub-images need an even height and width, got {img.shape}")
-    return np.stack([img[i::2, j::2] for i in range(2) for j in range(2)])
-
-
-def merge(subs: np.ndarray) -> np.ndarray:
-    """The inverse of :func:`phases`."""
-    out = np.empty((subs.shape[1] * 2, subs.shape[2] * 2), subs.dtype)
-    for k, (i, j) in enumerate((i, j) for i in range(2) for j in range(2)):
-        out[i::2, j::2] = subs[k]
-    return out
-
-
-def variants(denoiser: Denoiser, noisy_unit: np.ndarray) -> tuple[list[np.ndarray], float]:
+def variants(direct: Denoiser, built: Denoiser, noisy_unit: np.ndarray) -> tuple[list[np.ndarray], float]:
     """The results of :data:`VARIANTS` for one noisy copy, and its estimated whiteness. Each pass is
-    the QA report's delivered model (strength ``full``, each slice alone); ``poly est`` lets it
-    estimate the sub-images' noise itself."""
-    delivered = delivered_model(denoiser, W, [])
+    the QA report's delivered model (strength ``full``, each slice alone) of ``direct`` (``blotchy_pass
+    off``), except the last, which is ``built``'s (``blotchy_pass mean``: the Denoiser's own gate and
+    mean); ``poly est`` lets it estimate the sub-images' noise itself."""
+    delivered = delivered_model(direct, W, [])
     noise = estimate_series([unit_to_hu(noisy_unit, W)])
-    sub = phases(noisy_unit)
-    direct = delivered(noisy_unit[None], noise)[0]
-    poly_est = merge(delivered(sub))
-    poly_std = merge(delivered(sub, dataclasses.replace(noise, whiteness=1.0)))
-    return [noisy_unit, direct, poly_est, poly_std, (direct + poly_est) / 2, (direct + poly_std) / 2], noise.whiteness
+    stack = noisy_unit[None]
+    sub = np.concatenate(phases(stack))
+    one = delivered(stack, noise)[0]
+    poly_est = merge(list(delivered(sub)[:, None]), stack.shape[-2:])[0]
+    poly_std = merge(list(delivered(sub, dataclasses.replace(noise, whiteness=1.0))[:, None]), stack.shape[-2:])[0]
+    mean = delivered_model(built, W, [])(stack, noise)[0]
+    return [noisy_unit, one, poly_est, poly_std, (one + poly_est) / 2, mean], noise.whiteness
 
 
 def main() -> None:
@@ -77,7 +67,9 @@ def main() -> None:
     args = ap.parse_args()
     for level in args.levels:
         noise_model(level)  # a bad level stops the run before any slice is read
-    denoiser = Denoiser(load_model(args.weights), "cpu", cpu_batch_size=1)
+    loaded = load_model(args.weights)
+    denoiser = Denoiser(loaded, "cpu", cpu_batch_size=1)
+    built = Denoiser(loaded, "cpu", cpu_batch_size=1, blotchy_pass="mean")
     print(f"model {denoiser.loaded.name}; PSNR dB, window [-1000, 1000] HU, strength full, lone slices")
     print("| part | noise | slices | whiteness | " + " | ".join(VARIANTS) + " |")
     print("|---" * (len(VARIANTS) + 4) + "|")
@@ -87,7 +79,7 @@ def main() -> None:
             scores, white = [], []
             for sl in slices:
                 noisy, _ = noisy_copy(sl, level, 0)
-                results, whiteness = variants(denoiser, noisy)
+                results, whiteness = variants(denoiser, built, noisy)
                 scores.append([psnr(sl.reference, np.clip(r, 0.0, 1.0)) for r in results])
                 white.append(whiteness)
             mean = np.mean(scores, axis=0)

@@ -48,6 +48,8 @@ from pipeline.dicom.reader import load_series
 from pipeline.inference.denoiser import Denoiser
 from pipeline.inference.noise_map import DEFAULT_MODE as NOISE_MAP_DEFAULT
 from pipeline.inference.noise_map import MODES as NOISE_MAP_MODES
+from pipeline.inference.polyphase import DEFAULT_MODE as BLOTCHY_DEFAULT
+from pipeline.inference.polyphase import MODES as BLOTCHY_MODES
 from pipeline.inference.window import Window, hu_to_unit
 from pipeline.qa.filters import FilterParams, classical_filters
 from pipeline.qa.metrics import psnr
@@ -310,13 +312,16 @@ def main() -> None:
     ap.add_argument("--realct-dir", default=realct.DEFAULT_DIR)
     ap.add_argument("--noise-level-map", default=NOISE_MAP_DEFAULT, choices=NOISE_MAP_MODES,
                     help="the delivered model's noise level: one per series or a local map (luigi.cfg's setting)")
+    ap.add_argument("--blotchy-pass", default=BLOTCHY_DEFAULT, choices=BLOTCHY_MODES,
+                    help="the delivered model's blotchy pass (luigi.cfg's setting; pipeline/inference/polyphase.py)")
     ap.add_argument("--cache", type=Path, default=None,
                     help="JSON file of the classical methods' scores, reused by later runs (e.g. runs/quality_cache.json)")
     args = ap.parse_args()
     cache = Cache(args.cache)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     loaded = load_model(args.weights)
-    denoiser = Denoiser(loaded, "cpu", cpu_batch_size=1, noise_level_map=args.noise_level_map)
+    denoiser = Denoiser(loaded, "cpu", cpu_batch_size=1, noise_level_map=args.noise_level_map,
+                        blotchy_pass=args.blotchy_pass)
     have_real = realct.available(args.realct_dir)
     if not have_real:
         print(f"# {realct.resolve(args.realct_dir)}: no real CT set; only pydicom's slices")
@@ -329,7 +334,7 @@ def main() -> None:
     tuned: dict[str, str] = {}
     print(f"# model {loaded.name} ({'noise-conditioned' if denoiser.noise_map else 'blind'}); window {W}; "
           f"{args.seeds} noise seed(s) per slice; filters tuned on {'the validation part' if have_real else 'pydicom'}"
-          f"; noise level map {denoiser.noise_level_map}")
+          f"; noise level map {denoiser.noise_level_map}; blotchy pass {denoiser.blotchy_pass}")
     for level in args.levels:
         best = tune(level, tuning, cache)
         tuned[level] = ", ".join(f"{n} {p}" for n, (p, _) in best.items())

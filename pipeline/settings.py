@@ -12,6 +12,8 @@ from pipeline.dicom.selection import SelectionRules
 from pipeline.errors import ConfigError
 from pipeline.inference.noise_map import DEFAULT_MODE as NOISE_MAP_DEFAULT
 from pipeline.inference.noise_map import check_mode
+from pipeline.inference.polyphase import DEFAULT_MODE as BLOTCHY_DEFAULT
+from pipeline.inference.polyphase import check_mode as check_blotchy_pass
 from pipeline.inference.strength import DEFAULT_STRENGTH, Strength, parse_strength
 from pipeline.inference.window import Window
 from pipeline.qa.filters import FilterParams
@@ -37,6 +39,9 @@ class Settings:
     # series: one level per series; local: a relative strength tells the model the series' level shaped
     # by each slice's own noise map (pipeline.inference.noise_map)
     noise_level_map: str = NOISE_MAP_DEFAULT
+    # off: each series denoised once; mean: a series with blotchy noise (smooth kernels) also through its
+    # 2x2 polyphase sub-images, the two averaged (twice the model time there; pipeline.inference.polyphase)
+    blotchy_pass: str = BLOTCHY_DEFAULT
     output_transfer_syntax: str = "explicit_le"  # or rle, jpeg_ls_lossless, jpeg2000_lossless
     amp: bool = True
     model_path: Path | None = None  # None: the shipped weights
@@ -62,6 +67,7 @@ class Settings:
             raise ConfigError(f"qa noise: {exc}") from None
         object.__setattr__(self, "strength", parse_strength(self.strength))  # validated and parsed once
         object.__setattr__(self, "noise_level_map", check_mode(self.noise_level_map))
+        object.__setattr__(self, "blotchy_pass", check_blotchy_pass(self.blotchy_pass))
         output_syntax(self.output_transfer_syntax)  # known, and an encoder is installed
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")

@@ -53,6 +53,7 @@ from pipeline.dicom.writer import (
 from pipeline.errors import ConfigError, InputError, describe
 from pipeline.inference.denoiser import Denoiser
 from pipeline.inference.noise_level import SeriesNoise, estimate_series, sample_positions
+from pipeline.inference.polyphase import MAX_WHITENESS
 from pipeline.inference.slice_context import MAX_STEP_MM, context_indices, neighbour_links, typical_step_mm
 from pipeline.inference.strength import parse_strength
 from pipeline.inference.window import Window, hu_to_unit, unit_to_hu
@@ -128,28 +129,32 @@ def study_output_folder(output_dir: Path, study_uid: str) -> Path:
 
 
 def derivation_info(settings: Settings, denoiser: Denoiser) -> DerivedSeriesInfo:
-    """The study's derivation: model, window, strength and whether the noise level is local (the
-    derived UIDs follow from it: another model, window, strength or noise-level map is another
-    derived series). Each series adds its noise estimate to
-    the description (:func:`series_description`); the estimate does not enter the UIDs, so a rerun
-    on another machine names its outputs alike."""
+    """The study's derivation: model, window, strength, whether the noise level is local and whether
+    blotchy noise gets the polyphase pass (the derived UIDs follow from it: another model, window,
+    strength, noise-level map or blotchy pass is another derived series). Each series adds its noise
+    estimate (and whether the pass ran on it) to the description (:func:`series_description`); the
+    estimate does not enter the UIDs, so a rerun on another machine names its outputs alike."""
     m = denoiser.loaded
     local = denoiser.local_levels()
+    blotchy = denoiser.polyphase_pass()
     description = (f"{DERIVED_MARKER} {__version__}: denoised by convolutional autoencoder {m.name} "
                    f"(weights sha256 {m.sha256[:16]}), HU window {settings.window}, strength {denoiser.strength}"
-                   + (", noise level map local" if local else ""))
+                   + (", noise level map local" if local else "") + (", blotchy pass mean" if blotchy else ""))
     fingerprint = (f"{m.sha256}|{settings.window.low}|{settings.window.high}|{__version__}|{denoiser.strength.text}"
-                   + ("|local" if local else ""))
+                   + ("|local" if local else "") + ("|blotchy-mean" if blotchy else ""))
     return DerivedSeriesInfo(description, fingerprint, settings.series_description_suffix,
                              settings.series_number_offset, str(output_syntax(settings.output_transfer_syntax)))
 
 
 def series_description(info: DerivedSeriesInfo, noise: SeriesNoise, level_hu: float | None,
-                       local: bool = False) -> DerivedSeriesInfo:
+                       local: bool = False, blotchy: bool = False) -> DerivedSeriesInfo:
     """``info`` with the series' own noise estimate and model level (``local``: shaped across each
-    slice by its noise map) in its DerivationDescription."""
+    slice by its noise map; ``blotchy``: also denoised through the polyphase sub-images) in its
+    DerivationDescription."""
     told = f", model told {level_hu:.1f} HU" if level_hu is not None else ""
     told += " shaped by each slice's local noise" if local and told else ""
+    told += (f"; blotchy noise (whiteness {noise.whiteness:.2f}): mean with its 2x2 polyphase sub-images' result"
+             if blotchy else "")
     return dataclasses.replace(info, description=f"{info.description}; series noise estimated {noise.sigma_hu:.1f} HU "
                                                  f"({noise.confidence} confidence){told}")
 
@@ -243,10 +248,12 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
     noise = estimate_noise(plan)
     level = denoiser.level_hu(noise)
     mapped = denoiser.maps_levels(noise)  # told a level map shaped by each slice's noise, not one level
-    info = series_description(info, noise, level, mapped)
-    log.info("series %s: %s; strength %s%s%s", ref.series_uid, noise.describe(), denoiser.strength,
+    blotchy = denoiser.blotchy(noise)  # also denoised through the polyphase sub-images
+    info = series_description(info, noise, level, mapped, blotchy)
+    log.info("series %s: %s; strength %s%s%s%s", ref.series_uid, noise.describe(), denoiser.strength,
              f": model told {level:.1f} HU" if level is not None else "",
-             " shaped by each slice's local noise" if mapped else "")
+             " shaped by each slice's local noise" if mapped else "",
+             "; blotchy noise: mean with the polyphase sub-images' pass" if blotchy else "")
     if noise.confidence == "low":
         log.warning("series %s: the noise estimate is unsure (%s): check the derived series", ref.series_uid,
                     noise.doubt)
@@ -342,6 +349,8 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
                                                   "model_level_hu": None if level is None else round(level, 2),
                                                   "share_of_correction": denoiser.strength.blend(denoiser.noise_map),
                                                   "level_map": "local" if mapped else "series"},
+        blotchy_pass={"setting": denoiser.blotchy_pass, "applied": blotchy, "below_whiteness": MAX_WHITENESS,
+                      "series_whiteness": round(noise.whiteness, 3)},
         **({"slice_context": {"neighbours_each_side": context, "linked_steps": int(links.sum()),
                               "steps": len(links), "step_mm": step_mm, "max_step_mm": MAX_STEP_MM,
                               "qa": QA_CONTEXT}} if context else {})))
@@ -445,6 +454,9 @@ def process_scan(scan_result: ScanResult, output_dir: Path, settings: Settings, 
     if settings.strength != denoiser.strength:
         raise ConfigError(f"strength {settings.strength.text!r} in the settings, but the denoiser runs at "
                           f"{denoiser.strength.text!r}: build it with Denoiser.from_settings")
+    if settings.blotchy_pass != denoiser.blotchy_pass:
+        raise ConfigError(f"blotchy_pass {settings.blotchy_pass!r} in the settings, but the denoiser uses "
+                          f"{denoiser.blotchy_pass!r}: build it with Denoiser.from_settings")
     if settings.noise_level_map != denoiser.noise_level_map:
         raise ConfigError(f"noise_level_map {settings.noise_level_map!r} in the settings, but the denoiser uses "
                           f"{denoiser.noise_level_map!r}: build it with Denoiser.from_settings")

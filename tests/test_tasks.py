@@ -37,6 +37,8 @@ def test_settings_come_from_luigi_cfg():
     assert (s.batch_size, s.cpu_batch_size, s.strength.text) == (8, 1, "medium")  # parsed once, in Settings
     assert s.model_path == REPO / "models" / "weights" / "ct_denoiser.safetensors"
     assert s.series_description_suffix == " DENOISED" and s.filters.median_ksize == 5
+    assert (s.noise_level_map, s.blotchy_pass) == ("series", "off")
+    assert tasks.denoise.blotchy_pass._choices == {"mean", "off"}  # luigi refuses anything else
     from pipeline.qa.filters import FilterParams
 
     assert s.filters == FilterParams()  # luigi.cfg states the tuned defaults

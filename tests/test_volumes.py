@@ -133,12 +133,40 @@ def test_the_context_bench_gives_each_slice_its_own_low_dose_simulation_and_tell
     stds = [float(a[a != 0].std()) for a in added]
     assert told == pytest.approx(float(np.sqrt(np.mean(np.square(stds)))), rel=1e-3) and min(stds) > 0.002
     assert not np.allclose(added[0], added[1], atol=1e-3)  # its own noise per slice
-    with pytest.raises(ValueError, match="'soft@0.03': the volume bench adds Gaussian or low-dose noise only"):
-        noisy_volume(vol, "soft@0.03")
     main(["--part", "test", "--levels", "lowdose@20000", "--volumes-dir", str(volume_set), "--no-bm3d", "--no-bm4d",
           "--weights", str(Path(__file__).resolve().parents[1] / "models" / "weights" / "ct_denoiser.safetensors")])
     table = capsys.readouterr().out
     assert f"| lowdose@20000 (told {told * 2000:.0f} HU, the mean of the volumes' added std) |" in table
+
+
+def test_the_context_bench_adds_kernel_noise_per_slice_and_runs_the_blotchy_pass_where_the_series_gates_it(
+        volume_set, capsys):
+    from bench.context import main, noisy_volume
+    from pipeline.inference.noise_level import estimate_series
+    from pipeline.inference.polyphase import MAX_WHITENESS
+    from pipeline.inference.window import Window, hu_to_unit
+    from pipeline.qa.noise import seed_from_uid
+    from pipeline.synthetic.kernel_noise import kernel_noise
+
+    (vol,) = volumes.load_part("test", volume_set)
+    noisy, told = noisy_volume(vol, "soft@0.03")
+    added = noisy - hu_to_unit(vol.hu, Window())
+    expected = kernel_noise(vol.hu[2].shape, "soft", 0.03, seed_from_uid(f"{vol.series}/2", "context"))
+    np.testing.assert_allclose(added[2], expected, atol=1e-5)
+    assert told == 0.03 and not np.allclose(added[0], added[1], atol=1e-3)
+    assert estimate_series(list(noisy * 2000 - 1000)).whiteness < MAX_WHITENESS  # blotchy: the pass applies
+    weights = str(Path(__file__).resolve().parents[1] / "models" / "weights" / "ct_denoiser.safetensors")
+    rows = {}
+    for level in ("soft@0.03", "0.05"):
+        main(["--part", "test", "--levels", level, "--volumes-dir", str(volume_set), "--no-bm3d", "--no-bm4d",
+              "--untold", "--blotchy-pass", "--weights", weights])
+        table = capsys.readouterr().out
+        cells = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()]
+        rows[level] = {c[0]: float(c[1]) for c in cells if len(c) == 4 and "told nothing" in c[0]}
+        assert len(rows[level]) == 2 and any(name.endswith(", told nothing, blotchy_pass mean") for name in rows[level])
+    once, mean = rows["soft@0.03"].values()
+    assert mean != once  # blotchy noise: the second pass changed the result
+    assert len(set(rows["0.05"].values())) == 1  # white noise: the gate keeps the pass off
 
 
 def test_a_context_model_exports_with_a_card_measured_on_its_volumes_and_on_lone_slices(volume_set, tmp_path):

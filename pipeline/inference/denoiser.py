@@ -11,6 +11,7 @@ import torch
 
 from models.store import LoadedModel
 from pipeline.errors import ConfigError
+from pipeline.inference import polyphase
 from pipeline.inference.malloc import keep_freed_memory
 from pipeline.inference.noise_level import SeriesNoise
 from pipeline.inference.noise_map import DEFAULT_MODE, applies, check_mode, relative_noise_map
@@ -48,17 +49,20 @@ class Denoiser:
     :mod:`pipeline.inference.strength` for the derived series (a relative strength needs each series' noise
     estimate, :mod:`pipeline.inference.noise_level`). With ``noise_level_map`` ``local`` (not the default) a
     relative strength tells a noise-conditioned model the series' level times each slice's own
-    :func:`~pipeline.inference.noise_map.relative_noise_map`; ``series`` tells it one level per series."""
+    :func:`~pipeline.inference.noise_map.relative_noise_map`; ``series`` tells it one level per series.
+    With ``blotchy_pass`` ``mean`` (not the default) a series with blotchy noise is denoised a second
+    time through its 2x2 polyphase sub-images and the two results averaged (:mod:`pipeline.inference.polyphase`)."""
 
     def __init__(self, loaded: LoadedModel, device: str = "auto", batch_size: int = 8, amp: bool = True,
                  cpu_batch_size: int | None = None, strength: str | float | Strength = DEFAULT_STRENGTH,
-                 noise_level_map: str = DEFAULT_MODE) -> None:
+                 noise_level_map: str = DEFAULT_MODE, blotchy_pass: str = polyphase.DEFAULT_MODE) -> None:
         for name, value in (("batch_size", batch_size), ("cpu_batch_size", cpu_batch_size)):
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         self.loaded = loaded
         self.strength = parse_strength(strength)
         self.noise_level_map = check_mode(noise_level_map)
+        self.blotchy_pass = polyphase.check_mode(blotchy_pass)
         self.device = resolve_device(device)
         self.batch_size = cpu_batch_size if cpu_batch_size and self.device.type == "cpu" else batch_size
         self.amp = amp and self.device.type == "cuda"
@@ -72,16 +76,17 @@ class Denoiser:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.level_rule = LevelRule.from_card(loaded.card)  # how this model is told blotchy noise
-        log.info("model %s on %s (batch %d%s); strength %s%s", loaded.name, self.device, self.batch_size,
+        log.info("model %s on %s (batch %d%s); strength %s%s%s", loaded.name, self.device, self.batch_size,
                  f", autocast {str(self.amp_dtype).removeprefix('torch.')}" if self.amp else "", self.strength,
-                 "" if self.noise_map else f" (blind model: {self.strength.blend(False):.0%} of its correction)")
+                 "" if self.noise_map else f" (blind model: {self.strength.blend(False):.0%} of its correction)",
+                 "; blotchy noise also through the polyphase sub-images" if self.polyphase_pass() else "")
 
     @classmethod
     def from_settings(cls, loaded: LoadedModel, settings: Settings) -> Denoiser:
-        """The denoiser of a run: device, batch sizes, mixed precision, strength and noise-level map as
-        ``settings`` hold them (validated and parsed there)."""
+        """The denoiser of a run: device, batch sizes, mixed precision, strength, noise-level map and
+        blotchy pass as ``settings`` hold them (validated and parsed there)."""
         return cls(loaded, settings.device, settings.batch_size, settings.amp, settings.cpu_batch_size,
-                   settings.strength, settings.noise_level_map)
+                   settings.strength, settings.noise_level_map, settings.blotchy_pass)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp:
@@ -105,6 +110,18 @@ class Denoiser:
         """Whether a series with the estimate ``noise`` is told a level map: :meth:`local_levels`
         and noise fine enough for the map (:func:`pipeline.inference.noise_map.applies`)."""
         return self.local_levels(strength) and noise is not None and applies(noise.whiteness)
+
+    def polyphase_pass(self, strength: Strength | None = None) -> bool:
+        """Whether a series with blotchy noise may be denoised a second time through its polyphase
+        sub-images: ``blotchy_pass`` ``mean``, a noise-conditioned model and a relative strength (the
+        second pass is told the series' own std; an absolute strength or a blind model are not
+        measured with it)."""
+        return self.blotchy_pass == "mean" and self.noise_map and (strength or self.strength).relative
+
+    def blotchy(self, noise: SeriesNoise | None, strength: Strength | None = None) -> bool:
+        """Whether a series with the estimate ``noise`` gets the polyphase pass: :meth:`polyphase_pass`
+        and noise blotchier than :data:`pipeline.inference.polyphase.MAX_WHITENESS`."""
+        return self.polyphase_pass(strength) and noise is not None and polyphase.applies(noise.whiteness)
 
     @property
     def noise_map(self) -> bool:
@@ -172,7 +189,10 @@ class Denoiser:
         it. The strength's blend share of that result's change is applied to the original. A relative
         strength with ``noise_level_map`` ``local`` tells the model the series' level times each
         slice's :func:`~pipeline.inference.noise_map.relative_noise_map` (of ``hu``, noise and all),
-        unless the series' noise is blotchy (:meth:`maps_levels`).
+        unless the series' noise is blotchy (:meth:`maps_levels`). Where the series' noise is blotchy
+        and ``blotchy_pass`` is ``mean`` (:meth:`blotchy`), the model's output is the mean of its
+        output on the slices and on their four polyphase sub-stacks (each with the same ``links`` and
+        ``span``, told the series' std as white noise): :mod:`pipeline.inference.polyphase`.
 
         A model with slice context needs ``links`` (:func:`pipeline.inference.slice_context.neighbour_links` of the
         slices' positions): which consecutive slices of ``hu`` are neighbours; with ``span`` only the
@@ -190,6 +210,10 @@ class Denoiser:
         unit = hu_to_unit(hu, window)
         clipped = np.clip(unit, 0.0, 1.0)
         out = self.denoise_unit(clipped, sigma, on_batch, links, span)
+        if self.blotchy(noise, s):
+            told = np.float32(s.model_hu(noise.sigma_hu, 1.0, self.level_rule) / window.width)
+            subs = [self.denoise_unit(sub, told, None, links, span) for sub in polyphase.phases(clipped)]
+            out = (out + polyphase.merge(subs, out.shape[-2:])) * np.float32(0.5)
         if span:
             unit = unit[span[0]:span[1]]
         band = np.float32(EDGE_BAND)
