@@ -147,14 +147,14 @@ def derivation_info(settings: Settings, denoiser: Denoiser) -> DerivedSeriesInfo
 
 
 def series_description(info: DerivedSeriesInfo, noise: SeriesNoise, level_hu: float | None,
-                       local: bool = False, blotchy: bool = False) -> DerivedSeriesInfo:
+                       local: bool = False, blotchy: int = 0) -> DerivedSeriesInfo:
     """``info`` with the series' own noise estimate and model level (``local``: shaped across each
-    slice by its noise map; ``blotchy``: also denoised through the polyphase sub-images) in its
-    DerivationDescription."""
+    slice by its noise map; ``blotchy``: how many lone slices were also denoised through their
+    polyphase sub-images) in its DerivationDescription."""
     told = f", model told {level_hu:.1f} HU" if level_hu is not None else ""
     told += " shaped by each slice's local noise" if local and told else ""
-    told += (f"; blotchy noise (whiteness {noise.whiteness:.2f}): mean with its 2x2 polyphase sub-images' result"
-             if blotchy else "")
+    told += (f"; blotchy noise (whiteness {noise.whiteness:.2f}): {blotchy} lone slice(s) averaged with their 2x2 "
+             "polyphase sub-images' result" if blotchy else "")
     return dataclasses.replace(info, description=f"{info.description}; series noise estimated {noise.sigma_hu:.1f} HU "
                                                  f"({noise.confidence} confidence){told}")
 
@@ -248,12 +248,16 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
     noise = estimate_noise(plan)
     level = denoiser.level_hu(noise)
     mapped = denoiser.maps_levels(noise)  # told a level map shaped by each slice's noise, not one level
-    blotchy = denoiser.blotchy(noise)  # also denoised through the polyphase sub-images
+    context = denoiser.context
+    links = neighbour_links(plan.positions_mm, len(plan)) if context else None
+    # lone slices of blotchy noise: also denoised through their polyphase sub-images
+    blotchy = int(denoiser.lone(links, 0, len(plan)).sum()) if denoiser.blotchy(noise) else 0
     info = series_description(info, noise, level, mapped, blotchy)
     log.info("series %s: %s; strength %s%s%s%s", ref.series_uid, noise.describe(), denoiser.strength,
              f": model told {level:.1f} HU" if level is not None else "",
              " shaped by each slice's local noise" if mapped else "",
-             "; blotchy noise: mean with the polyphase sub-images' pass" if blotchy else "")
+             f"; blotchy noise: {blotchy} lone slice(s) averaged with their polyphase sub-images' pass"
+             if blotchy else "")
     if noise.confidence == "low":
         log.warning("series %s: the noise estimate is unsure (%s): check the derived series", ref.series_uid,
                     noise.doubt)
@@ -266,8 +270,6 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
     names = [settings.file_name.format(series_uid=derived_uid, source_series_uid=ref.series_uid, series_number=number,
                                        sop_uid=derived_sop_uid(key, info), index=i + 1)
              for i, key in enumerate(keys)]
-    context = denoiser.context
-    links = neighbour_links(plan.positions_mm, len(plan)) if context else None
     rows = context_indices(len(plan), context, links) if context else None  # each slice's neighbours
     if context:
         step_mm = typical_step_mm(plan.positions_mm, len(plan))
@@ -349,8 +351,8 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
                                                   "model_level_hu": None if level is None else round(level, 2),
                                                   "share_of_correction": denoiser.strength.blend(denoiser.noise_map),
                                                   "level_map": "local" if mapped else "series"},
-        blotchy_pass={"setting": denoiser.blotchy_pass, "applied": blotchy, "below_whiteness": MAX_WHITENESS,
-                      "series_whiteness": round(noise.whiteness, 3)},
+        blotchy_pass={"setting": denoiser.blotchy_pass, "lone_slices_averaged": blotchy,
+                      "below_whiteness": MAX_WHITENESS, "series_whiteness": round(noise.whiteness, 3)},
         **({"slice_context": {"neighbours_each_side": context, "linked_steps": int(links.sum()),
                               "steps": len(links), "step_mm": step_mm, "max_step_mm": MAX_STEP_MM,
                               "qa": QA_CONTEXT}} if context else {})))

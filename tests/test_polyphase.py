@@ -96,25 +96,33 @@ def test_fine_noise_an_absolute_strength_and_a_blind_model_keep_one_pass(tiny_co
     assert mean.denoise_hu(hu, W, BLOTCHY).shape == (1, 65, 65)
 
 
-def test_a_context_model_keeps_its_neighbours_in_the_sub_stacks():
+def test_a_context_model_averages_only_the_slices_that_run_alone():
     from models.autoencoder import DenoisingAutoencoder
     from models.store import LoadedModel
 
     torch.manual_seed(0)
-    model = DenoisingAutoencoder(width=4, levels=1, convs_per_level=1, noise_map=True, context=1).eval()
+    lone = {"width": 4, "levels": 1, "convs_per_level": 1, "noise_map": True}
+    model = DenoisingAutoencoder(**lone, context=1, lone=lone).eval()
     loaded = LoadedModel(model, {"name": "ctx", "version": "0"}, None, "0")
-    hu = _slices(n=4, size=64, seed=2)
-    links = np.array([True, False, True])  # slices 0-1 and 2-3 are neighbours, 1-2 not
+    hu = _slices(n=5, size=64, seed=2)
+    links = np.array([True, False, False, True])  # slices 0-1 and 3-4 are neighbours, 2 stands alone
     mean = Denoiser(loaded, "cpu", cpu_batch_size=3, strength="full", blotchy_pass="mean")
+    off = Denoiser(loaded, "cpu", cpu_batch_size=3, strength="full")
+    np.testing.assert_array_equal(mean.lone(links, 0, 5), [False, False, True, False, False])
+    np.testing.assert_array_equal(mean.lone(links, 1, 4), [False, True, False])
     unit = np.clip(hu_to_unit(hu, W), 0, 1)
     told_std = np.float32(model_level_hu(25.0, 1.0, mean.level_rule) / 2000)
-    direct = mean.denoise_unit(unit, np.float32(model_level_hu(25.0, 0.5, mean.level_rule) / 2000),
-                               links=links, span=(1, 3))
-    poly = merge([mean.denoise_unit(s, told_std, links=links, span=(1, 3)) for s in phases(unit)], (64, 64))
-    got = hu_to_unit(mean.denoise_hu(hu, W, BLOTCHY, links=links, span=(1, 3)), W)
-    np.testing.assert_allclose(got, (direct + poly) / 2, atol=2e-5)
-    unlinked = hu_to_unit(mean.denoise_hu(hu, W, BLOTCHY, links=np.zeros(3, bool), span=(1, 3)), W)
-    assert np.abs(unlinked - got).max() > 1e-4  # the neighbours reach the sub-image pass too
+    direct = off.denoise_unit(unit, np.float32(model_level_hu(25.0, 0.5, mean.level_rule) / 2000), links=links,
+                              span=(1, 4))
+    alone = merge([off.denoise_unit(s, told_std, links=np.zeros(0, bool)) for s in phases(unit[2:3])], (64, 64))[0]
+    got = hu_to_unit(mean.denoise_hu(hu, W, BLOTCHY, links=links, span=(1, 4)), W)
+    np.testing.assert_allclose(got[0], direct[0], atol=2e-5)  # linked: as it was
+    np.testing.assert_allclose(got[1], (direct[1] + alone) / 2, atol=2e-5)  # alone: the mean, through the lone network
+    np.testing.assert_allclose(got[2], direct[2], atol=2e-5)
+    assert np.abs(got[1] - direct[1]).max() > 1e-3
+    linked = np.ones(4, bool)  # every slice with neighbours: nothing to average
+    np.testing.assert_array_equal(mean.denoise_hu(hu, W, BLOTCHY, links=linked),
+                                  off.denoise_hu(hu, W, BLOTCHY, links=linked))
 
 
 def _blotchy_and_white_study(series_writer, folder):
@@ -157,16 +165,16 @@ def test_the_setting_enters_the_uids_provenance_and_description_and_gates_per_se
                                    ds.DerivationDescription, prov["blotchy_pass"])
     assert {k for k, _ in by_kind} == {"soft", "white"}  # the two series read either side of the gate
     pixels, text, prov = by_kind["soft", "mean"]
-    assert prov["setting"] == "mean" and prov["applied"] is True and prov["below_whiteness"] == MAX_WHITENESS
-    assert prov["series_whiteness"] < MAX_WHITENESS
-    assert "mean with its 2x2 polyphase sub-images' result" in text
+    assert prov["setting"] == "mean" and prov["lone_slices_averaged"] == 3  # a 2-D model: every slice runs alone
+    assert prov["below_whiteness"] == MAX_WHITENESS and prov["series_whiteness"] < MAX_WHITENESS
+    assert "3 lone slice(s) averaged with their 2x2 polyphase sub-images' result" in text
     assert not np.array_equal(pixels, by_kind["soft", "off"][0])
     pixels, text, prov = by_kind["white", "mean"]
-    assert prov["applied"] is False and "polyphase" not in text
+    assert prov["lone_slices_averaged"] == 0 and "polyphase" not in text
     np.testing.assert_array_equal(pixels, by_kind["white", "off"][0])  # above the gate: the same pixels
-    assert by_kind["soft", "off"][2] == {"setting": "off", "applied": False, "below_whiteness": MAX_WHITENESS,
+    assert by_kind["soft", "off"][2] == {"setting": "off", "lone_slices_averaged": 0, "below_whiteness": MAX_WHITENESS,
                                          "series_whiteness": by_kind["soft", "mean"][2]["series_whiteness"]}
-    assert "blotchy noise: mean with the polyphase sub-images' pass" in caplog.text
+    assert "blotchy noise: 3 lone slice(s) averaged with their polyphase sub-images' pass" in caplog.text
 
 
 def test_the_study_run_refuses_a_denoiser_built_with_another_setting(tiny_conditioned_model, tmp_path):

@@ -155,18 +155,19 @@ def test_the_context_bench_adds_kernel_noise_per_slice_and_runs_the_blotchy_pass
     np.testing.assert_allclose(added[2], expected, atol=1e-5)
     assert told == 0.03 and not np.allclose(added[0], added[1], atol=1e-3)
     assert estimate_series(list(noisy * 2000 - 1000)).whiteness < MAX_WHITENESS  # blotchy: the pass applies
-    weights = str(Path(__file__).resolve().parents[1] / "models" / "weights" / "ct_denoiser.safetensors")
+    shipped = str(Path(__file__).resolve().parents[1] / "models" / "weights" / "ct_denoiser.safetensors")
     rows = {}
-    for level in ("soft@0.03", "0.05"):
+    for thick, level in (("2", "soft@0.03"), ("2", "0.05"), ("1", "soft@0.03")):  # 6 mm apart: each slice alone
         main(["--part", "test", "--levels", level, "--volumes-dir", str(volume_set), "--no-bm3d", "--no-bm4d",
-              "--untold", "--blotchy-pass", "--weights", weights])
+              "--untold", "--blotchy-pass", "--weights", shipped, "--thick", thick])
         table = capsys.readouterr().out
         cells = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()]
-        rows[level] = {c[0]: float(c[1]) for c in cells if len(c) == 4 and "told nothing" in c[0]}
-        assert len(rows[level]) == 2 and any(name.endswith(", told nothing, blotchy_pass mean") for name in rows[level])
-    once, mean = rows["soft@0.03"].values()
-    assert mean != once  # blotchy noise: the second pass changed the result
-    assert len(set(rows["0.05"].values())) == 1  # white noise: the gate keeps the pass off
+        rows[thick, level] = [float(c[1]) for c in cells if len(c) == 4 and "told nothing" in c[0]]
+        assert len(rows[thick, level]) == 2 and ", told nothing, blotchy_pass mean |" in table
+    once, mean = rows["2", "soft@0.03"]
+    assert mean != once  # blotchy noise, lone slices: the second pass changed the result
+    assert len(set(rows["2", "0.05"])) == 1  # white noise: the gate keeps the pass off
+    assert len(set(rows["1", "soft@0.03"])) == 1  # 3 mm apart, with neighbours: left as they are
 
 
 def test_a_context_model_exports_with_a_card_measured_on_its_volumes_and_on_lone_slices(volume_set, tmp_path):

@@ -50,8 +50,9 @@ class Denoiser:
     estimate, :mod:`pipeline.inference.noise_level`). With ``noise_level_map`` ``local`` (not the default) a
     relative strength tells a noise-conditioned model the series' level times each slice's own
     :func:`~pipeline.inference.noise_map.relative_noise_map`; ``series`` tells it one level per series.
-    With ``blotchy_pass`` ``mean`` (not the default) a series with blotchy noise is denoised a second
-    time through its 2x2 polyphase sub-images and the two results averaged (:mod:`pipeline.inference.polyphase`)."""
+    With ``blotchy_pass`` ``mean`` (not the default) the slices of a series with blotchy noise that run
+    alone are denoised a second time through their 2x2 polyphase sub-images and the two results
+    averaged (:mod:`pipeline.inference.polyphase`)."""
 
     def __init__(self, loaded: LoadedModel, device: str = "auto", batch_size: int = 8, amp: bool = True,
                  cpu_batch_size: int | None = None, strength: str | float | Strength = DEFAULT_STRENGTH,
@@ -112,16 +113,24 @@ class Denoiser:
         return self.local_levels(strength) and noise is not None and applies(noise.whiteness)
 
     def polyphase_pass(self, strength: Strength | None = None) -> bool:
-        """Whether a series with blotchy noise may be denoised a second time through its polyphase
-        sub-images: ``blotchy_pass`` ``mean``, a noise-conditioned model and a relative strength (the
-        second pass is told the series' own std; an absolute strength or a blind model are not
-        measured with it)."""
+        """Whether the lone slices of a series with blotchy noise may be denoised a second time through
+        their polyphase sub-images: ``blotchy_pass`` ``mean``, a noise-conditioned model and a relative
+        strength (the second pass is told the series' own std; an absolute strength or a blind model
+        are not measured with it)."""
         return self.blotchy_pass == "mean" and self.noise_map and (strength or self.strength).relative
 
     def blotchy(self, noise: SeriesNoise | None, strength: Strength | None = None) -> bool:
-        """Whether a series with the estimate ``noise`` gets the polyphase pass: :meth:`polyphase_pass`
-        and noise blotchier than :data:`pipeline.inference.polyphase.MAX_WHITENESS`."""
+        """Whether the lone slices of a series with the estimate ``noise`` get the polyphase pass:
+        :meth:`polyphase_pass` and noise blotchier than :data:`pipeline.inference.polyphase.MAX_WHITENESS`."""
         return self.polyphase_pass(strength) and noise is not None and polyphase.applies(noise.whiteness)
+
+    def lone(self, links: np.ndarray | None, first: int, last: int) -> np.ndarray:
+        """(last - first,) bool: which slices ``first:last`` of a stack with the neighbour ``links``
+        run alone (a 2-D model: every one; a context model: those linked on neither side)."""
+        if not self.context:
+            return np.ones(last - first, bool)
+        linked = np.asarray(links, bool)
+        return ~(np.r_[False, linked][first:last] | np.r_[linked, False][first:last])
 
     @property
     def noise_map(self) -> bool:
@@ -190,9 +199,9 @@ class Denoiser:
         strength with ``noise_level_map`` ``local`` tells the model the series' level times each
         slice's :func:`~pipeline.inference.noise_map.relative_noise_map` (of ``hu``, noise and all),
         unless the series' noise is blotchy (:meth:`maps_levels`). Where the series' noise is blotchy
-        and ``blotchy_pass`` is ``mean`` (:meth:`blotchy`), the model's output is the mean of its
-        output on the slices and on their four polyphase sub-stacks (each with the same ``links`` and
-        ``span``, told the series' std as white noise): :mod:`pipeline.inference.polyphase`.
+        and ``blotchy_pass`` is ``mean`` (:meth:`blotchy`), the model's output on each slice that runs
+        alone (:meth:`lone`) is the mean of its output on the slice and on the slice's four polyphase
+        sub-images (told the series' std as white noise): :mod:`pipeline.inference.polyphase`.
 
         A model with slice context needs ``links`` (:func:`pipeline.inference.slice_context.neighbour_links` of the
         slices' positions): which consecutive slices of ``hu`` are neighbours; with ``span`` only the
@@ -211,9 +220,14 @@ class Denoiser:
         clipped = np.clip(unit, 0.0, 1.0)
         out = self.denoise_unit(clipped, sigma, on_batch, links, span)
         if self.blotchy(noise, s):
-            told = np.float32(s.model_hu(noise.sigma_hu, 1.0, self.level_rule) / window.width)
-            subs = [self.denoise_unit(sub, told, None, links, span) for sub in polyphase.phases(clipped)]
-            out = (out + polyphase.merge(subs, out.shape[-2:])) * np.float32(0.5)
+            first, last = span or (0, len(hu))
+            lone = self.lone(links, first, last)
+            if lone.any():
+                picked = clipped[first:last][lone]
+                told = np.float32(s.model_hu(noise.sigma_hu, 1.0, self.level_rule) / window.width)
+                alone = np.zeros(max(len(picked) - 1, 0), bool)  # each picked slice as it ran: alone
+                subs = [self.denoise_unit(sub, told, links=alone) for sub in polyphase.phases(picked)]
+                out[lone] = (out[lone] + polyphase.merge(subs, out.shape[-2:])) * np.float32(0.5)
         if span:
             unit = unit[span[0]:span[1]]
         band = np.float32(EDGE_BAND)
