@@ -124,7 +124,8 @@ def told_methods(denoiser: Denoiser, level: str, shape: tuple[int, ...], use_bm3
     kernel-shaped noise its spectrum for a slice of ``shape``) when ``use_bm3d``; with
     ``bm3d_estimate`` also ``bm3d_estimate``: BM3D told what the delivered model is told, the noise
     estimated from the copy itself (white: no spectrum), as BM3D would run in a pipeline like this one,
-    which knows no added std."""
+    which knows no added std; the caller gives it that estimate (``estimated_noise_unit`` of the
+    copy) in place of the std."""
     out: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {}
     if denoiser.noise_map:
         out["autoencoder_told"] = lambda x, s: denoiser.denoise_unit(np.clip(x, 0, 1)[None], s)[0]
@@ -134,7 +135,7 @@ def told_methods(denoiser: Denoiser, level: str, shape: tuple[int, ...], use_bm3
         out["bm3d"] = lambda x, s: bm3d.bm3d(x, sigma_psd=s if psd is None else psd)
     if bm3d_estimate:
         bm3d = import_bm3d()
-        out["bm3d_estimate"] = lambda x, s: bm3d.bm3d(x, sigma_psd=estimated_noise_unit(x[None], W))
+        out["bm3d_estimate"] = lambda x, s: bm3d.bm3d(x, sigma_psd=s)  # s: the caller's estimate from x
     return out
 
 
@@ -232,14 +233,16 @@ def score_level(level: str, slices: list[BenchSlice], seeds: int, denoiser: Deno
         told = told_methods(denoiser, level, sl.hu.shape, use_bm3d, bm3d_estimate)
         for k in range(seeds):
             noisy, sigma = noisy_copy(sl, level, k)
-            bound = {name: (lambda x, f=f, s=sigma: f(x, s)) for name, f in told.items()}
+            est = estimated_noise_unit(noisy[None], W) if "bm3d_estimate" in told else None  # estimated once
+            bound = {name: (lambda x, f=f, s=est if name == "bm3d_estimate" else sigma: f(x, s))
+                     for name, f in told.items()}
             methods = {"noisy": lambda x: x, "autoencoder": lambda x: delivered(x[None])[0]}
             methods.update({name: f for name, f in bound.items() if name == "autoencoder_told"})
             methods.update({name: f for name, (_, f) in filters.items()})
             methods.update({name: f for name, f in bound.items() if name.startswith("bm3d")})
             settings = {name: filters[name][0] for name in methods if name in filters}
             if "bm3d_estimate" in methods:
-                settings["bm3d_estimate"] = f"sigma {estimated_noise_unit(noisy[None], W):.6g}"
+                settings["bm3d_estimate"] = f"sigma {est:.6g}"
             keys = {name: score_key(level, sl.name, k, name, settings.get(name, "")) for name in methods}
             cached = {name for name in methods
                       if not name.startswith("autoencoder") and filters.get(name, ((),))[0] != ("auto",)}
@@ -399,7 +402,8 @@ def print_tables(results, slices, digits: int = 2, by: str = "source") -> None:
         cells = [f"{means[k][0]:.{digits}f} / {means[k][1]:.3f}" for k in methods]
         bm = [f"{m[k]:+.{digits}f}" if k in m else "-" for k in ("bm3d", "bm3d_estimate")[:1 + estimate]]
         print(f"| {level} | {part} | {source} | " + " | ".join(cells + bm)
-              + f" | {m['seed filters']:+.{digits}f} | {m.get('estimate', float('nan')):+.{digits}f} |")
+              + f" | {m['seed filters']:+.{digits}f} | "
+              + (f"{m['estimate']:+.{digits}f}" if "estimate" in m else "-") + " |")  # a blind model: no told row
 
 
 def compare_with_qa(results, test: list[BenchSlice], loaded, folder: str) -> None:
