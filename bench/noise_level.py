@@ -143,7 +143,7 @@ def calibrate(args) -> None:
 
     w = Window()
     denoiser = Denoiser(load_model(args.weights), "cpu", cpu_batch_size=1)
-    rule_now = denoiser.level_rule
+    rule_now = denoiser.lone_level_rule  # the slices here run alone: a paired model's lone network
     pairs: list[tuple[float, np.ndarray]] = []
     gains = np.array(args.gains)
     print("| slice | noise | estimate HU | whiteness | " + " | ".join(f"k {k:g}" for k in gains)

@@ -147,11 +147,14 @@ def derivation_info(settings: Settings, denoiser: Denoiser) -> DerivedSeriesInfo
 
 
 def series_description(info: DerivedSeriesInfo, noise: SeriesNoise, level_hu: float | None,
-                       local: bool = False, blotchy: int = 0) -> DerivedSeriesInfo:
+                       local: bool = False, blotchy: int = 0, lone_level_hu: float | None = None,
+                       alone: int = 0) -> DerivedSeriesInfo:
     """``info`` with the series' own noise estimate and model level (``local``: shaped across each
     slice by its noise map; ``blotchy``: how many lone slices were also denoised through their
-    polyphase sub-images) in its DerivationDescription."""
+    polyphase sub-images; ``lone_level_hu``: the level its ``alone`` lone slices were told, where
+    that differs) in its DerivationDescription."""
     told = f", model told {level_hu:.1f} HU" if level_hu is not None else ""
+    told += f" ({lone_level_hu:.1f} HU on its {alone} lone slice(s))" if lone_level_hu is not None and told else ""
     told += " shaped by each slice's local noise" if local and told else ""
     told += (f"; blotchy noise (whiteness {noise.whiteness:.2f}): {blotchy} lone slice(s) averaged with their 2x2 "
              "polyphase sub-images' result" if blotchy else "")
@@ -246,15 +249,20 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
         if not str(ds.get("StudyInstanceUID", "") or "").strip():
             ds.StudyInstanceUID = ref.study_uid
     noise = estimate_noise(plan)
-    level = denoiser.level_hu(noise)
     mapped = denoiser.maps_levels(noise)  # told a level map shaped by each slice's noise, not one level
     context = denoiser.context
     links = neighbour_links(plan.positions_mm, len(plan)) if context else None
+    alone = int(denoiser.lone(links, 0, len(plan)).sum())  # slices that run alone
+    # a paired model's lone slices may be told their own network's level: the series' level is that of
+    # its slices with neighbours, the lone slices' is named beside it
+    level = denoiser.level_hu(noise, lone=context > 0 and alone == len(plan))
+    lone_level = denoiser.level_hu(noise, lone=True) if denoiser.lone_told_apart() and 0 < alone < len(plan) else None
     # lone slices of blotchy noise: also denoised through their polyphase sub-images
-    blotchy = int(denoiser.lone(links, 0, len(plan)).sum()) if denoiser.blotchy(noise) else 0
-    info = series_description(info, noise, level, mapped, blotchy)
-    log.info("series %s: %s; strength %s%s%s%s", ref.series_uid, noise.describe(), denoiser.strength,
+    blotchy = alone if denoiser.blotchy(noise) else 0
+    info = series_description(info, noise, level, mapped, blotchy, lone_level, alone)
+    log.info("series %s: %s; strength %s%s%s%s%s", ref.series_uid, noise.describe(), denoiser.strength,
              f": model told {level:.1f} HU" if level is not None else "",
+             f" ({lone_level:.1f} HU on its {alone} lone slice(s))" if lone_level is not None else "",
              " shaped by each slice's local noise" if mapped else "",
              f"; blotchy noise: {blotchy} lone slice(s) averaged with their polyphase sub-images' pass"
              if blotchy else "")
@@ -349,6 +357,8 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
         qa_slices=sample, source_images=keys, warnings=plan.warnings,
         noise_estimate=noise.as_dict(), strength={"setting": denoiser.strength.text, "meaning": str(denoiser.strength),
                                                   "model_level_hu": None if level is None else round(level, 2),
+                                                  **({"model_level_hu_lone_slices": round(lone_level, 2)}
+                                                     if lone_level is not None else {}),
                                                   "share_of_correction": denoiser.strength.blend(denoiser.noise_map),
                                                   "level_map": "local" if mapped else "series"},
         blotchy_pass={"setting": denoiser.blotchy_pass, "lone_slices_averaged": blotchy,

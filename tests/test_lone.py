@@ -105,6 +105,79 @@ def test_the_denoiser_runs_a_one_slice_series_and_a_slice_between_gaps_through_t
     np.testing.assert_allclose(alone[0], out[2], rtol=0, atol=1e-6)
 
 
+def test_a_pairs_lone_network_is_told_by_its_own_level_rule_and_the_stacks_by_theirs(tmp_path):
+    from pipeline.inference.noise_level import SeriesNoise
+    from pipeline.inference.window import Window, hu_to_unit
+    _, _, both = _pair(context=1)
+    rules = {"level_rule": {"exponent": 1.8, "max_gain": 1.5}, "lone_level_rule": {"exponent": 0.2, "max_gain": 1.25}}
+    save_model(both, tmp_path / "pair.safetensors", {"name": "pair", "version": "0.1", **rules})
+    den = Denoiser(load_model(tmp_path / "pair.safetensors"), device="cpu", batch_size=2, strength="full")
+    blotchy, white = (SeriesNoise(40.0, 35.0, 45.0, 2, {"soft tissue": 2}, w) for w in (0.4, 1.0))
+    assert den.lone_told_apart()
+    assert den.level_hu(blotchy) == pytest.approx(40.0 * 1.5)  # 0.4 ** -1.8 = 5.2, at most 1.5x
+    assert den.level_hu(blotchy, lone=True) == pytest.approx(40.0 * 0.4 ** -0.2)  # 1.20x
+    assert den.level_hu(white, lone=True) == den.level_hu(white) == pytest.approx(40.0)
+    hu = np.random.default_rng(1).normal(0, 200, (5, 16, 16)).astype(np.float32)
+    links = np.array([True, False, False, True])  # slice 2 alone
+    w = Window()
+    got = den.denoise_hu(hu, w, blotchy, links=links)
+    unit = np.clip(hu_to_unit(hu, w), 0, 1)
+    told = np.float32([60.0, 60.0, 40.0 * 0.4 ** -0.2, 60.0, 60.0]) / np.float32(w.width)
+    want = den.denoise_unit(unit, told, links=links)
+    inside = (want > 0.05) & (want < 0.95)  # away from the window's edge band (the HU beyond it is put back)
+    np.testing.assert_allclose(hu_to_unit(got, w)[inside], want[inside], rtol=0, atol=1e-5)
+    one_level = den.denoise_unit(unit, np.float32(60.0 / w.width), links=links)
+    assert np.abs(want[2] - one_level[2]).max() > 1e-4 and np.array_equal(want[[0, 1, 3, 4]], one_level[[0, 1, 3, 4]])
+    np.testing.assert_allclose(den.denoise_hu(hu, w, blotchy, links=links, span=(1, 3)),
+                               got[1:3], rtol=0, atol=1e-3)  # a span: each slice told as in the whole
+
+    # without lone_level_rule both are told by level_rule; a 2-D model has no lone network to tell apart
+    save_model(both, tmp_path / "one.safetensors",
+               {"name": "pair", "version": "0.1", "level_rule": rules["level_rule"]})
+    one = Denoiser(load_model(tmp_path / "one.safetensors"), device="cpu")
+    assert not one.lone_told_apart() and one.level_hu(blotchy, lone=True) == pytest.approx(60.0)
+    _, flat, _ = _pair(context=1)
+    save_model(flat, tmp_path / "flat.safetensors", {"name": "flat", "version": "0.1", **rules})
+    plain = Denoiser(load_model(tmp_path / "flat.safetensors"), device="cpu")
+    assert not plain.lone_told_apart() and plain.level_hu(blotchy, lone=True) == pytest.approx(60.0)
+    save_model(both, tmp_path / "bad.safetensors", {"name": "pair", "version": "0.1",
+                                                     "lone_level_rule": {"exponent": -1, "max_gain": 1.25}})
+    with pytest.raises(ConfigError, match="model card lone_level_rule needs exponent >= 0"):
+        Denoiser(load_model(tmp_path / "bad.safetensors"), device="cpu")
+
+
+def test_a_series_with_lone_and_linked_slices_names_both_levels_in_its_provenance_and_description(
+        series_writer, tmp_path):
+    import pydicom
+
+    from pipeline.dicom.discovery import scan
+    from pipeline.settings import Settings
+    from pipeline.study_run import process_scan, study_output_folder
+    from pipeline.synthetic.kernel_noise import kernel_noise
+    _, _, both = _pair(context=1)
+    save_model(both, tmp_path / "pair.safetensors", {
+        "name": "pair", "version": "0.1", "window_hu": [-1000, 1000],
+        "level_rule": {"exponent": 1.8, "max_gain": 1.5}, "lone_level_rule": {"exponent": 0.2, "max_gain": 1.25}})
+    yy, xx = np.mgrid[:96, :96]
+    body = np.where((yy - 48) ** 2 + (xx - 48) ** 2 < 44**2, 1064.0, 0.0)  # 40 HU disc in air (-1024)
+    vol = np.stack([body + kernel_noise(body.shape, "soft", 30.0, seed=k) for k in range(4)]).clip(0, 4000)
+    vol = vol.astype(np.uint16)
+    series_writer(tmp_path / "in", vol[:3], series="gap")  # 2 mm apart
+    series_writer(tmp_path / "in", vol[3:], names=["far.dcm"], z0=30.0, index_offset=3, series="gap")  # 26 mm on
+    settings = Settings(progress=False, qa_every=0, qa_panels=0, strength="full")
+    den = Denoiser.from_settings(load_model(tmp_path / "pair.safetensors"), settings)
+    (outcome,) = process_scan(scan(tmp_path / "in"), tmp_path / "out", settings, den)
+    (s,) = outcome.series
+    folder = study_output_folder(tmp_path / "out", outcome.study_uid) / s.derived_series_uid
+    told = json.loads((folder / "provenance.json").read_text())["strength"]
+    assert s.noise.whiteness < 0.75  # blotchy: the two rules tell different levels
+    assert told["model_level_hu"] == pytest.approx(s.noise.sigma_hu * 1.5, abs=0.01) == s.model_level_hu
+    lone_level = s.noise.sigma_hu * s.noise.whiteness ** -0.2
+    assert told["model_level_hu_lone_slices"] == pytest.approx(lone_level, abs=0.01)
+    text = pydicom.dcmread(sorted(folder.glob("*.dcm"))[0]).DerivationDescription
+    assert f"model told {s.noise.sigma_hu * 1.5:.1f} HU ({lone_level:.1f} HU on its 1 lone slice(s))" in text
+
+
 def test_the_pair_tool_writes_one_file_whose_card_names_both_and_is_measured_again(volume_set, tmp_path):  # noqa: F811
     from models.training.card import export
     from models.training.train import train
@@ -192,6 +265,15 @@ def test_the_pair_tool_writes_one_file_whose_card_names_both_and_is_measured_aga
     second = load_model(again)
     assert "summed into one" in second.card["training"]["lone_slices"]["how"]
     assert second.card["level_rule"]["exponent"] == 1.8 and "weights_dtype" not in second.card
+    assert "lone_level_rule" not in second.card  # none asked: one rule for both networks
+    third = tmp_path / "pair3.safetensors"
+    main([str(ctx), "--lone", str(ctx), "--out", str(third), "--level-rule", "1.8,1.5",
+          "--lone-level-rule", "0.2,1.25"])
+    assert load_model(third).card["lone_level_rule"]["max_gain"] == 1.25
+    main(["--split", str(third), "--out", str(tmp_path / "s3.safetensors"),
+          "--lone-out", str(tmp_path / "l3.safetensors")])
+    assert load_model(tmp_path / "l3.safetensors").card["level_rule"]["exponent"] == 0.2  # the lone network's own
+    assert load_model(tmp_path / "s3.safetensors").card["level_rule"]["exponent"] == 1.8
     x, level = torch.rand(1, 1, 32, 32), torch.tensor([0.05])
     with torch.no_grad():
         torch.testing.assert_close(second.model(x.repeat(1, 3, 1, 1), level), stacks.model(x.repeat(1, 3, 1, 1), level),

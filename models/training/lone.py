@@ -3,14 +3,17 @@ slices (a one-slice series, a slice cut off by gaps on both sides), written as o
 a model card whose figures are measured again.
 
     python -m models.training.lone STACKS.safetensors --lone LONE.safetensors --out W --model-version V
-        [--level-rule EXPONENT,MAX_GAIN] [--float16]
+        [--level-rule EXPONENT,MAX_GAIN] [--lone-level-rule EXPONENT,MAX_GAIN] [--float16]
     python -m models.training.lone --split W --out STACKS.safetensors --lone-out LONE.safetensors
     python -m models.training.lone --flat CONTEXT_MODEL.safetensors --out LONE.safetensors
 
 STACKS denoises every slice that has a neighbour; LONE (a 2-D model, or a slice-context model whose
 first layer's slice channels are summed into one, which is what it computes on a lone slice) every
 slice that has none. ``--float16`` stores the weights in half precision (half the file; the card's
-figures are measured on the weights as stored, computed in float32).
+figures are measured on the weights as stored, computed in float32). ``--lone-level-rule`` gives the
+network for lone slices a rule of its own for blotchy noise (``lone_level_rule`` in the card; fitted by
+``python -m bench.noise_level --calibrate --weights LONE``), where it was trained on other noise than
+the stacks network; without it both networks are told by ``--level-rule``.
 
 ``--split`` writes the two networks of such a model apart, each with a card of its own (bit for bit the
 tensors of W, its storage type kept): the stacks network, whose card names its training run as W's
@@ -55,9 +58,10 @@ def lone_network(loaded: LoadedModel) -> DenoisingAutoencoder:
 
 def pair(stacks_path: Path, lone_path: Path, out: Path, version: str = MODEL_VERSION,
          level_rule: LevelRule | None = None, dtype: torch.dtype | None = None,
-         command: str | None = None) -> dict[str, Any]:
+         command: str | None = None, lone_level_rule: LevelRule | None = None) -> dict[str, Any]:
     """Write the model of ``stacks_path`` with ``lone_path``'s network for lone slices to ``out``, with
-    its card; returns the card."""
+    its card (``lone_level_rule``: that network's own rule for blotchy noise, where it differs);
+    returns the card."""
     stacks, lone = load_model(stacks_path), load_model(lone_path)
     if not stacks.model.context or stacks.model.lone is not None:
         raise ConfigError(f"{stacks_path}: a network for lone slices goes with a slice-context model that has none")
@@ -95,6 +99,8 @@ def pair(stacks_path: Path, lone_path: Path, out: Path, version: str = MODEL_VER
     rule = level_rule or (LevelRule.from_card(stacks.card) if "level_rule" in stacks.card else None)
     if rule is not None:
         card["level_rule"] = rule_entry(rule)
+    if lone_level_rule is not None and lone_level_rule != (rule or LevelRule()):
+        card["lone_level_rule"] = rule_entry(lone_level_rule)
     save_model(model, out, card, dtype=dtype)
     log.info("wrote %s (%s for stacks, %s for lone slices)", out, stacks.name, lone.name)
     return card
@@ -116,6 +122,7 @@ def split(path: Path, stacks_out: Path, lone_out: Path) -> tuple[dict[str, Any],
     if model.lone is None:
         raise ConfigError(f"{path}: holds no network for lone slices; nothing to split")
     common = {k: loaded.card[k] for k in ("name", "input", "window_hu", "level_rule") if k in loaded.card}
+    lone_rule = {"level_rule": loaded.card["lone_level_rule"]} if "lone_level_rule" in loaded.card else {}
     half = str(loaded.card.get("weights_dtype", "")).startswith("float16")
     training = dict(loaded.card.get("training", {}))
     lone_training = training.pop("lone_slices", {})
@@ -127,7 +134,7 @@ def split(path: Path, stacks_out: Path, lone_out: Path) -> tuple[dict[str, Any],
     cards = (dict(common, version=f"{version}-stacks", training=training,
                   architecture=dict(architecture, parameters=count_parameters(stacks)),
                   split_from=_split_from(path, loaded, "the network for slices with a neighbour")),
-             dict(common, version=f"{version}-lone", input=input_text(0, model.lone.noise_map),
+             dict(common, **lone_rule, version=f"{version}-lone", input=input_text(0, model.lone.noise_map),
                   training=lone_training.get("training", {}),
                   architecture={"class": architecture.get("class"), "description": architecture["description"],
                                 "parameters": count_parameters(model.lone)},
@@ -173,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model-version", default=MODEL_VERSION)
     p.add_argument("--level-rule", type=level_rule_arg, default=None, metavar="EXPONENT,MAX_GAIN",
                    help="the card's rule for blotchy noise (default: the stacks model's)")
+    p.add_argument("--lone-level-rule", type=level_rule_arg, default=None, metavar="EXPONENT,MAX_GAIN",
+                   help="the network for lone slices' own rule (default: the card's rule for both)")
     p.add_argument("--float16", action="store_true", help="store the weights in half precision")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -193,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
             flatten(args.flat, args.out)
             return
         pair(args.stacks, args.lone, args.out, args.model_version, args.level_rule,
-             torch.float16 if args.float16 else None, command)
+             torch.float16 if args.float16 else None, command, args.lone_level_rule)
     except (ConfigError, ModelLoadError) as exc:
         sys.exit(f"error: {exc}")
 

@@ -77,6 +77,10 @@ class Denoiser:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.level_rule = LevelRule.from_card(loaded.card)  # how this model is told blotchy noise
+        # a paired model's network for lone slices may want its own rule (trained on other noise)
+        self.lone_level_rule = (LevelRule.from_card(loaded.card, "lone_level_rule")
+                                if getattr(loaded.model, "lone", None) is not None and "lone_level_rule" in loaded.card
+                                else self.level_rule)
         log.info("model %s on %s (batch %d%s); strength %s%s%s", loaded.name, self.device, self.batch_size,
                  f", autocast {str(self.amp_dtype).removeprefix('torch.')}" if self.amp else "", self.strength,
                  "" if self.noise_map else f" (blind model: {self.strength.blend(False):.0%} of its correction)",
@@ -94,13 +98,21 @@ class Denoiser:
             return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
         return contextlib.nullcontext()
 
-    def level_hu(self, noise: SeriesNoise | None, strength: Strength | None = None) -> float | None:
+    def level_hu(self, noise: SeriesNoise | None, strength: Strength | None = None,
+                 lone: bool = False) -> float | None:
         """The noise std (HU) the model is told for a series with the estimate ``noise`` (None for a
-        blind model)."""
+        blind model); ``lone``: what a context model's slices without a neighbour are told (its
+        network for lone slices may have a level rule of its own, :attr:`lone_level_rule`)."""
         if not self.noise_map:
             return None
         s = strength or self.strength
-        return s.model_hu(noise.sigma_hu if noise else None, noise.whiteness if noise else 1.0, self.level_rule)
+        rule = self.lone_level_rule if lone and self.context else self.level_rule
+        return s.model_hu(noise.sigma_hu if noise else None, noise.whiteness if noise else 1.0, rule)
+
+    def lone_told_apart(self) -> bool:
+        """Whether the slices that run alone are told another level than those with neighbours (a
+        paired model whose network for lone slices has a level rule of its own)."""
+        return bool(self.context) and self.noise_map and self.lone_level_rule != self.level_rule
 
     def local_levels(self, strength: Strength | None = None) -> bool:
         """Whether the model may be told a level map shaped by each slice's noise (a noise-conditioned
@@ -211,20 +223,22 @@ class Denoiser:
             raise ConfigError(f"model {self.loaded.name} takes {self.context} neighbouring slice(s) on each side: "
                               "the slices' neighbour links are required")
         s = strength or self.strength
+        first, last = span or (0, len(hu))
         level = self.level_hu(noise, s)
         sigma = None if level is None else np.float32(level / window.width)
+        if sigma is not None and self.lone_told_apart():  # one level per slice: its network's
+            alone_level = np.float32(self.level_hu(noise, s, lone=True) / window.width)
+            sigma = np.where(self.lone(links, first, last), alone_level, sigma).astype(np.float32)
         if sigma is not None and self.maps_levels(noise, s):
-            first, last = span or (0, len(hu))
-            sigma = np.stack([relative_noise_map(h) for h in hu[first:last]]) * sigma
+            sigma = np.stack([relative_noise_map(h) for h in hu[first:last]]) * np.reshape(sigma, (-1, 1, 1))
         unit = hu_to_unit(hu, window)
         clipped = np.clip(unit, 0.0, 1.0)
         out = self.denoise_unit(clipped, sigma, on_batch, links, span)
         if self.blotchy(noise, s):
-            first, last = span or (0, len(hu))
             lone = self.lone(links, first, last)
             if lone.any():
                 picked = clipped[first:last][lone]
-                told = np.float32(s.model_hu(noise.sigma_hu, 1.0, self.level_rule) / window.width)
+                told = np.float32(s.model_hu(noise.sigma_hu, 1.0, self.lone_level_rule) / window.width)
                 alone = np.zeros(max(len(picked) - 1, 0), bool)  # each picked slice as it ran: alone
                 subs = [self.denoise_unit(sub, told, links=alone) for sub in polyphase.phases(picked)]
                 out[lone] = (out[lone] + polyphase.merge(subs, out.shape[-2:])) * np.float32(0.5)

@@ -58,20 +58,21 @@ class LevelRule:
                               f"max_gain {self.max_gain!r}")
 
     @classmethod
-    def from_card(cls, card: dict) -> LevelRule:
-        """The rule a model card names (``level_rule``), else the default one; ``ConfigError`` for a
+    def from_card(cls, card: dict, key: str = "level_rule") -> LevelRule:
+        """The rule a model card names under ``key`` (``level_rule``; a paired model's network for lone
+        slices may have its own, ``lone_level_rule``), else the default one; ``ConfigError`` for a
         rule that is not two numbers >= 0 and >= 1."""
-        rule = card.get("level_rule")
+        rule = card.get(key)
         if rule is None:
             return cls()
         try:
             exponent, max_gain = float(rule["exponent"]), float(rule["max_gain"])
         except (KeyError, TypeError, ValueError):
-            raise ConfigError(f"model card level_rule must hold exponent and max_gain, got {rule!r}") from None
+            raise ConfigError(f"model card {key} must hold exponent and max_gain, got {rule!r}") from None
         try:
             return cls(exponent, max_gain)
         except ConfigError as exc:
-            raise ConfigError(f"model card {exc}") from None
+            raise ConfigError(f"model card {key}{str(exc).removeprefix('level_rule')}") from None
 
     def gain(self, whiteness: float) -> float:
         return min(self.max_gain, max(1.0, (max(whiteness, 1e-3) / WHITE_ENOUGH) ** -self.exponent))
