@@ -55,7 +55,7 @@ from pipeline.inference.denoiser import Denoiser
 from pipeline.inference.noise_level import SeriesNoise, estimate_series, sample_positions
 from pipeline.inference.polyphase import MAX_WHITENESS
 from pipeline.inference.slice_context import MAX_STEP_MM, context_indices, neighbour_links, typical_step_mm
-from pipeline.inference.strength import parse_strength
+from pipeline.inference.strength import DEFAULT_RULE, parse_strength
 from pipeline.inference.window import Window, hu_to_unit, unit_to_hu
 from pipeline.provenance import provenance, read_provenance
 from pipeline.qa.panels import PanelSlice, panel_slices, write_series_panels
@@ -141,9 +141,18 @@ def derivation_info(settings: Settings, denoiser: Denoiser) -> DerivedSeriesInfo
                    f"(weights sha256 {m.sha256[:16]}), HU window {settings.window}, strength {denoiser.strength}"
                    + (", noise level map local" if local else "") + (", blotchy pass mean" if blotchy else ""))
     fingerprint = (f"{m.sha256}|{settings.window.low}|{settings.window.high}|{__version__}|{denoiser.strength.text}"
-                   + ("|local" if local else "") + ("|blotchy-mean" if blotchy else ""))
+                   + ("|local" if local else "") + ("|blotchy-mean" if blotchy else "") + _rules(denoiser))
     return DerivedSeriesInfo(description, fingerprint, settings.series_description_suffix,
                              settings.series_number_offset, str(output_syntax(settings.output_transfer_syntax)))
+
+
+def _rules(denoiser: Denoiser) -> str:
+    """The level rules a model's card sets (what it is told for blotchy noise), for the derived UIDs:
+    the same weights told by another rule give another derived series. Empty for the default rule,
+    so a card without one keeps its UIDs."""
+    rule, lone = denoiser.level_rule, denoiser.lone_level_rule
+    return ("" if rule == DEFAULT_RULE else f"|rule {rule.exponent:g},{rule.max_gain:g}") + (
+        f"|lone-rule {lone.exponent:g},{lone.max_gain:g}" if denoiser.lone_told_apart() else "")
 
 
 def series_description(info: DerivedSeriesInfo, noise: SeriesNoise, level_hu: float | None,

@@ -146,6 +146,27 @@ def test_a_pairs_lone_network_is_told_by_its_own_level_rule_and_the_stacks_by_th
         Denoiser(load_model(tmp_path / "bad.safetensors"), device="cpu")
 
 
+def test_the_same_weights_told_by_another_level_rule_make_another_derived_series(tmp_path):
+    from pipeline.settings import Settings
+    from pipeline.study_run import derivation_info
+    _, _, both = _pair(context=1)
+    cards = {"none": {}, "rule": {"level_rule": {"exponent": 1.8, "max_gain": 1.5}},
+             "lower": {"level_rule": {"exponent": 1.8, "max_gain": 1.25}},
+             "lone": {"level_rule": {"exponent": 1.8, "max_gain": 1.5},
+                      "lone_level_rule": {"exponent": 1.8, "max_gain": 1.25}}}
+    weights = tmp_path / "pair.safetensors"
+    save_model(both, weights, {"name": "pair", "version": "0.1"})
+    card = json.loads(card_path(weights).read_text())
+    prints, shas = {}, set()
+    for key, rules in cards.items():  # one weights file, its card's rules edited
+        card_path(weights).write_text(json.dumps({**card, **rules}))
+        loaded = load_model(weights)
+        shas.add(loaded.sha256)
+        prints[key] = derivation_info(Settings(progress=False), Denoiser(loaded, device="cpu")).fingerprint
+    assert len(shas) == 1 and len(set(prints.values())) == 4 and "rule" not in prints["none"]  # no rule named: UIDs as before
+    assert prints["lone"].endswith("|rule 1.8,1.5|lone-rule 1.8,1.25")
+
+
 def test_a_series_with_lone_and_linked_slices_names_both_levels_in_its_provenance_and_description(
         series_writer, tmp_path):
     import pydicom
