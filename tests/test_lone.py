@@ -163,7 +163,8 @@ def test_the_same_weights_told_by_another_level_rule_make_another_derived_series
         loaded = load_model(weights)
         shas.add(loaded.sha256)
         prints[key] = derivation_info(Settings(progress=False), Denoiser(loaded, device="cpu")).fingerprint
-    assert len(shas) == 1 and len(set(prints.values())) == 4 and "rule" not in prints["none"]  # no rule named: UIDs as before
+    assert len(shas) == 1 and len(set(prints.values())) == 4
+    assert "rule" not in prints["none"]  # no rule named: the UIDs as before
     assert prints["lone"].endswith("|rule 1.8,1.5|lone-rule 1.8,1.25")
 
 
