@@ -310,7 +310,7 @@ def main() -> None:
     ap.add_argument("--digits", type=int, choices=range(1, 7), default=2, metavar="N",
                     help="decimals of the PSNR figures printed (default 2; 4 to compare two models' rows)")
     ap.add_argument("--by", choices=GROUPINGS, default="source",
-                    help="rows per source (default) or per reconstruction kernel; the card's are per source")
+                    help="rows per source (default), per reconstruction kernel or per slice; the card's are per source")
     ap.add_argument("--qa-check", action="store_true", help="compare the QA report's margins on the test part")
     ap.add_argument("--realct-dir", default=realct.DEFAULT_DIR)
     ap.add_argument("--noise-level-map", default=NOISE_MAP_DEFAULT, choices=NOISE_MAP_MODES,
@@ -364,13 +364,16 @@ def _means(per_slice: dict[str, dict[str, tuple[float, float]]], names: list[str
             for m in methods}
 
 
-GROUPINGS = ("source", "kernel")
+GROUPINGS = ("source", "kernel", "slice")
 
 
 def group_of(sl: BenchSlice, by: str = "source") -> str:
-    """The row a slice counts in: its source, or (``by="kernel"``) its reconstruction kernel."""
+    """The row a slice counts in: its source, its reconstruction kernel (``by="kernel"``) or itself
+    (``by="slice"``, its name and kernel)."""
     if by not in GROUPINGS:
         raise ValueError(f"rows are grouped by one of {GROUPINGS}, got {by!r}")
+    if by == "slice":
+        return f"{sl.name} ({sl.kernel or 'kernel not named'})"
     return sl.group if by == "source" else f"kernel {sl.kernel or '(not named)'}"
 
 

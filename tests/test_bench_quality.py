@@ -108,7 +108,7 @@ def test_cache_keys_name_the_low_dose_simulation_so_an_earlier_cache_is_not_read
     assert score_key("0.07", "s1", 0, "bm3d") == "score|0.07|s1|0|bm3d|"
 
 
-def test_rows_group_slices_by_source_or_by_reconstruction_kernel(capsys):
+def test_rows_group_slices_by_source_by_reconstruction_kernel_or_by_slice(capsys):
     sl = [BenchSlice("test", "orthanc_tests", f"f{k}", "1", np.zeros((4, 4), np.float32), 1.0, kernel)
           for k, kernel in enumerate(("BONE", "BONE", "B30s", ""))]
     per_slice = {f"f{k}": {"autoencoder": (30.0 + k, 0.9)} for k in range(4)}
@@ -118,6 +118,9 @@ def test_rows_group_slices_by_source_or_by_reconstruction_kernel(capsys):
     by_kernel = [(group, means["autoencoder"][0]) for _, _, group, means in rows(results, {"test": sl}, "kernel")]
     assert by_kernel == [("kernel BONE (2)", 30.5), ("kernel B30s (1)", 32.0), ("kernel (not named) (1)", 33.0),
                          ("all (4)", 31.5)]
+    by_slice = [(group, means["autoencoder"][0]) for _, _, group, means in rows(results, {"test": sl}, "slice")]
+    assert by_slice[1:] == [("f1 (BONE) (1)", 31.0), ("f2 (B30s) (1)", 32.0), ("f3 (kernel not named) (1)", 33.0),
+                            ("all (4)", 31.5)]
     with pytest.raises(ValueError, match="grouped by one of"):
         list(rows(results, {"test": sl}, "scanner"))
 

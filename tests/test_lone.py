@@ -290,8 +290,9 @@ def test_the_pair_tool_writes_one_file_whose_card_names_both_and_is_measured_aga
     assert "lone_level_rule" not in second.card  # none asked: one rule for both networks
     third = tmp_path / "pair3.safetensors"
     main([str(ctx), "--lone", str(ctx), "--out", str(third), "--level-rule", "1.8,1.5",
-          "--lone-level-rule", "0.2,1.25"])
-    assert load_model(third).card["lone_level_rule"]["max_gain"] == 1.25
+          "--lone-level-rule", "0.2,1.25", "--rule-fitted-by", "chosen by hand"])
+    assert load_model(third).card["lone_level_rule"] == {"exponent": 0.2, "max_gain": 1.25, "fitted_by": "chosen by hand"}
+    assert load_model(third).card["level_rule"]["fitted_by"] == "chosen by hand"
     main(["--split", str(third), "--out", str(tmp_path / "s3.safetensors"),
           "--lone-out", str(tmp_path / "l3.safetensors")])
     assert load_model(tmp_path / "l3.safetensors").card["level_rule"]["exponent"] == 0.2  # the lone network's own

@@ -168,10 +168,10 @@ def input_text(context: int, noise_map: bool) -> str:
             + ("; sigma: the std of the noise to remove, a fraction of the window" if noise_map else ""))
 
 
-def rule_entry(level_rule: LevelRule) -> dict[str, Any]:
-    """The card's ``level_rule``: the rule and how it was fitted."""
+def rule_entry(level_rule: LevelRule, fitted_by: str | None = None) -> dict[str, Any]:
+    """The card's ``level_rule``: the rule and how it was fitted (default: the calibration)."""
     return {**dataclasses.asdict(level_rule),
-            "fitted_by": "python -m bench.noise_level --calibrate --weights (validation part)"}
+            "fitted_by": fitted_by or "python -m bench.noise_level --calibrate --weights (validation part)"}
 
 
 def export(cfg: TrainConfig, run_dir: Path, weights: Path, version: str = MODEL_VERSION,

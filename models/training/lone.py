@@ -58,10 +58,11 @@ def lone_network(loaded: LoadedModel) -> DenoisingAutoencoder:
 
 def pair(stacks_path: Path, lone_path: Path, out: Path, version: str = MODEL_VERSION,
          level_rule: LevelRule | None = None, dtype: torch.dtype | None = None,
-         command: str | None = None, lone_level_rule: LevelRule | None = None) -> dict[str, Any]:
+         command: str | None = None, lone_level_rule: LevelRule | None = None,
+         rule_fitted_by: str | None = None) -> dict[str, Any]:
     """Write the model of ``stacks_path`` with ``lone_path``'s network for lone slices to ``out``, with
-    its card (``lone_level_rule``: that network's own rule for blotchy noise, where it differs);
-    returns the card."""
+    its card (``lone_level_rule``: that network's own rule for blotchy noise, where it differs;
+    ``rule_fitted_by``: how the rules given were chosen, for the card); returns the card."""
     stacks, lone = load_model(stacks_path), load_model(lone_path)
     if not stacks.model.context or stacks.model.lone is not None:
         raise ConfigError(f"{stacks_path}: a network for lone slices goes with a slice-context model that has none")
@@ -98,9 +99,10 @@ def pair(stacks_path: Path, lone_path: Path, out: Path, version: str = MODEL_VER
         card["weights_dtype"] = f"{str(dtype).removeprefix('torch.')} as stored, computed in float32"
     rule = level_rule or (LevelRule.from_card(stacks.card) if "level_rule" in stacks.card else None)
     if rule is not None:
-        card["level_rule"] = rule_entry(rule)
+        card["level_rule"] = (rule_entry(rule, rule_fitted_by) if level_rule is not None
+                              else stacks.card["level_rule"])
     if lone_level_rule is not None and lone_level_rule != (rule or LevelRule()):
-        card["lone_level_rule"] = rule_entry(lone_level_rule)
+        card["lone_level_rule"] = rule_entry(lone_level_rule, rule_fitted_by)
     save_model(model, out, card, dtype=dtype)
     log.info("wrote %s (%s for stacks, %s for lone slices)", out, stacks.name, lone.name)
     return card
@@ -182,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="the card's rule for blotchy noise (default: the stacks model's)")
     p.add_argument("--lone-level-rule", type=level_rule_arg, default=None, metavar="EXPONENT,MAX_GAIN",
                    help="the network for lone slices' own rule (default: the card's rule for both)")
+    p.add_argument("--rule-fitted-by", default=None, metavar="TEXT",
+                   help="how the rules given were chosen, for the card (default: the calibration)")
     p.add_argument("--float16", action="store_true", help="store the weights in half precision")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -202,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
             flatten(args.flat, args.out)
             return
         pair(args.stacks, args.lone, args.out, args.model_version, args.level_rule,
-             torch.float16 if args.float16 else None, command, args.lone_level_rule)
+             torch.float16 if args.float16 else None, command, args.lone_level_rule, args.rule_fitted_by)
     except (ConfigError, ModelLoadError) as exc:
         sys.exit(f"error: {exc}")
 
