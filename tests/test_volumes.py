@@ -262,6 +262,34 @@ def test_mixed_context_batches_hold_volume_patches_and_lone_slices_that_are_thei
                                                "contiguous real volumes")
 
 
+def test_a_2d_network_may_take_single_volume_slices_beside_the_sources_lone_slices(volume_set, tmp_path):
+    """lone_volume_fraction: a network for lone slices (context 0) trained on the real CT set's slices
+    and, for that share of the patches, single slices of the volumes, each alone."""
+    from models.training.card import describe_training
+    from tests.test_realct import _fake_set
+
+    real = _fake_set(tmp_path / "realct")
+    cfg = TrainConfig(context=0, source="realct", realct_dir=str(real), volumes_dir=str(volume_set),
+                      lone_volume_fraction=0.5, patch=48, batch_size=16, sigma_min=0.03, sigma_max=0.03)
+    noisy, clean, levels = PatchStream(cfg).batch(0)
+    assert noisy.shape == (16, 1, 48, 48) and clean.shape == (16, 1, 48, 48)
+    c = clean.numpy()[:, 0].astype(np.float64)
+    fake_values = {0.0, round((40 + 1000) / 2000, 3)}  # the fake set: air and a 40 HU square
+    from_volumes = [not set(np.round(np.unique(c[b]), 3)) <= fake_values for b in range(16)]
+    count = sum(from_volumes)
+    assert 0 < count < 16 and from_volumes == [True] * count + [False] * (16 - count)  # volume slices first
+    np.testing.assert_array_equal(noisy.numpy(), PatchStream(cfg).batch(0)[0].numpy())  # (seed, step) only
+    plain = PatchStream(TrainConfig(**{**cfg.__dict__, "lone_volume_fraction": 0.0})).batch(0)[1].numpy()[:, 0]
+    assert all(set(np.round(np.unique(b.astype(np.float64)), 3)) <= fake_values for b in plain)
+    assert [r.stack is None for r in validation_set(cfg)] == [True]  # validated on the lone slices
+    assert describe_training(cfg)["data"].startswith("for 50% of the patches (binomial per batch) single slices of the "
+                                            "training part of the contiguous real volumes")
+    for bad, message in ((dict(lone_volume_fraction=1.5), "must lie in"),
+                         (dict(lone_volume_fraction=0.5, context=1), "is for a 2-D network")):
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**{**cfg.__dict__, **bad})
+
+
 def test_volume_patches_get_low_dose_noise_of_their_own_anatomy_when_asked(volume_set):
     base = dict(context=1, volumes_dir=str(volume_set), patch=48, batch_size=8, sigma_min=0.03, sigma_max=0.03,
                 kernel_fraction=0.0)

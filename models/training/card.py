@@ -90,6 +90,10 @@ def describe_training(cfg: TrainConfig) -> dict[str, Any]:
         data = (f"for {cfg.volume_fraction:.0%} of the patches (binomial per batch) the training part of the "
                 "contiguous real volumes (models/training/volumes.py) with their neighbouring slices; for the rest, "
                 "lone slices, each its own neighbours: " + data)
+    if not cfg.context and cfg.lone_volume_fraction > 0 and cfg.source != "volumes":
+        data = (f"for {cfg.lone_volume_fraction:.0%} of the patches (binomial per batch) single slices of the "
+                "training part of the contiguous real volumes (models/training/volumes.py), each alone; for the "
+                "rest: " + data)
     if cfg.context and cfg.runs_fraction > 0:
         data += (f"; {cfg.runs_fraction:.0%} of the volume patches cut instead from the contiguous runs of the real CT "
                  "set's training part (models/training/volumes.py realct_part_runs: thinner slices, chest and trunk)")

@@ -37,6 +37,10 @@ class TrainConfig:
     # volumes; the rest are lone slices of that source, each its own neighbours (as the pipeline runs
     # a one-slice series), so the model keeps what it knows of scanners the volumes do not have
     volume_fraction: float = 1.0
+    # without slice context (a 2-D network for lone slices) and a source other than "volumes": share of
+    # the patches cut from single slices of those volumes, each alone (what a series of slices too far
+    # apart to be neighbours gets); 0: the source's slices only
+    lone_volume_fraction: float = 0.0
     # share of the volume patches whose noise is low-dose CT noise (each slice its own simulation,
     # of the patch's own anatomy, at the patch's drawn std) instead of white or kernel-shaped noise
     volume_lowdose_fraction: float = 0.0
@@ -112,6 +116,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.zooms  # a bad zoom_factors stops a run when its settings are read, not after its data loads
+        if not 0.0 <= self.lone_volume_fraction <= 1.0:
+            raise ValueError(f"lone_volume_fraction must lie in [0, 1], got {self.lone_volume_fraction}")
+        if self.lone_volume_fraction and self.context:
+            raise ValueError("lone_volume_fraction is for a 2-D network (context 0); with slice context the "
+                             "volume patches are set by volume_fraction")
         self.slice_shares
 
     @property

@@ -153,7 +153,7 @@ class PatchStream:
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(noisy input, clean target, level told): (B, 1 + 2 context, P, P), (B, 1, P, P), (B,). The level
         told is the std of the added noise, but for low-dose patches with ``lowdose_level_jitter``."""
-        if self.cfg.context or self.cfg.source == "volumes":
+        if self.cfg.context or self.cfg.source == "volumes" or self.cfg.lone_volume_fraction > 0:
             noisy, clean, levels, lowdose = self._context_batch(step)
         else:
             noisy, clean, levels, lowdose = self._slice_patches(step, np.random.default_rng([self.cfg.seed, step]),
@@ -227,10 +227,12 @@ class PatchStream:
         std, drawn independently per slice; a
         replicated neighbour is the same noisy slice, as in a derived series. With a ``source`` other
         than ``volumes``, a share ``1 - volume_fraction`` of the patches (binomial per batch) are lone
-        slices of that source instead, each its own neighbours, as the pipeline runs a one-slice series."""
+        slices of that source instead, each its own neighbours, as the pipeline runs a one-slice series.
+        A 2-D network (context 0) takes a share ``lone_volume_fraction`` of single volume slices instead."""
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, step])
-        n_vol = cfg.batch_size if cfg.source == "volumes" else int(rng.binomial(cfg.batch_size, cfg.volume_fraction))
+        share = cfg.volume_fraction if cfg.context else cfg.lone_volume_fraction
+        n_vol = cfg.batch_size if cfg.source == "volumes" else int(rng.binomial(cfg.batch_size, share))
         noisy, clean, levels, lowdose = self._volume_patches(step, rng, n_vol)
         if n_vol == cfg.batch_size:
             return noisy, clean, levels, lowdose
