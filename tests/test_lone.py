@@ -291,8 +291,9 @@ def test_the_pair_tool_writes_one_file_whose_card_names_both_and_is_measured_aga
     third = tmp_path / "pair3.safetensors"
     main([str(ctx), "--lone", str(ctx), "--out", str(third), "--level-rule", "1.8,1.5",
           "--lone-level-rule", "0.2,1.25", "--rule-fitted-by", "chosen by hand"])
-    assert load_model(third).card["lone_level_rule"] == {"exponent": 0.2, "max_gain": 1.25, "fitted_by": "chosen by hand"}
-    assert load_model(third).card["level_rule"]["fitted_by"] == "chosen by hand"
+    third_card = load_model(third).card
+    assert third_card["lone_level_rule"] == {"exponent": 0.2, "max_gain": 1.25, "fitted_by": "chosen by hand"}
+    assert third_card["level_rule"]["fitted_by"] == "chosen by hand"
     main(["--split", str(third), "--out", str(tmp_path / "s3.safetensors"),
           "--lone-out", str(tmp_path / "l3.safetensors")])
     assert load_model(tmp_path / "l3.safetensors").card["level_rule"]["exponent"] == 0.2  # the lone network's own

@@ -282,8 +282,8 @@ def test_a_2d_network_may_take_single_volume_slices_beside_the_sources_lone_slic
     plain = PatchStream(TrainConfig(**{**cfg.__dict__, "lone_volume_fraction": 0.0})).batch(0)[1].numpy()[:, 0]
     assert all(set(np.round(np.unique(b.astype(np.float64)), 3)) <= fake_values for b in plain)
     assert [r.stack is None for r in validation_set(cfg)] == [True]  # validated on the lone slices
-    assert describe_training(cfg)["data"].startswith("for 50% of the patches (binomial per batch) single slices of the "
-                                            "training part of the contiguous real volumes")
+    assert describe_training(cfg)["data"].startswith(
+        "for 50% of the patches (binomial per batch) single slices of the training part of the contiguous real volumes")
     for bad, message in ((dict(lone_volume_fraction=1.5), "must lie in"),
                          (dict(lone_volume_fraction=0.5, context=1), "is for a 2-D network")):
         with pytest.raises(ValueError, match=message):

@@ -106,7 +106,7 @@ class Denoiser:
         if not self.noise_map:
             return None
         s = strength or self.strength
-        rule = self.lone_level_rule if lone and self.context else self.level_rule
+        rule = self.lone_level_rule if lone else self.level_rule  # the same rule unless a lone network has its own
         return s.model_hu(noise.sigma_hu if noise else None, noise.whiteness if noise else 1.0, rule)
 
     def lone_told_apart(self) -> bool:
