@@ -162,13 +162,22 @@ def series_description(info: DerivedSeriesInfo, noise: SeriesNoise, level_hu: fl
     slice by its noise map; ``blotchy``: how many lone slices were also denoised through their
     polyphase sub-images; ``lone_level_hu``: the level its ``alone`` lone slices were told, where
     that differs) in its DerivationDescription."""
+    told = told_phrase(noise, level_hu, local, blotchy, lone_level_hu, alone)
+    return dataclasses.replace(info, description=f"{info.description}; series noise estimated {noise.sigma_hu:.1f} HU "
+                                                 f"({noise.confidence} confidence){told}")
+
+
+def told_phrase(noise: SeriesNoise, level_hu: float | None, local: bool = False, blotchy: int = 0,
+                lone_level_hu: float | None = None, alone: int = 0) -> str:
+    """What the model was told for a series, as the DerivationDescription and the log name it:
+    ", model told X HU (Y HU on its N lone slice(s)) shaped by each slice's local noise; blotchy
+    noise ...", each part only where it applies; empty for a model told nothing."""
     told = f", model told {level_hu:.1f} HU" if level_hu is not None else ""
     told += f" ({lone_level_hu:.1f} HU on its {alone} lone slice(s))" if lone_level_hu is not None and told else ""
     told += " shaped by each slice's local noise" if local and told else ""
     told += (f"; blotchy noise (whiteness {noise.whiteness:.2f}): {blotchy} lone slice(s) averaged with their 2x2 "
              "polyphase sub-images' result" if blotchy else "")
-    return dataclasses.replace(info, description=f"{info.description}; series noise estimated {noise.sigma_hu:.1f} HU "
-                                                 f"({noise.confidence} confidence){told}")
+    return told
 
 
 def estimate_noise(plan: SeriesPlan, count: int = 9) -> SeriesNoise:
@@ -269,12 +278,8 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
     # lone slices of blotchy noise: also denoised through their polyphase sub-images
     blotchy = alone if denoiser.blotchy(noise) else 0
     info = series_description(info, noise, level, mapped, blotchy, lone_level, alone)
-    log.info("series %s: %s; strength %s%s%s%s%s", ref.series_uid, noise.describe(), denoiser.strength,
-             f": model told {level:.1f} HU" if level is not None else "",
-             f" ({lone_level:.1f} HU on its {alone} lone slice(s))" if lone_level is not None else "",
-             " shaped by each slice's local noise" if mapped else "",
-             f"; blotchy noise: {blotchy} lone slice(s) averaged with their polyphase sub-images' pass"
-             if blotchy else "")
+    log.info("series %s: %s; strength %s%s", ref.series_uid, noise.describe(), denoiser.strength,
+             told_phrase(noise, level, mapped, blotchy, lone_level, alone))
     if noise.confidence == "low":
         log.warning("series %s: the noise estimate is unsure (%s): check the derived series", ref.series_uid,
                     noise.doubt)

@@ -174,7 +174,8 @@ def test_the_setting_enters_the_uids_provenance_and_description_and_gates_per_se
     np.testing.assert_array_equal(pixels, by_kind["white", "off"][0])  # above the gate: the same pixels
     assert by_kind["soft", "off"][2] == {"setting": "off", "lone_slices_averaged": 0, "below_whiteness": MAX_WHITENESS,
                                          "series_whiteness": by_kind["soft", "mean"][2]["series_whiteness"]}
-    assert "blotchy noise: 3 lone slice(s) averaged with their polyphase sub-images' pass" in caplog.text
+    assert "blotchy noise (whiteness" in caplog.text
+    assert "3 lone slice(s) averaged with their 2x2 polyphase sub-images' result" in caplog.text
 
 
 def test_the_study_run_refuses_a_denoiser_built_with_another_setting(tiny_conditioned_model, tmp_path):
