@@ -317,8 +317,8 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
     pending: list[QaSlice] = []  # sampled slices (with their neighbours) not scored yet: a block at a time
     now = dt.datetime.now()  # one content date/time for the whole series
     with ThreadPoolExecutor(settings.io_workers, thread_name_prefix="dicom-io") as pool, \
-            tqdm(total=n, desc=f"denoise {ref.series_uid[-16:]}", unit="slice", disable=not settings.progress,
-                 leave=False) as bar:
+            tqdm(total=n + blotchy, desc=f"denoise {ref.series_uid[-16:]}", unit="slice",  # the polyphase pass:
+                 disable=not settings.progress, leave=False) as bar:  # about one slice's work per lone slice
         reads = deque(pool.submit(plan.read, a, b) for a, b in bounds[:settings.prefetch_chunks])
         writes: deque[Future] = deque()
         try:

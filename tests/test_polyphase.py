@@ -115,14 +115,18 @@ def test_a_context_model_averages_only_the_slices_that_run_alone():
     direct = off.denoise_unit(unit, np.float32(model_level_hu(25.0, 0.5, mean.level_rule) / 2000), links=links,
                               span=(1, 4))
     alone = merge([off.denoise_unit(s, told_std, links=np.zeros(0, bool)) for s in phases(unit[2:3])], (64, 64))[0]
-    got = hu_to_unit(mean.denoise_hu(hu, W, BLOTCHY, links=links, span=(1, 4)), W)
+    seen: list[int] = []
+    got = hu_to_unit(mean.denoise_hu(hu, W, BLOTCHY, links=links, span=(1, 4), on_batch=seen.append), W)
+    assert seen == [3, 1]  # the direct pass's batch of 3 slices, then the 1 lone slice's polyphase pass
     np.testing.assert_allclose(got[0], direct[0], atol=2e-5)  # linked: as it was
     np.testing.assert_allclose(got[1], (direct[1] + alone) / 2, atol=2e-5)  # alone: the mean, through the lone network
     np.testing.assert_allclose(got[2], direct[2], atol=2e-5)
     assert np.abs(got[1] - direct[1]).max() > 1e-3
     linked = np.ones(4, bool)  # every slice with neighbours: nothing to average
-    np.testing.assert_array_equal(mean.denoise_hu(hu, W, BLOTCHY, links=linked),
+    seen.clear()
+    np.testing.assert_array_equal(mean.denoise_hu(hu, W, BLOTCHY, links=linked, on_batch=seen.append),
                                   off.denoise_hu(hu, W, BLOTCHY, links=linked))
+    assert seen == [3, 2]  # no polyphase pass to count
 
 
 def _blotchy_and_white_study(series_writer, folder):

@@ -213,7 +213,9 @@ class Denoiser:
         unless the series' noise is blotchy (:meth:`maps_levels`). Where the series' noise is blotchy
         and ``blotchy_pass`` is ``mean`` (:meth:`blotchy`), the model's output on each slice that runs
         alone (:meth:`lone`) is the mean of its output on the slice and on the slice's four polyphase
-        sub-images (told the series' std as white noise): :mod:`pipeline.inference.polyphase`.
+        sub-images (told the series' std as white noise): :mod:`pipeline.inference.polyphase`;
+        ``on_batch`` is called with the slices of each batch of the direct pass, then with the number
+        of slices that took the polyphase pass.
 
         A model with slice context needs ``links`` (:func:`pipeline.inference.slice_context.neighbour_links` of the
         slices' positions): which consecutive slices of ``hu`` are neighbours; with ``span`` only the
@@ -242,6 +244,8 @@ class Denoiser:
                 alone = np.zeros(max(len(picked) - 1, 0), bool)  # each picked slice as it ran: alone
                 subs = [self.denoise_unit(sub, told, links=alone) for sub in polyphase.phases(picked)]
                 out[lone] = (out[lone] + polyphase.merge(subs, out.shape[-2:])) * np.float32(0.5)
+                if on_batch:  # four quarter-size images: about one slice's work each
+                    on_batch(len(picked))
         if span:
             unit = unit[span[0]:span[1]]
         band = np.float32(EDGE_BAND)
