@@ -77,3 +77,23 @@ def test_models_that_do_not_average_are_refused_in_one_line(parents, tmp_path, c
     with pytest.raises(SystemExit, match="nope.safetensors: model weights not found"):
         main([str(a), str(tmp_path / "nope.safetensors"), "--out", str(out)])
     assert not out.exists()  # nothing written for a refused average
+
+
+def test_a_run_from_a_candidate_carries_the_candidates_training_and_one_from_a_release_does_not(parents, tmp_path):
+    """No card of a candidate (version 0.0.1-rc.1) is kept anywhere: a run started from it carries its
+    training, so the chain down to a released model stays in the shipped card; a released start (0.0.a)
+    is named by version and sha256 only."""
+    a, _, _ = parents
+    cfg = TrainConfig(steps=1, checkpoint_every=1, val_every=1000, init_weights=str(a), **TINY)
+    train(cfg, tmp_path / "rc1", progress=False)
+    first = export(cfg, tmp_path / "rc1", tmp_path / "rc1.safetensors", version="0.0.1-rc.1")
+    assert first["training"]["initialised_from"]["version"] == "0.0.a"
+    assert "training" not in first["training"]["initialised_from"]
+    cfg2 = TrainConfig(steps=1, checkpoint_every=1, val_every=1000, init_weights=str(tmp_path / "rc1.safetensors"),
+                       seed=9, **TINY)
+    train(cfg2, tmp_path / "rc2", progress=False)
+    second = export(cfg2, tmp_path / "rc2", tmp_path / "rc2.safetensors", version="0.0.1-rc.2")
+    start = second["training"]["initialised_from"]
+    assert start["version"] == "0.0.1-rc.1" and start["sha256"] == load_model(tmp_path / "rc1.safetensors").sha256
+    assert start["training"]["config"]["init_weights"] == str(a)  # the candidate's own run, whole
+    assert start["training"]["initialised_from"]["version"] == "0.0.a"

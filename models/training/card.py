@@ -205,6 +205,10 @@ def export(cfg: TrainConfig, run_dir: Path, weights: Path, version: str = MODEL_
                                         "version": start.card.get("version"), "architecture": start.model.config}
         if "split_from" in start.card:  # one network of a shipped model (models.training.lone --split, --flat)
             training["initialised_from"]["split_from"] = start.card["split_from"]
+        elif "-" in str(start.card.get("version", "")) and "training" in start.card:
+            # a candidate that was never shipped (3.6.0-rc.33): no card of it is kept, so its training
+            # travels in this one, down to the shipped model the chain started from
+            training["initialised_from"]["training"] = start.card["training"]
         if cfg.slice_shares:
             training["initialised_from"]["first_layer_spread_over_the_stack"] = cfg.slice_shares
     evaluation = evaluate(model, cfg)
