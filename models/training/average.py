@@ -102,7 +102,7 @@ def average(paths: list[Path], out: Path, version: str = MODEL_VERSION, shares: 
     if level_rule is not None:
         card["level_rule"] = rule_entry(level_rule)
     save_model(model, out, card)
-    log.info("wrote %s (%s)", out, ", ".join(f"{s:g} x {p.name}" for p, s in zip(paths, weights)))
+    log.info("wrote %s (%s)", out, ", ".join(f"{s:g} x {p}" for p, s in zip(paths, weights)))
     return card
 
 
