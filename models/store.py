@@ -106,6 +106,8 @@ def _network_args(arch: dict[str, Any]) -> dict[str, Any]:
     kwargs: dict[str, Any] = {k: int(arch[k]) for k in ("width", "levels", "convs_per_level", "blocks", "context")
                               if k in arch}
     kwargs["noise_map"] = bool(arch.get("noise_map", False))
+    if arch.get("whiteness_map"):
+        kwargs["whiteness_map"] = True
     if isinstance(arch.get("lone"), dict):
         kwargs["lone"] = _network_args(arch["lone"])
     return kwargs

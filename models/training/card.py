@@ -164,12 +164,14 @@ def evaluate(model: torch.nn.Module, cfg: TrainConfig) -> dict[str, Any]:
     return evaluation
 
 
-def input_text(context: int, noise_map: bool) -> str:
+def input_text(context: int, noise_map: bool, whiteness_map: bool = False) -> str:
     """The card's ``input``: what a network with ``context`` neighbours on each side is given."""
     return ((f"(batch, {1 + 2 * context}, H, W): the slice and {context} neighbouring slice(s) of its "
              "stack on each side (the slice in the middle)" if context else "(batch, 1, H, W)")
             + " float32, HU normalized through the window and clipped to [0, 1]"
-            + ("; sigma: the std of the noise to remove, a fraction of the window" if noise_map else ""))
+            + ("; sigma: the std of the noise to remove, a fraction of the window" if noise_map else "")
+            + ("; whiteness: the noise estimate's whiteness (1 for white noise), told as 1 - whiteness in [0, 1]"
+               if whiteness_map else ""))
 
 
 def rule_entry(level_rule: LevelRule, fitted_by: str | None = None) -> dict[str, Any]:
@@ -220,8 +222,10 @@ def export(cfg: TrainConfig, run_dir: Path, weights: Path, version: str = MODEL_
                                         f"{cfg.blocks} residual blocks at the coarsest level, transposed-convolution "
                                         "upsampling, additive skips, predicts the noise"
                                         + ("; the noise level to remove is a second input channel" if cfg.noise_map
-                                           else "; blind")},
-        "input": input_text(cfg.context, cfg.noise_map),
+                                           else "; blind")
+                                        + ("; the noise's blotchiness (1 - whiteness) a third"
+                                           if cfg.whiteness_map else "")},
+        "input": input_text(cfg.context, cfg.noise_map, cfg.whiteness_map),
         "window_hu": [cfg.window_low, cfg.window_high],
         "training": training,
         "evaluation": evaluation,

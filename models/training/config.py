@@ -27,6 +27,9 @@ class TrainConfig:
     convs_per_level: int = 2
     # the noise level to remove as a second input channel (FFDNet-style); False: blind
     noise_map: bool = False
+    # the noise's whiteness (how fine it is, pipeline.inference.noise_level) as a further input
+    # channel, for noise-conditioned networks: each training patch is told its noise's whiteness
+    whiteness_map: bool = False
     # residual blocks at the coarsest level (receptive field and capacity at 1/16 of the pixels)
     blocks: int = 0
     # neighbouring slices on each side given as extra input channels (2.5D; 0: one slice); patches
@@ -162,7 +165,8 @@ class TrainConfig:
     @property
     def architecture(self) -> dict[str, Any]:
         return {"width": self.width, "levels": self.levels, "convs_per_level": self.convs_per_level,
-                "noise_map": self.noise_map, "blocks": self.blocks, "context": self.context}
+                "noise_map": self.noise_map, "blocks": self.blocks, "context": self.context,
+                "whiteness_map": self.whiteness_map}
 
 
 def config_from_card(values: dict[str, Any]) -> TrainConfig:

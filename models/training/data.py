@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.inference.noise_level import noise_whiteness
 from pipeline.inference.slice_context import context_indices, neighbour_links
 from pipeline.inference.window import hu_to_unit, unit_to_hu
 from pipeline.qa.noise import add_gaussian_noise
@@ -150,15 +151,18 @@ class PatchStream:
             return self._phantom_pool(step)
         return self._fixed_pool()
 
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def batch(self, step: int) -> tuple[torch.Tensor, ...]:
         """(noisy input, clean target, level told): (B, 1 + 2 context, P, P), (B, 1, P, P), (B,). The level
-        told is the std of the added noise, but for low-dose patches with ``lowdose_level_jitter``."""
+        told is the std of the added noise, but for low-dose patches with ``lowdose_level_jitter``.
+        With ``whiteness_map`` a fourth, (B,): the whiteness of each patch's noise (of the slice to
+        denoise; 1 for white noise), :func:`pipeline.inference.noise_level.noise_whiteness`."""
         if self.cfg.context or self.cfg.source == "volumes" or self.cfg.lone_volume_fraction > 0:
-            noisy, clean, levels, lowdose = self._context_batch(step)
+            noisy, clean, levels, lowdose, whiteness = self._context_batch(step)
         else:
-            noisy, clean, levels, lowdose = self._slice_patches(step, np.random.default_rng([self.cfg.seed, step]),
-                                                                self.cfg.batch_size)
-        return noisy, clean, self._told(levels, lowdose, step)
+            noisy, clean, levels, lowdose, whiteness = self._slice_patches(
+                step, np.random.default_rng([self.cfg.seed, step]), self.cfg.batch_size)
+        told = self._told(levels, lowdose, step)
+        return (noisy, clean, told, torch.from_numpy(whiteness)) if self.cfg.whiteness_map else (noisy, clean, told)
 
     def _told(self, levels: torch.Tensor, lowdose: np.ndarray, step: int) -> torch.Tensor:
         """The levels the model is told: a low-dose patch's std times exp(N(0, lowdose_level_jitter)), as
@@ -174,7 +178,8 @@ class PatchStream:
 
     def _slice_patches(self, step: int, rng: np.random.Generator, count: int) -> tuple:
         """``count`` patches of lone reference slices (``source``'s pool), white, low-dose or kernel-shaped
-        noise: (noisy, clean, std of the added noise, which patches got low-dose noise)."""
+        noise: (noisy, clean, std of the added noise, which patches got low-dose noise, the whiteness of
+        each patch's noise)."""
         cfg = self.cfg
         clean = np.empty((count, 1, cfg.patch, cfg.patch), np.float32)
         raw = np.empty_like(clean)
@@ -182,6 +187,7 @@ class PatchStream:
         is_shaped = np.zeros(count, bool)
         is_lowdose = np.zeros(count, bool)
         levels = np.zeros(count, np.float32)
+        whiteness = np.ones(count, np.float32)
         for b in range(count):
             pool = self._pool(step, rng)
             for _ in range(10):  # mostly skip patches of empty air
@@ -207,18 +213,19 @@ class PatchStream:
                 noise = np.rot90(_lowdose_patch(ref, r, c, cfg, int(rng.integers(2**31))), k)
                 shaped[b, 0] = levels[b] * (noise[:, ::-1] if flip else noise)
                 is_shaped[b] = is_lowdose[b] = True
+                whiteness[b] = noise_whiteness(shaped[b, 0])
             elif cfg.kernel_fraction > 0 and rng.random() < cfg.kernel_fraction:
                 levels[b] = rng.uniform(cfg.sigma_min, cfg.sigma_max) + 0.005
                 fc = rng.uniform(cfg.kernel_fc_min, cfg.kernel_fc_max)
                 shaped[b, 0] = levels[b] * _kernel_patch(cfg.patch, fc, int(rng.integers(2**31)))
                 is_shaped[b] = True
+                whiteness[b] = noise_whiteness(shaped[b, 0])
         sigma = rng.uniform(cfg.sigma_min, cfg.sigma_max, size=(count, 1, 1, 1)).astype(np.float32)
         sigma[is_shaped] = 0.0  # those patches get low-dose or kernel-shaped noise instead
         levels[~is_shaped] = sigma[~is_shaped, 0, 0, 0]
         noisy = np.clip(raw + shaped + sigma * rng.standard_normal(raw.shape, dtype=np.float32), 0, 1)
         np.clip(raw, 0, 1, out=clean)
-        return torch.from_numpy(noisy), torch.from_numpy(clean), torch.from_numpy(levels), is_lowdose
-
+        return torch.from_numpy(noisy), torch.from_numpy(clean), torch.from_numpy(levels), is_lowdose, whiteness
 
     def _context_batch(self, step: int) -> tuple:
         """Patches of a slice of a training volume with its ``context`` neighbours on each side
@@ -233,13 +240,14 @@ class PatchStream:
         rng = np.random.default_rng([cfg.seed, step])
         share = cfg.volume_fraction if cfg.context else cfg.lone_volume_fraction
         n_vol = cfg.batch_size if cfg.source == "volumes" else int(rng.binomial(cfg.batch_size, share))
-        noisy, clean, levels, lowdose = self._volume_patches(step, rng, n_vol)
+        noisy, clean, levels, lowdose, whiteness = self._volume_patches(step, rng, n_vol)
         if n_vol == cfg.batch_size:
-            return noisy, clean, levels, lowdose
-        lone, lone_clean, lone_levels, lone_lowdose = self._slice_patches(step, rng, cfg.batch_size - n_vol)
+            return noisy, clean, levels, lowdose, whiteness
+        lone, lone_clean, lone_levels, lone_lowdose, lone_whiteness = self._slice_patches(step, rng,
+                                                                                          cfg.batch_size - n_vol)
         lone = lone.repeat(1, 1 + 2 * cfg.context, 1, 1)
         return (torch.cat([noisy, lone]), torch.cat([clean, lone_clean]), torch.cat([levels, lone_levels]),
-                np.concatenate([lowdose, lone_lowdose]))
+                np.concatenate([lowdose, lone_lowdose]), np.concatenate([whiteness, lone_whiteness]))
 
     def _volume_patches(self, step: int, rng: np.random.Generator, count: int) -> tuple:
         cfg = self.cfg
@@ -252,6 +260,7 @@ class PatchStream:
         clean = np.empty((count, 1, p, p), np.float32)
         levels = rng.uniform(cfg.sigma_min, cfg.sigma_max, size=count).astype(np.float32)
         is_lowdose = np.zeros(count, bool)
+        whiteness = np.ones(count, np.float32)
         for b in range(count):
             for _ in range(10):  # mostly skip patches of empty air
                 pool = self._runs if cfg.runs_fraction > 0 and rng.random() < cfg.runs_fraction else self._volumes
@@ -288,6 +297,8 @@ class PatchStream:
                 else:
                     noise = rng.standard_normal((p, p), dtype=np.float32)
                 slices[i] = crop[i] + levels[b] * noise
+                if i == rows[cfg.context] and (lowdose or shaped):
+                    whiteness[b] = noise_whiteness(noise)
             stack = np.stack([slices[i] for i in rows])
             target = crop[rows[cfg.context]][None]
             stack, target = np.rot90(stack, k, axes=(1, 2)), np.rot90(target, k, axes=(1, 2))
@@ -295,7 +306,7 @@ class PatchStream:
                 stack, target = stack[:, :, ::-1], target[:, :, ::-1]
             noisy[b] = np.clip(stack, 0, 1)
             clean[b] = np.clip(target, 0, 1)
-        return torch.from_numpy(noisy), torch.from_numpy(clean), torch.from_numpy(levels), is_lowdose
+        return torch.from_numpy(noisy), torch.from_numpy(clean), torch.from_numpy(levels), is_lowdose, whiteness
 
 
 def thinner_positions(vol: volumes.Volume, context: int, step_mm: float, where: float) -> np.ndarray | None:

@@ -93,7 +93,9 @@ def pair(stacks_path: Path, lone_path: Path, out: Path, version: str = MODEL_VER
     card = {k: stacks.card[k] for k in ("name", "input", "window_hu") if k in stacks.card}
     architecture = dict(stacks.card.get("architecture", {}), parameters=count_parameters(model))
     architecture["description"] = (str(architecture.get("description", "")) + "; slices without a neighbour go "
-                                   "through a second, 2-D network of the same kind (architecture under lone)")
+                                   "through a second, 2-D network of the same kind (architecture under lone)"
+                                   + (", which is also told the noise's blotchiness (1 - whiteness) as an input "
+                                      "channel" if flat.whiteness_map else ""))
     card.update(version=version, architecture=architecture, training=training, evaluation=evaluate(model, cfg))
     if dtype is not None:
         card["weights_dtype"] = f"{str(dtype).removeprefix('torch.')} as stored, computed in float32"
@@ -136,7 +138,8 @@ def split(path: Path, stacks_out: Path, lone_out: Path) -> tuple[dict[str, Any],
     cards = (dict(common, version=f"{version}-stacks", training=training,
                   architecture=dict(architecture, parameters=count_parameters(stacks)),
                   split_from=_split_from(path, loaded, "the network for slices with a neighbour")),
-             dict(common, **lone_rule, version=f"{version}-lone", input=input_text(0, model.lone.noise_map),
+             dict(common, **lone_rule, version=f"{version}-lone",
+                  input=input_text(0, model.lone.noise_map, model.lone.whiteness_map),
                   training=lone_training.get("training", {}),
                   architecture={"class": architecture.get("class"), "description": architecture["description"],
                                 "parameters": count_parameters(model.lone)},
@@ -160,7 +163,7 @@ def flatten(path: Path, out: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not a slice-context model with one network (--split takes a pair apart)")
     flat = lone_network(loaded)
     card = {k: loaded.card[k] for k in ("name", "window_hu", "level_rule", "training") if k in loaded.card}
-    card.update(version=f"{loaded.card.get('version', '')}-2d", input=input_text(0, flat.noise_map),
+    card.update(version=f"{loaded.card.get('version', '')}-2d", input=input_text(0, flat.noise_map, flat.whiteness_map),
                 architecture={"class": loaded.card.get("architecture", {}).get("class"),
                               "parameters": count_parameters(flat)},
                 split_from=_split_from(path, loaded, "its 2-D form: the first layer's slice channels summed into one"))

@@ -138,9 +138,10 @@ def objective(cfg: TrainConfig, per_patch_mse: torch.Tensor) -> torch.Tensor:
 
 def train_step(cfg: TrainConfig, model: DenoisingAutoencoder, opt: torch.optim.Optimizer,
                batch: tuple[torch.Tensor, ...], device: str) -> torch.Tensor:
-    """One optimizer step on a (noisy, clean, level) batch; returns the per-patch MSE (detached)."""
-    noisy, clean, level = (t.to(device, non_blocking=True) for t in batch)
-    per_patch = ((model(noisy, level) - clean) ** 2).mean(dim=(1, 2, 3))
+    """One optimizer step on a (noisy, clean, level) batch, or (noisy, clean, level, whiteness) for a
+    network told the whiteness; returns the per-patch MSE (detached)."""
+    noisy, clean, level, *whiteness = (t.to(device, non_blocking=True) for t in batch)
+    per_patch = ((model(noisy, level, *whiteness) - clean) ** 2).mean(dim=(1, 2, 3))
     objective(cfg, per_patch).backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
@@ -182,7 +183,7 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: in
     if cfg.init_weights and not ckpt.exists():
         start = load_model(cfg.init_weights)
         try:
-            state = grow_state(start.model.state_dict(), model)
+            state = grow_state(start.model.state_dict(), model, start.model.whiteness_map)
             model.load_state_dict(spread_slices(state, model, cfg.slice_shares) if cfg.slice_shares else state)
         except ValueError as exc:
             raise ValueError(f"{cfg.init_weights}: architecture {start.model.config} does not fit "

@@ -85,6 +85,8 @@ class Denoiser:
                  f", autocast {str(self.amp_dtype).removeprefix('torch.')}" if self.amp else "", self.strength,
                  "" if self.noise_map else f" (blind model: {self.strength.blend(False):.0%} of its correction)",
                  "; blotchy noise also through the polyphase sub-images" if self.polyphase_pass() else "")
+        if self.whiteness_map:
+            log.info("model %s is told each series' noise whiteness (estimated with its level)", loaded.name)
 
     @classmethod
     def from_settings(cls, loaded: LoadedModel, settings: Settings) -> Denoiser:
@@ -150,6 +152,13 @@ class Denoiser:
         return self.loaded.model.noise_map
 
     @property
+    def whiteness_map(self) -> bool:
+        """Whether the model (or its network for lone slices) is told the noise's whiteness."""
+        model = self.loaded.model
+        lone = getattr(model, "lone", None)
+        return bool(getattr(model, "whiteness_map", False) or getattr(lone, "whiteness_map", False))
+
+    @property
     def context(self) -> int:
         """Neighbouring slices on each side the model takes (0: one slice, 2-D)."""
         return getattr(self.loaded.model, "context", 0)
@@ -157,11 +166,12 @@ class Denoiser:
     @torch.inference_mode()
     def denoise_unit(self, images: np.ndarray, sigma: float | np.ndarray | None = None,
                      on_batch: Callable[[int], None] | None = None, links: np.ndarray | None = None,
-                     span: tuple[int, int] | None = None) -> np.ndarray:
+                     span: tuple[int, int] | None = None, whiteness: float = 1.0) -> np.ndarray:
         """(N, H, W) float32 in [0, 1] -> model output (not clipped) for slices ``span`` (default all),
         (len(span), H, W). ``sigma``: the noise std to remove (unit scale), one value, one per output
         slice or one (H, W) map per output slice; required by a noise-conditioned model, ignored by a
-        blind one. A model with slice
+        blind one. ``whiteness``: the noise's (the series' estimate), for a network told it
+        (``whiteness_map``; others ignore it). A model with slice
         context gets each slice's neighbours from ``images`` (:mod:`pipeline.inference.slice_context`; ``links``:
         whether consecutive slices are neighbours, default all, so ``images`` outside ``span`` serve
         as neighbours only); a 2-D model ignores ``links``."""
@@ -190,7 +200,7 @@ class Denoiser:
                 x = x.contiguous(memory_format=torch.channels_last)
             level = torch.from_numpy(np.ascontiguousarray(levels[start:start + len(chunk)])).to(self.device)
             with self._autocast():
-                y = self.model(x, level)
+                y = self.model(x, level, whiteness) if self.whiteness_map else self.model(x, level)
             out[start:start + len(chunk)] = y[:, 0].float().cpu().numpy()
             if on_batch:
                 on_batch(len(chunk))
@@ -215,7 +225,8 @@ class Denoiser:
         alone (:meth:`lone`) is the mean of its output on the slice and on the slice's four polyphase
         sub-images (told the series' std as white noise): :mod:`pipeline.inference.polyphase`;
         ``on_batch`` is called with the slices of each batch of the direct pass, then with the number
-        of slices that took the polyphase pass.
+        of slices that took the polyphase pass. A network told the noise's whiteness (``whiteness_map``)
+        is told the series' estimate's (white without an estimate; the polyphase pass: white).
 
         A model with slice context needs ``links`` (:func:`pipeline.inference.slice_context.neighbour_links` of the
         slices' positions): which consecutive slices of ``hu`` are neighbours; with ``span`` only the
@@ -235,14 +246,16 @@ class Denoiser:
             sigma = np.stack([relative_noise_map(h) for h in hu[first:last]]) * np.reshape(sigma, (-1, 1, 1))
         unit = hu_to_unit(hu, window)
         clipped = np.clip(unit, 0.0, 1.0)
-        out = self.denoise_unit(clipped, sigma, on_batch, links, span)
+        whiteness = noise.whiteness if noise is not None else 1.0
+        out = self.denoise_unit(clipped, sigma, on_batch, links, span, whiteness)
         if self.blotchy(noise, s):
             lone = self.lone(links, first, last)
             if lone.any():
                 picked = clipped[first:last][lone]
                 told = np.float32(s.model_hu(noise.sigma_hu, 1.0, self.lone_level_rule) / window.width)
                 alone = np.zeros(max(len(picked) - 1, 0), bool)  # each picked slice as it ran: alone
-                subs = [self.denoise_unit(sub, told, links=alone) for sub in polyphase.phases(picked)]
+                subs = [self.denoise_unit(sub, told, links=alone, whiteness=1.0)  # told as white noise
+                        for sub in polyphase.phases(picked)]
                 out[lone] = (out[lone] + polyphase.merge(subs, out.shape[-2:])) * np.float32(0.5)
                 if on_batch:  # four quarter-size images: about one slice's work each
                     on_batch(len(picked))

@@ -159,6 +159,17 @@ def _whiteness(img: np.ndarray, selected: tuple[np.ndarray, np.ndarray], sigma: 
     return max(float(np.median(image_blocks(_filter(img, k)).std(-1)[selected])) for k in _SECOND_DIFFERENCES) / sigma
 
 
+def noise_whiteness(noise: np.ndarray) -> float:
+    """The whiteness of a field of noise alone (no anatomy): its finest direction's second-difference
+    std over its std, as :func:`_whiteness` reads it in a slice's flat blocks (1 for white noise; what
+    a training patch's noise is told, ``models.training`` with ``whiteness_map``)."""
+    field = np.asarray(noise, np.float32)
+    std = float(field.std())
+    if std <= 0:
+        return 1.0
+    return max(float(_filter(field, k)[1:-1, 1:-1].std()) for k in _SECOND_DIFFERENCES) / std
+
+
 def highpass_sigma(hu: np.ndarray, inside: np.ndarray | None = None) -> float:
     """White-noise std from the median absolute 3x3 Laplacian-like response (Immerkaer's kernel),
     over ``inside`` pixels (default: all)."""
