@@ -157,23 +157,25 @@ def _rules(denoiser: Denoiser) -> str:
 
 def series_description(info: DerivedSeriesInfo, noise: SeriesNoise, level_hu: float | None,
                        local: bool = False, blotchy: int = 0, lone_level_hu: float | None = None,
-                       alone: int = 0) -> DerivedSeriesInfo:
+                       alone: int = 0, whiteness: bool = False) -> DerivedSeriesInfo:
     """``info`` with the series' own noise estimate and model level (``local``: shaped across each
     slice by its noise map; ``blotchy``: how many lone slices were also denoised through their
     polyphase sub-images; ``lone_level_hu``: the level its ``alone`` lone slices were told, where
-    that differs) in its DerivationDescription."""
-    told = told_phrase(noise, level_hu, local, blotchy, lone_level_hu, alone)
+    that differs; ``whiteness``: the model was told the noise's whiteness) in its DerivationDescription."""
+    told = told_phrase(noise, level_hu, local, blotchy, lone_level_hu, alone, whiteness)
     return dataclasses.replace(info, description=f"{info.description}; series noise estimated {noise.sigma_hu:.1f} HU "
                                                  f"({noise.confidence} confidence){told}")
 
 
 def told_phrase(noise: SeriesNoise, level_hu: float | None, local: bool = False, blotchy: int = 0,
-                lone_level_hu: float | None = None, alone: int = 0) -> str:
+                lone_level_hu: float | None = None, alone: int = 0, whiteness: bool = False) -> str:
     """What the model was told for a series, as the DerivationDescription and the log name it:
-    ", model told X HU (Y HU on its N lone slice(s)) shaped by each slice's local noise; blotchy
-    noise ...", each part only where it applies; empty for a model told nothing."""
+    ", model told X HU (Y HU on its N lone slice(s)) and whiteness W shaped by each slice's local
+    noise; blotchy noise ...", each part only where it applies (``whiteness``: a model told the
+    noise's whiteness); empty for a model told nothing."""
     told = f", model told {level_hu:.1f} HU" if level_hu is not None else ""
     told += f" ({lone_level_hu:.1f} HU on its {alone} lone slice(s))" if lone_level_hu is not None and told else ""
+    told += f" and whiteness {noise.whiteness:.2f}" if whiteness and told else ""
     told += " shaped by each slice's local noise" if local and told else ""
     told += (f"; blotchy noise (whiteness {noise.whiteness:.2f}): {blotchy} lone slice(s) averaged with their 2x2 "
              "polyphase sub-images' result" if blotchy else "")
@@ -277,9 +279,9 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
     lone_level = denoiser.level_hu(noise, lone=True) if denoiser.lone_told_apart() and 0 < alone < len(plan) else None
     # lone slices of blotchy noise: also denoised through their polyphase sub-images
     blotchy = alone if denoiser.blotchy(noise) else 0
-    info = series_description(info, noise, level, mapped, blotchy, lone_level, alone)
-    log.info("series %s: %s; strength %s%s", ref.series_uid, noise.describe(), denoiser.strength,
-             told_phrase(noise, level, mapped, blotchy, lone_level, alone))
+    told = (noise, level, mapped, blotchy, lone_level, alone, denoiser.whiteness_map)
+    info = series_description(info, *told)
+    log.info("series %s: %s; strength %s%s", ref.series_uid, noise.describe(), denoiser.strength, told_phrase(*told))
     if noise.confidence == "low":
         log.warning("series %s: the noise estimate is unsure (%s): check the derived series", ref.series_uid,
                     noise.doubt)

@@ -140,3 +140,12 @@ def test_a_pairs_lone_network_alone_is_told_the_whiteness_and_the_pair_round_tri
         torch.testing.assert_close(out[1], flat(x[1:2, 1:2], level[1:2], 0.3)[0], rtol=0, atol=1e-5)
         torch.testing.assert_close(out[[0, 2]], stacks(x[[0, 2]], level[[0, 2]]), rtol=0, atol=1e-5)
         assert float((flat(x[1:2, 1:2], level[1:2], 1.0) - out[1]).abs().max()) > 1e-4
+
+
+def test_the_derivation_description_names_the_whiteness_a_model_was_told():
+    from pipeline.study_run import told_phrase
+
+    noise = SeriesNoise(30.0, 25.0, 35.0, 3, {"soft tissue": 3}, whiteness=0.4237)
+    assert told_phrase(noise, 33.0, whiteness=True) == ", model told 33.0 HU and whiteness 0.42"
+    assert told_phrase(noise, 33.0) == ", model told 33.0 HU"  # a model not told it
+    assert told_phrase(noise, None, whiteness=True) == ""  # a blind model is told nothing
