@@ -279,7 +279,7 @@ def _process_series(ref: SeriesRef, tmp: Path, settings: Settings, denoiser: Den
     lone_level = denoiser.level_hu(noise, lone=True) if denoiser.lone_told_apart() and 0 < alone < len(plan) else None
     # lone slices of blotchy noise: also denoised through their polyphase sub-images
     blotchy = alone if denoiser.blotchy(noise) else 0
-    told = (noise, level, mapped, blotchy, lone_level, alone, denoiser.whiteness_map)
+    told = (noise, level, mapped, blotchy, lone_level, alone, denoiser.tells_whiteness(alone, len(plan)))
     info = series_description(info, *told)
     log.info("series %s: %s; strength %s%s", ref.series_uid, noise.describe(), denoiser.strength, told_phrase(*told))
     if noise.confidence == "low":

@@ -1,5 +1,6 @@
 """A network told the noise's whiteness (``whiteness_map``): its input channel, its start from a
 network without it, its training labels and what the pipeline tells it."""
+import dataclasses
 import math
 
 import numpy as np
@@ -10,7 +11,7 @@ from models.autoencoder import DenoisingAutoencoder, blotchiness, grow_state
 from models.store import load_model, save_model
 from models.training.config import TrainConfig
 from models.training.data import PatchStream
-from models.training.train import train
+from models.training.train import train, train_step, whiteness_weights
 from pipeline.inference.denoiser import Denoiser
 from pipeline.inference.noise_level import SeriesNoise, noise_whiteness
 from pipeline.inference.window import Window
@@ -100,6 +101,30 @@ def test_a_tiny_run_trains_and_exports_a_network_told_the_whiteness(tmp_path):
     assert loaded.model.whiteness_map and loaded.model.stem[0][0].weight.shape[1] == 3
 
 
+def test_the_whiteness_lr_factor_multiplies_the_channels_step_and_leaves_the_rest():
+    torch.manual_seed(3)
+    batch = (torch.rand(4, 1, 16, 16), torch.rand(4, 1, 16, 16), torch.full((4,), 0.05), torch.rand(4))
+    steps = {}
+    for factor in (1.0, 30.0):
+        torch.manual_seed(4)
+        model = DenoisingAutoencoder(**ARCH, whiteness_map=True)
+        start = {k: v.clone() for k, v in model.state_dict().items()}
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        cfg = TrainConfig(noise_map=True, whiteness_map=True, whiteness_lr_factor=factor)
+        train_step(cfg, model, opt, batch, "cpu")
+        steps[factor] = {k: v - start[k] for k, v in model.state_dict().items()}
+    first = "stem.0.0.weight"
+    torch.testing.assert_close(steps[30.0][first][:, -1], 30 * steps[1.0][first][:, -1])
+    assert float(steps[1.0][first][:, -1].abs().mean()) == pytest.approx(1e-3, rel=0.05)  # Adam: about lr a step
+    torch.testing.assert_close(steps[30.0][first][:, :-1], steps[1.0][first][:, :-1])  # image and level channels
+    torch.testing.assert_close(steps[30.0]["head.weight"], steps[1.0]["head.weight"])
+    assert whiteness_weights(DenoisingAutoencoder(**ARCH)) is None
+    with pytest.raises(ValueError, match="whiteness_lr_factor must be above 0 and needs whiteness_map"):
+        TrainConfig(noise_map=True, whiteness_lr_factor=30.0)
+    with pytest.raises(ValueError, match="whiteness_lr_factor"):
+        TrainConfig(noise_map=True, whiteness_map=True, whiteness_lr_factor=0.0)
+
+
 def test_the_denoiser_tells_the_network_the_series_whiteness(tmp_path):
     torch.manual_seed(0)
     model = _jittered(DenoisingAutoencoder(**ARCH, whiteness_map=True), 5)
@@ -140,6 +165,14 @@ def test_a_pairs_lone_network_alone_is_told_the_whiteness_and_the_pair_round_tri
         torch.testing.assert_close(out[1], flat(x[1:2, 1:2], level[1:2], 0.3)[0], rtol=0, atol=1e-5)
         torch.testing.assert_close(out[[0, 2]], stacks(x[[0, 2]], level[[0, 2]]), rtol=0, atol=1e-5)
         assert float((flat(x[1:2, 1:2], level[1:2], 1.0) - out[1]).abs().max()) > 1e-4
+    def told(model, alone):  # a series of 3 slices, ``alone`` of them lone: is a network told the whiteness?
+        den = Denoiser(dataclasses.replace(loaded, model=model), device="cpu", batch_size=2, strength="full")
+        return den.tells_whiteness(alone, 3)
+    # the lone network alone takes it: only a series with a lone slice tells it
+    assert [told(loaded.model, alone) for alone in (0, 1, 3)] == [False, True, True]
+    mirrored = DenoisingAutoencoder(**ARCH, context=1, whiteness_map=True, lone=DenoisingAutoencoder(**ARCH).config)
+    assert [told(mirrored, alone) for alone in (0, 2, 3)] == [True, True, False]  # the stacks network alone
+    assert [told(flat, alone) for alone in (0, 3)] == [True, True]  # no pair: one network for every slice
 
 
 def test_the_derivation_description_names_the_whiteness_a_model_was_told():

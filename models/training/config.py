@@ -30,6 +30,10 @@ class TrainConfig:
     # the noise's whiteness (how fine it is, pipeline.inference.noise_level) as a further input
     # channel, for noise-conditioned networks: each training patch is told its noise's whiteness
     whiteness_map: bool = False
+    # with whiteness_map: the first layer's weights on the whiteness channel step this many times the
+    # learning rate (Adam steps each weight by about the rate, so a channel grown at zero into a
+    # trained network moves as fast as the rest only with a factor); 1: like every other weight
+    whiteness_lr_factor: float = 1.0
     # residual blocks at the coarsest level (receptive field and capacity at 1/16 of the pixels)
     blocks: int = 0
     # neighbouring slices on each side given as extra input channels (2.5D; 0: one slice); patches
@@ -124,6 +128,9 @@ class TrainConfig:
         if self.lone_volume_fraction and self.context:
             raise ValueError("lone_volume_fraction is for a 2-D network (context 0); with slice context the "
                              "volume patches are set by volume_fraction")
+        if self.whiteness_lr_factor <= 0 or (self.whiteness_lr_factor != 1 and not self.whiteness_map):
+            raise ValueError(f"whiteness_lr_factor must be above 0 and needs whiteness_map, got "
+                             f"{self.whiteness_lr_factor} (whiteness_map {self.whiteness_map})")
         self.slice_shares
 
     @property

@@ -143,9 +143,20 @@ def train_step(cfg: TrainConfig, model: DenoisingAutoencoder, opt: torch.optim.O
     noisy, clean, level, *whiteness = (t.to(device, non_blocking=True) for t in batch)
     per_patch = ((model(noisy, level, *whiteness) - clean) ** 2).mean(dim=(1, 2, 3))
     objective(cfg, per_patch).backward()
+    channel = whiteness_weights(model) if cfg.whiteness_lr_factor != 1 else None
+    before = channel.detach().clone() if channel is not None else None
     opt.step()
+    if channel is not None:
+        with torch.no_grad():  # the step taken, times the factor
+            channel.copy_(before + cfg.whiteness_lr_factor * (channel - before))
     opt.zero_grad(set_to_none=True)
     return per_patch.detach()
+
+
+def whiteness_weights(model: DenoisingAutoencoder) -> torch.Tensor | None:
+    """The first convolution's weights on the whiteness channel (its last input channel), a view; None
+    for a network not told the whiteness."""
+    return model.stem[0][0].weight[:, -1] if model.whiteness_map else None
 
 
 def build_model(cfg: TrainConfig) -> DenoisingAutoencoder:

@@ -158,6 +158,16 @@ class Denoiser:
         lone = getattr(model, "lone", None)
         return bool(getattr(model, "whiteness_map", False) or getattr(lone, "whiteness_map", False))
 
+    def tells_whiteness(self, alone: int, count: int) -> bool:
+        """Whether a series of ``count`` slices, ``alone`` of them run alone, tells a network the noise's
+        whiteness: a paired model's network for stacks takes only the slices with neighbours, its
+        network for lone slices only the others."""
+        model = self.loaded.model
+        lone = getattr(model, "lone", None)
+        if lone is None:
+            return bool(getattr(model, "whiteness_map", False))
+        return bool((model.whiteness_map and alone < count) or (lone.whiteness_map and alone > 0))
+
     @property
     def context(self) -> int:
         """Neighbouring slices on each side the model takes (0: one slice, 2-D)."""
