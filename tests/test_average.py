@@ -97,3 +97,33 @@ def test_a_run_from_a_candidate_carries_the_candidates_training_and_one_from_a_r
     assert start["version"] == "0.0.1-rc.1" and start["sha256"] == load_model(tmp_path / "rc1.safetensors").sha256
     assert start["training"]["config"]["init_weights"] == str(a)  # the candidate's own run, whole
     assert start["training"]["initialised_from"]["version"] == "0.0.a"
+
+
+def test_a_parent_not_told_the_whiteness_averages_with_one_grown_from_it_at_zero_weights(parents, tmp_path):
+    """The whiteness channel is the stem's last input: the average takes it, at the told parent's
+    weights times its share (the other parent counts as zero there, as the grown network started);
+    every other weight is the plain mean, whichever parent comes first."""
+    a, b, w = parents
+    cfg = TrainConfig(steps=2, checkpoint_every=2, val_every=1000, init_weights=str(a), whiteness_map=True,
+                      whiteness_lr_factor=30, kernel_fraction=0.5, kernel_fc_max=0.25, sigma_min=0.03, **TINY)
+    train(cfg, tmp_path / "white", progress=False)
+    told = tmp_path / "white.safetensors"
+    export(cfg, tmp_path / "white", told, version="0.0.white")
+    lt, la = load_model(told), load_model(a)
+    st, sa = lt.model.state_dict(), la.model.state_dict()
+    assert st["stem.0.0.weight"][:, -1].abs().sum() > 0  # the told parent has learnt the channel
+    for order, shares in (([a, told], [0.25, 0.75]), ([told, a], [0.75, 0.25])):
+        out = tmp_path / "avg.safetensors"
+        card = average(order, out, version="9.9.8", shares=shares)
+        got = load_model(out)
+        assert got.model.whiteness_map and card["architecture"]["whiteness_map"] is True
+        state = got.model.state_dict()
+        stem = state["stem.0.0.weight"]
+        torch.testing.assert_close(stem[:, -1], 0.75 * st["stem.0.0.weight"][:, -1], rtol=0, atol=1e-6)
+        torch.testing.assert_close(stem[:, :-1], 0.25 * sa["stem.0.0.weight"] + 0.75 * st["stem.0.0.weight"][:, :-1],
+                                   rtol=0, atol=1e-6)
+        torch.testing.assert_close(state["head.weight"], 0.25 * sa["head.weight"] + 0.75 * st["head.weight"],
+                                   rtol=0, atol=1e-6)
+        assert "whiteness" in card["input"]
+    with pytest.raises(ConfigError, match=r"w\.safetensors: architecture differs from white\.safetensors's"):
+        average([told, w], out)  # another width still does not average

@@ -6,7 +6,10 @@ fine-tuned from one start, written as weights plus a model card whose figures ar
 
 Two fine-tunes of one model that trade one figure against another (e.g. the white-noise rows against
 the low-dose row) average into a model between them (a weight average). Each parent's card goes into
-the new card whole, with its share and its sha256; the evaluation is measured on the averaged model."""
+the new card whole, with its share and its sha256; the evaluation is measured on the averaged model.
+A parent not told the noise's whiteness averages with one that is (grown from it): it counts as
+taking the whiteness channel with zero weights, as the grown network started
+(:func:`models.autoencoder.grow_state`); the average takes the channel."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +21,7 @@ from typing import Any
 
 import torch
 
+from models.autoencoder import grow_state
 from models.store import LoadedModel, ModelLoadError, load_model, save_model
 from pipeline.errors import ConfigError
 from pipeline.inference.strength import LevelRule
@@ -52,8 +56,13 @@ def _shares(count: int, shares: list[float] | None) -> list[float]:
     return list(shares)
 
 
+def _without_whiteness(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k != "whiteness_map"}
+
+
 def _check_alike(parents: list[tuple[Path, LoadedModel]]) -> None:
-    """Parents must share architecture, parameter names and window; each needs its training config."""
+    """Parents must share architecture (the whiteness channel apart), parameter names and window; each
+    needs its training config."""
     first_path, first = parents[0]
     keys = set(first.model.state_dict())
     for path, p in parents:
@@ -61,7 +70,8 @@ def _check_alike(parents: list[tuple[Path, LoadedModel]]) -> None:
             raise ConfigError(f"{path}: its model card names no training config")
         if path is first_path:
             continue
-        for what, mine, theirs in (("architecture", p.model.config, first.model.config),
+        for what, mine, theirs in (("architecture", _without_whiteness(p.model.config),
+                                    _without_whiteness(first.model.config)),
                                    ("window_hu", p.card.get("window_hu"), first.card.get("window_hu")),
                                    ("parameters", set(p.model.state_dict()), keys)):
             if mine != theirs:
@@ -78,8 +88,11 @@ def average(paths: list[Path], out: Path, version: str = MODEL_VERSION, shares: 
     parents = [(Path(p), load_model(p)) for p in paths]
     _check_alike(parents)
     first = parents[0][1]
-    model = copy.deepcopy(first.model)
-    model.load_state_dict(average_states([p.model.state_dict() for _, p in parents], weights))
+    told = next((p for _, p in parents if p.model.whiteness_map), first)  # the architecture of the average
+    model = copy.deepcopy(told.model)
+    states = [p.model.state_dict() if p.model.whiteness_map == model.whiteness_map
+              else grow_state(p.model.state_dict(), copy.deepcopy(model)) for _, p in parents]
+    model.load_state_dict(average_states(states, weights))
     cfg_dict = first.card["training"]["config"]
     cfg = config_from_card(cfg_dict)  # the evaluation's data settings
     training: dict[str, Any] = {k: first.card["training"][k] for k in ("data", "targets", "sources")
@@ -97,7 +110,7 @@ def average(paths: list[Path], out: Path, version: str = MODEL_VERSION, shares: 
                        "config is in its entry under parents",
         "command": command or "python -m models.training.average " + " ".join(map(str, paths)),
     })
-    card = {k: first.card[k] for k in ("name", "architecture", "input", "window_hu") if k in first.card}
+    card = {k: told.card[k] for k in ("name", "architecture", "input", "window_hu") if k in told.card}
     card.update(version=version, training=training, evaluation=evaluate(model, cfg))
     if level_rule is not None:
         card["level_rule"] = rule_entry(level_rule)
