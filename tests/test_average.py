@@ -50,6 +50,7 @@ def test_the_average_is_the_share_weighted_mean_and_its_card_names_the_parents(p
     assert saved["training"]["config_from"].startswith("parent 1's")  # and the card says so
     assert saved["evaluation"]["phantoms"]["by_sigma"]["0.05"]["autoencoder"]["psnr_db"] > 0  # measured again
     assert "level_rule" not in saved
+    assert "not told the noise's whiteness" not in saved["training"]["method"]  # no parent grown
 
 
 def test_equal_shares_by_default_and_a_level_rule_from_the_command_line(parents, tmp_path):
@@ -125,5 +126,8 @@ def test_a_parent_not_told_the_whiteness_averages_with_one_grown_from_it_at_zero
         torch.testing.assert_close(state["head.weight"], 0.25 * sa["head.weight"] + 0.75 * st["head.weight"],
                                    rtol=0, atol=1e-6)
         assert "whiteness" in card["input"]
+        grown = 1 + order.index(a)
+        method = card["training"]["method"]
+        assert f"parent {grown}, not told the noise's whiteness, counted with zero weights" in method
     with pytest.raises(ConfigError, match=r"w\.safetensors: architecture differs from white\.safetensors's"):
         average([told, w], out)  # another width still does not average

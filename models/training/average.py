@@ -97,9 +97,12 @@ def average(paths: list[Path], out: Path, version: str = MODEL_VERSION, shares: 
     cfg = config_from_card(cfg_dict)  # the evaluation's data settings
     training: dict[str, Any] = {k: first.card["training"][k] for k in ("data", "targets", "sources")
                                 if k in first.card["training"]}
+    grown = [i + 1 for i, (_, p) in enumerate(parents) if p.model.whiteness_map != model.whiteness_map]
     training.update({
         "method": "weight average: each tensor the share-weighted mean of the parents' below (one architecture, "
-                  "fine-tuned from one start)",
+                  "fine-tuned from one start)"
+                  + "".join(f"; parent {i}, not told the noise's whiteness, counted with zero weights on the "
+                            "whiteness channel (as a network grown that channel starts)" for i in grown),
         "noise": "; ".join(f"parent {i + 1} (share {s:g}): {p.card['training'].get('noise', '?')}"
                            for i, ((_, p), s) in enumerate(zip(parents, weights))),
         "parents": [{"weights": str(path), "sha256": p.sha256, "version": p.card.get("version"), "share": s,
