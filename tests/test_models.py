@@ -101,6 +101,19 @@ def test_checkpoint_resumes_to_the_same_state(tmp_path):
         train(TrainConfig(steps=12, **dict(TINY, lr=1e-4)), tmp_path / "a", progress=False)
 
 
+def test_a_run_cut_off_before_its_first_log_row_gets_the_logs_header_when_rerun(tmp_path):
+    """A run stopped before its first checkpoint leaves an empty train_log.csv; the rerun starts
+    afresh and writes the header before its rows, so the export can read the log."""
+    import csv
+
+    cfg = TrainConfig(steps=4, checkpoint_every=2, val_every=1000, **TINY)
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "train_log.csv").write_text("")
+    train(cfg, tmp_path, progress=False, validate=False)
+    rows = list(csv.DictReader(open(tmp_path / "train_log.csv")))
+    assert [int(r["step"]) for r in rows] == [2, 4] and all(float(r["loss"]) > 0 for r in rows)
+
+
 def test_a_continued_run_records_its_warm_restart(tmp_path):
     import csv
     import dataclasses

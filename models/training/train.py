@@ -212,7 +212,7 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: in
     stream = PatchStream(cfg)
     val = validation_set(cfg) if validate else []
     log_path = run_dir / "train_log.csv"
-    new_log = not log_path.exists()
+    new_log = not log_path.exists() or log_path.stat().st_size == 0  # a run cut off before its first row
     last: dict[str, Any] = {"step": step}
     loss_acc, n_acc = 0.0, 0
     t0 = time.perf_counter() - elapsed
