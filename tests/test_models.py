@@ -107,7 +107,6 @@ def test_a_run_cut_off_before_its_first_log_row_gets_the_logs_header_when_rerun(
     import csv
 
     cfg = TrainConfig(steps=4, checkpoint_every=2, val_every=1000, **TINY)
-    tmp_path.mkdir(exist_ok=True)
     (tmp_path / "train_log.csv").write_text("")
     train(cfg, tmp_path, progress=False, validate=False)
     rows = list(csv.DictReader(open(tmp_path / "train_log.csv")))

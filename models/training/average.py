@@ -90,14 +90,14 @@ def average(paths: list[Path], out: Path, version: str = MODEL_VERSION, shares: 
     first = parents[0][1]
     told = next((p for _, p in parents if p.model.whiteness_map), first)  # the architecture of the average
     model = copy.deepcopy(told.model)
-    states = [p.model.state_dict() if p.model.whiteness_map == model.whiteness_map
-              else grow_state(p.model.state_dict(), copy.deepcopy(model)) for _, p in parents]
+    grown = [i + 1 for i, (_, p) in enumerate(parents) if p.model.whiteness_map != model.whiteness_map]
+    states = [grow_state(p.model.state_dict(), model) if i + 1 in grown else p.model.state_dict()
+              for i, (_, p) in enumerate(parents)]  # grow_state reads model, never writes it
     model.load_state_dict(average_states(states, weights))
     cfg_dict = first.card["training"]["config"]
     cfg = config_from_card(cfg_dict)  # the evaluation's data settings
     training: dict[str, Any] = {k: first.card["training"][k] for k in ("data", "targets", "sources")
                                 if k in first.card["training"]}
-    grown = [i + 1 for i, (_, p) in enumerate(parents) if p.model.whiteness_map != model.whiteness_map]
     training.update({
         "method": "weight average: each tensor the share-weighted mean of the parents' below (one architecture, "
                   "fine-tuned from one start)"
