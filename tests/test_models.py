@@ -113,6 +113,25 @@ def test_a_run_cut_off_before_its_first_log_row_gets_the_logs_header_when_rerun(
     assert [int(r["step"]) for r in rows] == [2, 4] and all(float(r["loss"]) > 0 for r in rows)
 
 
+def test_rows_logged_past_the_checkpoint_are_dropped_when_the_run_resumes(tmp_path):
+    """A run stopped after logging a row but before saving its checkpoint: the rerun trains those
+    steps again from the checkpoint and logs each step once, in order."""
+    import csv
+
+    cfg = TrainConfig(steps=6, checkpoint_every=2, val_every=1000, **TINY)
+    train(cfg, tmp_path, progress=False, until_step=2, validate=False)
+    log_csv = tmp_path / "train_log.csv"
+    with open(log_csv, "a", newline="") as fh:  # the row of step 4, its checkpoint never saved
+        csv.writer(fh).writerow([4, 9.9, "", 1e-3, 1.0])
+    train(cfg, tmp_path, progress=False, validate=False)
+    rows = list(csv.DictReader(open(log_csv)))
+    assert [int(r["step"]) for r in rows] == [2, 4, 6]
+    assert float(rows[1]["loss"]) != 9.9  # step 4's row is the rerun's
+    (tmp_path / "train_log.csv").write_text("step,psnr\n2,30\n")
+    with pytest.raises(ValueError, match="train_log.csv: not a training log"):
+        train(cfg, tmp_path, progress=False, validate=False)
+
+
 def test_a_continued_run_records_its_warm_restart(tmp_path):
     import csv
     import dataclasses

@@ -164,6 +164,9 @@ def build_model(cfg: TrainConfig) -> DenoisingAutoencoder:
     return DenoisingAutoencoder(**cfg.architecture)
 
 
+LOG_COLUMNS = ["step", "loss", "val_psnr", "lr", "elapsed_s"]
+
+
 def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: int | None = None,
           max_seconds: float | None = None, device: str = "cpu", workers: int = 0,
           validate: bool = True) -> dict[str, Any]:
@@ -212,6 +215,7 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: in
     stream = PatchStream(cfg)
     val = validation_set(cfg) if validate else []
     log_path = run_dir / "train_log.csv"
+    trim_log(log_path, step)
     new_log = not log_path.exists() or log_path.stat().st_size == 0  # a run cut off before its first row
     last: dict[str, Any] = {"step": step}
     loss_acc, n_acc = 0.0, 0
@@ -220,7 +224,7 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: in
     with open(log_path, "a", newline="") as fh:
         writer = csv.writer(fh)
         if new_log:
-            writer.writerow(["step", "loss", "val_psnr", "lr", "elapsed_s"])
+            writer.writerow(LOG_COLUMNS)
         bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="batch", disable=not progress)
         started = time.perf_counter()
         stop_at = min(cfg.steps, until_step or cfg.steps)
@@ -239,7 +243,7 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: in
                     val_psnr = evaluate(model, val, cfg.val_sigma) if due else ""
                     last = {"step": step, "loss": float(loss_acc) / n_acc, "val_psnr": val_psnr, "lr": lr,
                             "elapsed_s": time.perf_counter() - t0}
-                    writer.writerow([last[k] for k in ("step", "loss", "val_psnr", "lr", "elapsed_s")])
+                    writer.writerow([last[k] for k in LOG_COLUMNS])
                     fh.flush()
                     save_checkpoint(ckpt, model, opt, {"step": step, "elapsed_s": last["elapsed_s"],
                                                         "trained_on": trained_on})
@@ -253,6 +257,29 @@ def train(cfg: TrainConfig, run_dir: Path, progress: bool = True, until_step: in
                     break
         bar.close()
     return last
+
+
+def trim_log(log_csv: Path, step: int) -> None:
+    """Drop the rows of ``log_csv`` past ``step``, the step the run resumes from: a run stopped
+    between writing a row and saving its checkpoint logged steps that the rerun trains again, and
+    would log twice. The log is rewritten atomically, and only when it has such rows."""
+    if not log_csv.exists() or log_csv.stat().st_size == 0:
+        return
+    with open(log_csv, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows or rows[0] != LOG_COLUMNS:
+        raise ValueError(f"{log_csv}: not a training log (header {rows[:1]}); use a new run folder")
+    kept = [r for r in rows[1:] if r and int(r[0]) <= step]
+    if len(kept) == len(rows) - 1:
+        return
+    log.info("%s: %d row(s) past the checkpoint's step %d dropped (trained again now)", log_csv,
+             len(rows) - 1 - len(kept), step)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as out:
+            csv.writer(out).writerows([LOG_COLUMNS, *kept])
+
+    atomic_file(log_csv, write)
 
 
 def plot_curves(log_csv: Path, png: Path) -> None:
