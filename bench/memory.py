@@ -1,9 +1,10 @@
 """Peak memory of DenoiseStudy on a long series: streaming keeps it bounded.
 
-    python -m bench.memory [--slices 1000] [--batch-size 8] [--cpu-batch-size 1] [--qa-every 8] [--tiny-model]
-                           [--workdir DIR]
+    python -m bench.memory [--slices 1000] [--slice-spacing 1] [--batch-size 8] [--cpu-batch-size 1]
+                           [--qa-every 8] [--tiny-model] [--workdir DIR]
 
-Generates one 512x512 series of ``--slices`` slices, then runs the study in a fresh process and
+Generates one 512x512 series of ``--slices`` slices ``--slice-spacing`` mm apart (1: stacks; 5: lone
+slices, for a model with slice context), then runs the study in a fresh process and
 reports (from /proc/self/status) the peak resident memory after loading the model and denoising one
 batch (the model's own footprint: weights, activations of a batch, torch's allocator) and the peak
 at the end of the study. The difference is what the pipeline adds: the target is <= 2 GB for 1000
@@ -66,6 +67,7 @@ def child(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--slices", type=int, default=1000)
+    ap.add_argument("--slice-spacing", type=float, default=1.0, help="mm between slices")
     ap.add_argument("--batch-size", type=int, default=8, help="GPU batch")
     ap.add_argument("--cpu-batch-size", type=int, default=1)
     ap.add_argument("--qa-every", type=int, default=8)
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     work = Path(tempfile.mkdtemp(prefix="ct-denoise-mem-", dir=args.workdir))
     try:
-        files = generate(work / "in", (long_study(args.slices),))
+        files = generate(work / "in", (long_study(args.slices, spacing_mm=args.slice_spacing),))
         cmd = [sys.executable, "-m", "bench.memory", "--child", "--work", str(work),
                "--batch-size", str(args.batch_size), "--cpu-batch-size", str(args.cpu_batch_size),
                "--qa-every", str(args.qa_every), "--device", args.device] + (["--tiny-model"] if args.tiny_model else [])
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(work, ignore_errors=True)
     volume_mib = len(files) * 512 * 512 * 4 / 2**20
     added = result["run_peak_mib"] - result["model_peak_mib"]
-    print(f"# {result['slices']} slices 512x512 ({volume_mib:.0f} MiB as float32); "
+    print(f"# {result['slices']} slices 512x512, {args.slice_spacing:g} mm apart ({volume_mib:.0f} MiB as float32); "
           f"{'tiny untrained model' if args.tiny_model else 'shipped model'} on {result['device']}; batch "
           f"{result['batch']}; QA every {args.qa_every}; {result['seconds']:.0f} s")
     print("| measure | MiB |\n|---|---|")

@@ -138,12 +138,13 @@ def _base_dataset(study: StudySpec, series: SeriesSpec) -> Dataset:
     return ds
 
 
-def long_study(slices: int, key: str = "long", seed: int = 30001) -> StudySpec:
-    """An abdomen study of one series of ``slices`` 512x512 slices 1 mm apart (uncompressed), for
-    throughput and memory benchmarks."""
+def long_study(slices: int, key: str = "long", seed: int = 30001, spacing_mm: float = 1.0) -> StudySpec:
+    """An abdomen study of one series of ``slices`` 512x512 slices ``spacing_mm`` apart (uncompressed),
+    for throughput and memory benchmarks (1 mm: stacks for a model with slice context; above its
+    largest step, 4.5 mm, every slice runs alone)."""
     return StudySpec(key, "abdomen", seed, "PHANTOM^LONG^SYNTHETIC", "FAKE-0003", "CT ABDOMEN LONG SYNTHETIC",
-                     slices, 1.0, -slices / 2, 0.78125, True, ExplicitVRLittleEndian, None,
-                     (SeriesSpec("", 2, "ABDOMEN 1.0 STANDARD", "STANDARD", 0.9, 12.0, "IM"),))
+                     slices, spacing_mm, -slices * spacing_mm / 2, 0.78125, True, ExplicitVRLittleEndian, None,
+                     (SeriesSpec("", 2, f"ABDOMEN {spacing_mm:.1f} STANDARD", "STANDARD", 0.9, 12.0, "IM"),))
 
 
 def generate(out_dir: Path | str, studies: tuple[StudySpec, ...] = STUDIES) -> list[Path]:
