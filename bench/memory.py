@@ -1,7 +1,7 @@
 """Peak memory of DenoiseStudy on a long series: streaming keeps it bounded.
 
     python -m bench.memory [--slices 1000] [--slice-spacing 1] [--batch-size 8] [--cpu-batch-size 1]
-                           [--qa-every 8] [--tiny-model] [--workdir DIR]
+                           [--qa-every 8] [--tiny-model] [--workdir DIR] [--card models/weights/ct_denoiser.json]
 
 Generates one 512x512 series of ``--slices`` slices ``--slice-spacing`` mm apart (1: stacks; 5: lone
 slices, for a model with slice context), then runs the study in a fresh process and
@@ -43,6 +43,7 @@ def child(args: argparse.Namespace) -> None:
     from models.store import load_model, save_model
     from pipeline.dicom.discovery import scan
     from pipeline.inference.denoiser import TYPICAL_SIGMA, Denoiser
+    from pipeline.inference.slice_context import neighbour_links
     from pipeline.settings import Settings
     from pipeline.study_run import process_study
 
@@ -52,7 +53,9 @@ def child(args: argparse.Namespace) -> None:
         save_model(DenoisingAutoencoder(width=8, levels=2, convs_per_level=1), weights,
                    {"name": "tiny-bench", "version": "0", "window_hu": [-1000, 1000]})
     denoiser = Denoiser(load_model(weights), args.device, args.batch_size, cpu_batch_size=args.cpu_batch_size)
-    denoiser.denoise_unit(np.zeros((denoiser.batch_size, 512, 512), np.float32), TYPICAL_SIGMA)
+    n = denoiser.batch_size  # one batch linked as the series' slices are: stacks, or lone slices
+    links = neighbour_links([k * args.slice_spacing for k in range(n)], n)
+    denoiser.denoise_unit(np.zeros((n, 512, 512), np.float32), TYPICAL_SIGMA, links=links)
     model_peak = _peak_mib()
     settings = Settings(progress=False, batch_size=args.batch_size, cpu_batch_size=args.cpu_batch_size,
                         device=args.device, qa_every=args.qa_every)
@@ -74,9 +77,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--tiny-model", action="store_true")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--card", type=Path, default=None,
+                    help="record the figures in this model card (the shipped weights'; not with --tiny-model)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--work", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.card and args.tiny_model:
+        raise SystemExit("bench/memory.py: --card records the shipped model's figures; not with --tiny-model")
     if args.child:
         child(args)
         return {}
@@ -87,7 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
         files = generate(work / "in", (long_study(args.slices, spacing_mm=args.slice_spacing),))
         cmd = [sys.executable, "-m", "bench.memory", "--child", "--work", str(work),
                "--batch-size", str(args.batch_size), "--cpu-batch-size", str(args.cpu_batch_size),
-               "--qa-every", str(args.qa_every), "--device", args.device] + (["--tiny-model"] if args.tiny_model else [])
+               "--qa-every", str(args.qa_every), "--device", args.device, "--slice-spacing", str(args.slice_spacing)]
+        cmd += ["--tiny-model"] if args.tiny_model else []
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
         if proc.returncode != 0:
             raise SystemExit(f"bench/memory.py: the study run failed:\n{proc.stderr[-3000:]}")
@@ -103,6 +111,18 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"| peak RSS after loading the model and one batch | {result['model_peak_mib']:.0f} |")
     print(f"| peak RSS of the whole study | {result['run_peak_mib']:.0f} |")
     print(f"| added by the pipeline (target <= 2048) | {added:.0f} |")
+    if args.card:
+        from bench.card import record
+        from models.store import load_model
+
+        record(args.card, load_model(None), "memory", f"{args.slice_spacing:g} mm apart", {
+            "date": time.strftime("%Y-%m-%d"),
+            "command": "python -m bench.memory " + " ".join(sys.argv[1:] if argv is None else argv),
+            "series": f"{result['slices']} generated 512x512 slices; QA every {args.qa_every}",
+            "machine": f"{result['device']}, batch {result['batch']}",
+            "peak_rss_mib": {"after the model and one batch": round(result["model_peak_mib"]),
+                             "whole study": round(result["run_peak_mib"])},
+            "added_by_the_pipeline_mib": round(added), "seconds": round(result["seconds"])})
     return dict(result, added_mib=added)
 
 

@@ -2,6 +2,7 @@
 
     python -m bench.throughput [--slices 300] [--slice-spacing 1] [--device auto] [--batch-size 8]
                                [--cpu-batch-size 1] [--io-workers 2] [--model-slices 64] [--workdir DIR]
+                               [--card models/weights/ct_denoiser.json]
 
 Generates one 512x512 series of ``--slices`` slices (uncompressed, ``--slice-spacing`` mm apart: at
 1 mm a model with slice context runs stacks; at 5 mm, beyond its largest step, every slice runs
@@ -16,7 +17,8 @@ alone, through a paired model's network for lone slices) and measures, in slices
   provenance, reports.
 
 and prints full / (I/O floor + model alone) as time per slice (targets on a 2-core CPU: <= 1.15
-without QA; QA adds <= 25 %).
+without QA; QA adds <= 25 %). ``--card``: record the table in the measured weights' model card,
+under ``evaluation.throughput`` and the series' spacing.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import dataclasses
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +37,7 @@ import numpy as np
 import pydicom
 import torch
 
+from bench.card import record
 from models.store import load_model
 from pipeline.dicom.discovery import scan
 from pipeline.inference.denoiser import TYPICAL_SIGMA, Denoiser
@@ -85,6 +89,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--qa-every", type=int, default=Settings.qa_every)
     ap.add_argument("--weights", type=Path, default=None)
     ap.add_argument("--workdir", type=Path, default=None, help="where the series is generated (default: a temp dir)")
+    ap.add_argument("--card", type=Path, default=None, help="record the figures in this model card (the weights')")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="ct-denoise-bench-", dir=args.workdir))
     try:
@@ -126,6 +131,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
               "full / I/O floor": full / floor}
     for name, value in ratios.items():
         print(f"| {name} | {value:.3f} | |")
+    if args.card:
+        record(args.card, denoiser.loaded, "throughput", f"{args.slice_spacing:g} mm apart", {
+            "date": time.strftime("%Y-%m-%d"),
+            "command": "python -m bench.throughput " + " ".join(sys.argv[1:] if argv is None else argv),
+            "series": f"{len(files)} generated 512x512 slices, {alone} of the {n_model} model-alone slices run alone",
+            "machine": f"{denoiser.device}, batch {denoiser.batch_size}, {torch.get_num_threads()} threads, "
+                       f"{os.cpu_count()} CPUs, {platform.machine()}, torch {torch.__version__}",
+            "seconds_per_slice": {k: round(v, 4) for k, v in per_slice.items()},
+            "ratios": {k: round(v, 3) for k, v in ratios.items()}})
     return {**per_slice, **ratios}
 
 

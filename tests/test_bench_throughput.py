@@ -31,3 +31,52 @@ def test_model_alone_runs_the_lone_network_on_unlinked_slices_and_the_stacks_net
     seen.clear()
     model_alone(den, 3, np.ones(2, bool))
     assert seen == []
+
+
+def test_the_throughput_table_is_recorded_in_the_measured_weights_card_and_only_there(tmp_path):
+    import json
+
+    import pytest
+
+    from bench import throughput
+
+    _, _, both = _pair(context=1)
+    weights = tmp_path / "pair.safetensors"
+    save_model(both, weights, {"name": "pair", "version": "0.1", "window_hu": [-1000, 1000],
+                               "evaluation": {"real_ct": {"kept": 1}}})
+    card = weights.with_suffix(".json")
+    args = ["--slices", "3", "--model-slices", "2", "--slice-spacing", "5", "--weights", str(weights),
+            "--workdir", str(tmp_path), "--card", str(card)]
+    figures = throughput.main(args)
+    got = json.loads(card.read_text())["evaluation"]
+    assert got["real_ct"] == {"kept": 1}  # the card's other figures kept
+    entry = got["throughput"]["5 mm apart"]
+    assert entry["series"] == "3 generated 512x512 slices, 2 of the 2 model-alone slices run alone"
+    assert entry["seconds_per_slice"]["model alone"] == pytest.approx(figures["model alone"], abs=1e-4)
+    assert entry["command"] == "python -m bench.throughput " + " ".join(args)
+
+    other = tmp_path / "other.json"  # another model's card
+    other.write_text(json.dumps({**json.loads(card.read_text()), "weights_sha256": "0" * 64}))
+    before = other.read_text()
+    with pytest.raises(SystemExit, match="other.json: the card of weights 0000000000000000, not of the weights"):
+        throughput.main([*args[:-1], str(other)])
+    assert other.read_text() == before
+
+
+def test_the_memory_figures_are_recorded_in_the_shipped_cards_copy_and_not_for_a_tiny_model(tmp_path):
+    import json
+    import shutil
+
+    import pytest
+
+    from bench import memory
+    from models.store import SHIPPED_WEIGHTS
+
+    card = tmp_path / "ct_denoiser.json"
+    shutil.copy(SHIPPED_WEIGHTS.with_suffix(".json"), card)
+    result = memory.main(["--slices", "2", "--slice-spacing", "5", "--workdir", str(tmp_path), "--card", str(card)])
+    entry = json.loads(card.read_text())["evaluation"]["memory"]["5 mm apart"]
+    assert entry["added_by_the_pipeline_mib"] == round(result["added_mib"])
+    assert entry["peak_rss_mib"]["whole study"] == round(result["run_peak_mib"]) > 0
+    with pytest.raises(SystemExit, match="--card records the shipped model's figures; not with --tiny-model"):
+        memory.main(["--tiny-model", "--card", str(card)])
