@@ -23,7 +23,8 @@ estimate as in the QA report (``h`` = the estimated std, pipeline/qa/filters.py)
 SSIM per part and source (``--by kernel``: per reconstruction kernel), the model's margins over BM3D
 and the seed filters, and CPU seconds per 512x512 slice. ``--qa-check`` runs the pipeline's own QA
 (``DenoiseStudy``'s code, default ``[qa_filters]``) on the test slices and compares its margins with
-the bench's. ``--card`` records the figures in that model card (``evaluation.real_ct``).
+the bench's. ``--card`` records the figures in that model card (``evaluation.real_ct``); refused for a card
+that is not the measured weights' (its ``weights_sha256``).
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.card import record
 from bench.filter_sweep import candidates
 from models.store import load_model
 from models.training import realct
@@ -355,7 +357,7 @@ def main() -> None:
     if args.qa_check and have_real and "test" in slices:
         compare_with_qa(results, slices["test"], loaded, args.realct_dir)
     if args.card:
-        record_real_ct(args.card, results, slices, args.seeds, seconds)
+        record_real_ct(args.card, loaded, results, slices, args.seeds, seconds)
 
 
 def _means(per_slice: dict[str, dict[str, tuple[float, float]]], names: list[str]) -> dict[str, tuple[float, float]]:
@@ -439,22 +441,21 @@ def told_text(methods: set[str]) -> str:
                    else "; BM3D not run in this measurement")
 
 
-def record_real_ct(card_path: Path, results, slices, seeds: int, seconds) -> None:
-    card = json.loads(card_path.read_text())
+def record_real_ct(card_path: Path, loaded, results, slices, seeds: int, seconds) -> None:
+    """The tables in the measured weights' card (``evaluation.real_ct``); refused for another model's card."""
     table: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
     methods: set[str] = set()  # every method scored, for what the text says each was told
     for level, part, source, means in rows(results, slices):
         table[f"{part}: {source}"][level.replace("lowdose@", "lowdose_i0_")] = {m: round(v[0], 2) for m, v in means.items()}
         methods.update(means)
-    card.setdefault("evaluation", {})["real_ct"] = {
+    record(card_path, loaded, "real_ct", None, {
         "data": "real CT set, validation and test parts (split by source, models/training/realct.py) and pydicom's "
                 f"CT_small.dcm and J2K_pixelrep_mismatch.dcm; {seeds} noise seed(s) per slice from its SOPInstanceUID; "
                 f"noise in HU, not clipped; {told_text(methods)}; filters tuned on the validation part; "
                 "python -m bench.quality",
         "psnr_db": dict(table),
         "cpu_seconds_per_512_slice": {m: round(float(np.mean(v)), 3) for m, v in seconds.items()},
-    }
-    write_json(card_path, card)
+    })
 
 
 if __name__ == "__main__":

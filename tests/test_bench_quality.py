@@ -40,12 +40,15 @@ def test_the_bench_scores_the_qa_reports_own_noisy_copy_unclipped():
 
 
 def test_real_ct_figures_are_recorded_in_the_model_card(tmp_path):
+    from types import SimpleNamespace
+
     card = tmp_path / "card.json"
-    card.write_text(json.dumps({"name": "m", "evaluation": {"phantoms": {"x": 1}}}))
+    card.write_text(json.dumps({"name": "m", "weights_sha256": "a" * 64, "evaluation": {"phantoms": {"x": 1}}}))
+    loaded = SimpleNamespace(sha256="a" * 64, path=tmp_path / "m.safetensors")
     sl = [BenchSlice("test", "orthanc_tests", f"f{k}", "1", np.zeros((4, 4), np.float32), 1.0) for k in range(2)]
     results = {"0.07": {"test": {"f0": {"autoencoder": (40.0, 0.9), "bm3d": (39.0, 0.8)},
                                  "f1": {"autoencoder": (42.0, 0.9), "bm3d": (40.0, 0.8)}}}}
-    record_real_ct(card, results, {"test": sl}, 1, {"autoencoder": [0.3, 0.5], "bm3d": [8.0]})
+    record_real_ct(card, loaded, results, {"test": sl}, 1, {"autoencoder": [0.3, 0.5], "bm3d": [8.0]})
     written = json.loads(card.read_text())
     assert written["evaluation"]["phantoms"] == {"x": 1}  # the rest of the card is kept
     real = written["evaluation"]["real_ct"]
@@ -53,11 +56,18 @@ def test_real_ct_figures_are_recorded_in_the_model_card(tmp_path):
     assert real["cpu_seconds_per_512_slice"] == {"autoencoder": 0.4, "bm3d": 8.0}
     assert "not clipped" in real["data"]
     assert "BM3D told the added noise's std" in real["data"] and "not run" not in real["data"]
-    record_real_ct(card, {"0.07": {"test": {f: {"autoencoder": (40.0, 0.9), "autoencoder_told": (40.1, 0.9)}
-                                            for f in ("f0", "f1")}}}, {"test": sl}, 1, {"autoencoder": [0.3]})
+    told = {"0.07": {"test": {f: {"autoencoder": (40.0, 0.9), "autoencoder_told": (40.1, 0.9)} for f in ("f0", "f1")}}}
+    record_real_ct(card, loaded, told, {"test": sl}, 1, {"autoencoder": [0.3]})
     data = json.loads(card.read_text())["evaluation"]["real_ct"]["data"]
     assert "autoencoder_told told the added noise's std" in data and "BM3D not run in this measurement" in data
     assert "BM3D told" not in data and "autoencoder told nothing" in data
+    # a candidate's figures never land in another model's card: refused in one line, the card untouched
+    before = card.read_bytes()
+    other = SimpleNamespace(sha256="b" * 64, path=tmp_path / "candidate.safetensors")
+    refused = r"card.json: the card of weights a{16}, not of the weights measured \(.*candidate.safetensors, b{16}\)"
+    with pytest.raises(SystemExit, match=refused + "; figures not recorded"):
+        record_real_ct(card, other, results, {"test": sl}, 1, {"autoencoder": [0.3]})
+    assert card.read_bytes() == before
 
 
 def test_the_tables_print_as_many_decimals_as_asked(capsys):
