@@ -158,7 +158,8 @@ def noisy_copy(sl: BenchSlice, level: str, k: int, salt: str = "qa-noise") -> tu
 
 
 class Cache:
-    """Scores of the classical methods (deterministic: same slice, noise and setting, same score), kept
+    """Scores of the classical methods (deterministic: same slice, noise and setting, same score; BM3D's
+    library aggregates on several threads, which moves a pixel by up to ~1e-5 between runs), kept
     in a JSON file between runs, so that comparing models does not rerun BM3D. Keys name the level,
     slice, seed and method; the model and non-local means told the noise estimate are never cached,
     BM3D told the estimate under the estimate it was told (a changed estimator misses the cache)."""
