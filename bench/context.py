@@ -3,6 +3,7 @@ slice and BM4D on the volume, on the real contiguous volumes (models/training/vo
 
     python -m bench.context [--part validation] [--levels 0.02 0.05 lowdose@20000 soft@0.03] [--weights W ...]
                             [--series N] [--no-bm4d] [--thick K] [--untold] [--blotchy-pass] [--realct GROUP]
+                            [--digits 4]
 
 Each volume of the part (24 contiguous slices, 3.27 mm) gets noise of each level added in HU to
 every slice (seeded from the series and slice, not clipped): Gaussian, a reconstruction kernel's
@@ -167,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--realct", metavar="GROUP", default=None,
                     help="instead of the volumes, the contiguous slices of this source of the real CT set")
     ap.add_argument("--realct-dir", default=realct.DEFAULT_DIR)
+    ap.add_argument("--digits", type=int, choices=range(1, 7), default=2, metavar="N",
+                    help="decimals of the PSNR figures printed (default 2; 4 to compare two models' rows)")
     args = ap.parse_args(argv)
     if args.realct:
         vols = realct_volumes(args.realct, args.realct_dir)
@@ -210,8 +213,9 @@ def main(argv: list[str] | None = None) -> None:
         print("|---|---|---|---|")
         base = np.mean(scores["BM3D per slice"]) if "BM3D per slice" in scores else None
         for name, vals in scores.items():
-            rel = f"{np.mean(vals) - base:+.2f}" if base is not None else ""
-            print(f"| {name} | {np.mean(vals):.2f} | {rel} | {seconds[name] / slices:.3f} |", flush=True)
+            d = args.digits
+            rel = f"{np.mean(vals) - base:+.{d}f}" if base is not None else ""
+            print(f"| {name} | {np.mean(vals):.{d}f} | {rel} | {seconds[name] / slices:.3f} |", flush=True)
 
 if __name__ == "__main__":
     main()

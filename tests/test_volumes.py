@@ -109,6 +109,9 @@ def test_the_context_bench_scores_every_method_on_the_same_noisy_volume(volume_s
     ref = np.clip(hu_to_unit(vol.hu, Window()), 0, 1)
     expected = np.mean([psnr(r, np.clip(x, 0, 1)) for r, x in zip(ref, noisy)])
     assert f"| noisy | {expected:.2f} |" in table and "| ctx-test 0.0.1 (context 1) |" in table
+    main(["--part", "test", "--levels", "0.05", "--weights", str(path), "--volumes-dir", str(volume_set),
+          "--no-bm3d", "--no-bm4d", "--digits", "4"])
+    assert f"| noisy | {expected:.4f} |" in capsys.readouterr().out  # four decimals where asked
     twin = tmp_path / "twin.safetensors"  # another candidate of the same name and version: both rows kept
     save_model(DenoisingAutoencoder(width=4, levels=1, convs_per_level=1, noise_map=True, context=1), twin,
                {"name": "ctx-test", "version": "0.0.1", "window_hu": [-1000, 1000]})
