@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.quality import import_bm3d, noise_model
+from bench.quality import add_digits_argument, import_bm3d, noise_model
 from models.store import load_model
 from models.training import realct, volumes
 from pipeline.dicom.discovery import scan
@@ -168,8 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--realct", metavar="GROUP", default=None,
                     help="instead of the volumes, the contiguous slices of this source of the real CT set")
     ap.add_argument("--realct-dir", default=realct.DEFAULT_DIR)
-    ap.add_argument("--digits", type=int, choices=range(1, 7), default=2, metavar="N",
-                    help="decimals of the PSNR figures printed (default 2; 4 to compare two models' rows)")
+    add_digits_argument(ap)
     args = ap.parse_args(argv)
     if args.realct:
         vols = realct_volumes(args.realct, args.realct_dir)
@@ -212,8 +211,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n| {what} | mean PSNR dB | vs BM3D per slice | CPU s per slice |")
         print("|---|---|---|---|")
         base = np.mean(scores["BM3D per slice"]) if "BM3D per slice" in scores else None
+        d = args.digits
         for name, vals in scores.items():
-            d = args.digits
             rel = f"{np.mean(vals) - base:+.{d}f}" if base is not None else ""
             print(f"| {name} | {np.mean(vals):.{d}f} | {rel} | {seconds[name] / slices:.3f} |", flush=True)
 

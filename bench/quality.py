@@ -300,6 +300,12 @@ def qa_margins(slices: list[BenchSlice], level: str, loaded, folder: str) -> dic
     return out
 
 
+def add_digits_argument(ap: argparse.ArgumentParser) -> None:
+    """``--digits N``: the decimals of the PSNR figures a bench prints (this one's and bench.context's)."""
+    ap.add_argument("--digits", type=int, choices=range(1, 7), default=2, metavar="N",
+                    help="decimals of the PSNR figures printed (default 2; 4 to compare two models' rows)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", nargs="*", default=["validation", "test", "pydicom"])
@@ -310,8 +316,7 @@ def main() -> None:
                     help="also BM3D told the noise estimated from the copy (what the delivered model is told)")
     ap.add_argument("--weights", type=Path, default=None)
     ap.add_argument("--card", type=Path, default=None, help="record the figures in this model card")
-    ap.add_argument("--digits", type=int, choices=range(1, 7), default=2, metavar="N",
-                    help="decimals of the PSNR figures printed (default 2; 4 to compare two models' rows)")
+    add_digits_argument(ap)
     ap.add_argument("--by", choices=GROUPINGS, default="source",
                     help="rows per source (default), per reconstruction kernel or per slice; the card's are per source")
     ap.add_argument("--qa-check", action="store_true", help="compare the QA report's margins on the test part")
